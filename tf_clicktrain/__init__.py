@@ -1,0 +1,28 @@
+"""tf-clicktrain: ClickTrain pattern pruning during training, for Keras 3.
+
+Public API, mirroring tensorflow-model-optimization's sparsity API:
+
+- `prune_pattern`, `strip_pruning`, `prune_scope`
+- `PatternPruningWrapper`, `PrunableLayer`
+- `UpdatePruningStep`, `PruningSummaries`
+- `schedules`: `ConstantSparsity`, `PolynomialDecay`, `ClickTrainSchedule`
+- `patterns`: the pattern math (no Keras)
+- `model_stats`: compression figures
+"""
+
+from tf_clicktrain import patterns
+from tf_clicktrain.pruning import schedules
+from tf_clicktrain.pruning.callbacks import PruningSummaries
+from tf_clicktrain.pruning.callbacks import UpdatePruningStep
+from tf_clicktrain.pruning.prunable_layer import PrunableLayer
+from tf_clicktrain.pruning.prune import prune_pattern
+from tf_clicktrain.pruning.prune import prune_scope
+from tf_clicktrain.pruning.prune import pruning_wrappers
+from tf_clicktrain.pruning.prune import strip_pruning
+from tf_clicktrain.pruning.schedules import ClickTrainSchedule
+from tf_clicktrain.pruning.schedules import ConstantSparsity
+from tf_clicktrain.pruning.schedules import PolynomialDecay
+from tf_clicktrain.pruning.stats import model_stats
+from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
+
+__version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""Connectivity pruning: removing whole 3x3 kernels of a layer."""
+
+import numpy as np
+
+
+def validate_sparsity(value, name):
+    """Raises `ValueError` unless ``value`` is a number in [0, 1)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(
+            f"{name} must be a number in [0, 1). Received: {name}={value!r}"
+        )
+
+
+def kernels_to_keep(kernel_scores, sparsity):
+    """Keeps the highest-scoring kernels, removing a ``sparsity`` fraction.
+
+    Args:
+        kernel_scores: ``(num_kernels,)`` scores, e.g. the importance summed
+            over each kernel's 9 entries.
+        sparsity: fraction in [0, 1) of kernels to remove;
+            ``floor(sparsity * num_kernels)`` are removed.
+
+    Returns:
+        bool array ``(num_kernels,)``, True for kept kernels. Ties are broken
+        by position, so equal inputs give equal outputs.
+    """
+    validate_sparsity(sparsity, "sparsity")
+    kernel_scores = np.asarray(kernel_scores, np.float64)
+    num_removed = int(np.floor(sparsity * kernel_scores.size))
+    keep = np.ones(kernel_scores.size, bool)
+    if num_removed > 0:
+        order = np.argsort(kernel_scores, kind="stable")
+        keep[order[:num_removed]] = False
+    return keep
+
+
+def depth_increasing(first, last):
+    """A per-layer connectivity rule rising linearly with depth.
+
+    The paper's configurations remove a larger fraction of kernels in deeper
+    layers (VGG-16: 35% in the first pruned layer up to 85% in the last).
+
+    Args:
+        first: sparsity of the shallowest pruned 3x3 layer, in [0, 1).
+        last: sparsity of the deepest, in [0, 1).
+
+    Returns:
+        A callable ``rule(index, count) -> sparsity`` for
+        ``prune_pattern(..., connectivity_sparsity=rule)``; ``index`` counts
+        the pattern-pruned layers in model order from 0 to ``count - 1``.
+
+    Example:
+    ```python
+    rule = depth_increasing(0.35, 0.85)
+    [round(rule(i, 3), 2) for i in range(3)]   # [0.35, 0.6, 0.85]
+    ```
+    """
+    validate_sparsity(first, "first")
+    validate_sparsity(last, "last")
+
+    def rule(index, count):
+        if count <= 1:
+            return float(first)
+        return float(first + (last - first) * index / (count - 1))
+
+    return rule

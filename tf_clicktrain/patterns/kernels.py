@@ -1,0 +1,43 @@
+"""Reshaping between Keras kernel layouts and rows of 3x3 kernels."""
+
+import numpy as np
+
+KERNEL_POSITIONS = 9
+
+
+def to_kernel_rows(kernel):
+    """Flattens a ``(3, 3, a, b)`` kernel into ``(a * b, 9)`` kernel rows.
+
+    Row ``i * b + j`` holds the 3x3 kernel ``kernel[:, :, i, j]`` in row-major
+    order. For `Conv2D` ``(a, b)`` is ``(in_channels, out_channels)``; for
+    `DepthwiseConv2D` it is ``(channels, depth_multiplier)``.
+
+    Args:
+        kernel: array of shape ``(3, 3, a, b)``.
+
+    Returns:
+        Array of shape ``(a * b, 9)``.
+
+    Raises:
+        ValueError: if the kernel is not 4-D with a 3x3 spatial extent.
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[:2] != (3, 3):
+        raise ValueError(
+            "Expected a kernel of shape (3, 3, in, out). "
+            f"Received: kernel.shape={kernel.shape}"
+        )
+    return kernel.reshape(KERNEL_POSITIONS, -1).T
+
+
+def from_kernel_rows(rows, kernel_shape):
+    """Inverse of `to_kernel_rows`.
+
+    Args:
+        rows: array of shape ``(a * b, 9)``.
+        kernel_shape: the target shape ``(3, 3, a, b)``.
+
+    Returns:
+        Array of shape ``kernel_shape``.
+    """
+    return np.asarray(rows).T.reshape(kernel_shape)

@@ -1,0 +1,1 @@
+"""Keras glue of pattern pruning: wrapper, entry points, schedules, callbacks."""

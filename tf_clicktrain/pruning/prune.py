@@ -1,0 +1,394 @@
+"""Public entry points: wrap a model for pruning, strip the wrappers."""
+
+import contextlib
+import logging
+import numbers
+
+import keras
+
+from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import schedules as schedules_lib
+from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
+
+logger = logging.getLogger(__name__)
+
+
+def _walk_layers(layer):
+    """Yields the layers of a model in order, descending into nested models."""
+    for sublayer in getattr(layer, "layers", []):
+        if isinstance(sublayer, keras.Model):
+            yield from _walk_layers(sublayer)
+        else:
+            yield sublayer
+
+
+def _copy_layer(layer):
+    """A fresh layer with the same config and, if built, the same weights."""
+    copy = layer.__class__.from_config(layer.get_config())
+    if layer.built:
+        build_config = layer.get_build_config()
+        if build_config is not None:
+            copy.build_from_config(build_config)
+        copy.set_weights(layer.get_weights())
+    return copy
+
+
+def _resolve_connectivity(connectivity_sparsity, pattern_layers):
+    """Per-layer connectivity sparsity for the pattern-pruned layers."""
+    count = len(pattern_layers)
+    if connectivity_sparsity is None or isinstance(connectivity_sparsity, numbers.Number):
+        return {layer.name: connectivity_sparsity for layer in pattern_layers}
+    if isinstance(connectivity_sparsity, dict):
+        unknown = set(connectivity_sparsity) - {layer.name for layer in pattern_layers}
+        if unknown:
+            raise ValueError(
+                "connectivity_sparsity names layers that are not pattern-pruned: "
+                f"{sorted(unknown)}. Pattern-pruned layers: "
+                f"{[layer.name for layer in pattern_layers]}"
+            )
+        return {layer.name: connectivity_sparsity.get(layer.name) for layer in pattern_layers}
+    if callable(connectivity_sparsity):
+        return {
+            layer.name: float(connectivity_sparsity(index, count))
+            for index, layer in enumerate(pattern_layers)
+        }
+    if isinstance(connectivity_sparsity, (list, tuple)):
+        if len(connectivity_sparsity) != count:
+            raise ValueError(
+                "connectivity_sparsity as a list needs one value per "
+                f"pattern-pruned layer ({count}: "
+                f"{[layer.name for layer in pattern_layers]}). "
+                f"Received: {len(connectivity_sparsity)} values"
+            )
+        return {layer.name: value for layer, value in zip(pattern_layers, connectivity_sparsity)}
+    raise ValueError(
+        "connectivity_sparsity must be None, a number, a list, a dict of layer "
+        "names or a callable(index, count). "
+        f"Received: connectivity_sparsity={connectivity_sparsity!r}"
+    )
+
+
+def prune_pattern(
+    to_prune,
+    schedule=None,
+    num_patterns=4,
+    entries_per_kernel=4,
+    force_centre=False,
+    connectivity_sparsity=None,
+    unstructured="pointwise",
+    unstructured_sparsity=None,
+    importance="magnitude",
+    importance_decay=0.99,
+    pattern_library=None,
+    skip_first_conv=True,
+    skip_layers=(),
+):
+    """Wraps the eligible layers of a layer, list of layers or model.
+
+    The analogue of tensorflow-model-optimization's ``prune_low_magnitude``
+    for ClickTrain pattern pruning, on Keras 3. Eligible layers:
+
+    - `Conv2D` 3x3 (groups=1, any strides, dilation and padding): each kept
+      kernel keeps ``entries_per_kernel`` weights in one of the layer's
+      ``num_patterns`` patterns; whole kernels are removed (connectivity);
+    - `DepthwiseConv2D` 3x3: patterns per channel kernel (no kernel removal
+      unless ``connectivity_sparsity`` names the layer);
+    - `Conv2D` 1x1 and `Dense`: unstructured magnitude pruning, as
+      ``unstructured`` says;
+    - any layer implementing `tf_clicktrain.PrunableLayer`.
+
+    Models (Sequential or Functional, nested models included) are cloned:
+    the input model is left untouched and the copy keeps its weights, so
+    pretrained weights can be loaded before wrapping (or after, into the
+    returned model). In a model, other layers are left alone; a layer or
+    list of layers passed directly must all be prunable.
+
+    Args:
+        to_prune: a layer, a list of layers, or a Sequential/Functional model.
+        schedule: a `tf_clicktrain.schedules.PruningSchedule`; default
+            ``ConstantSparsity(0.5, begin_step=0)``.
+        num_patterns: K, patterns per layer (default 4).
+        entries_per_kernel: weights kept per 3x3 kernel, 1..9 (default 4).
+        force_centre: generate only patterns that keep the centre.
+        connectivity_sparsity: fraction of 3x3 kernels removed per layer:
+            None (follow the schedule's sparsity), a number, a list with one
+            value per pattern-pruned layer in model order, a dict from layer
+            name to value, or a callable ``(index, count) -> value`` such as
+            `tf_clicktrain.patterns.depth_increasing`.
+        unstructured: which non-3x3 layers of a model get unstructured
+            magnitude pruning: "none", "pointwise" (1x1 convs, the default,
+            as in the paper) or "all" (also Dense).
+        unstructured_sparsity: their final sparsity, or None for the
+            schedule's.
+        importance: "magnitude", "taylor" or "taylor_accumulated".
+        importance_decay: decay of the accumulated Taylor estimate.
+        pattern_library: optional fixed ``(K, 9)`` 0/1 pattern set.
+        skip_first_conv: leave a model's first convolution dense (as the
+            paper does).
+        skip_layers: names of layers to leave dense.
+
+    Returns:
+        The same kind of object with eligible layers wrapped in
+        `PatternPruningWrapper`.
+
+    Raises:
+        ValueError: on invalid arguments or an ineligible layer passed
+            directly, before any state is created.
+
+    Example:
+    ```python
+    import keras
+    import tf_clicktrain as ct
+
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    pruned = ct.prune_pattern(
+        model, schedule=ct.ClickTrainSchedule(selection_step=100,
+                                              hard_pruning_step=200))
+    ```
+    """
+    eligibility.validate_unstructured_policy(unstructured)
+    if isinstance(skip_layers, str):
+        raise ValueError(
+            "skip_layers must be a list of layer names. "
+            f"Received: skip_layers={skip_layers!r}"
+        )
+    skip_layers = set(skip_layers)
+    wrapper_kwargs = dict(
+        schedule=schedules_lib.deserialize(schedule) if schedule is not None else None,
+        num_patterns=num_patterns,
+        entries_per_kernel=entries_per_kernel,
+        force_centre=force_centre,
+        unstructured_sparsity=unstructured_sparsity,
+        importance=importance,
+        importance_decay=importance_decay,
+        pattern_library=pattern_library,
+    )
+    # Validates every argument once, before anything is cloned or built.
+    PatternPruningWrapper(keras.layers.Identity(), **wrapper_kwargs)
+
+    if isinstance(to_prune, PatternPruningWrapper):
+        raise ValueError(f"Layer '{to_prune.name}' is already wrapped for pruning.")
+    if isinstance(to_prune, keras.Model):
+        return _prune_model(
+            to_prune, wrapper_kwargs, connectivity_sparsity, unstructured,
+            skip_first_conv, skip_layers,
+        )
+    if isinstance(to_prune, (list, tuple)):
+        for layer in to_prune:
+            if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+                raise ValueError(
+                    "prune_pattern takes a layer, a list of layers or a model. "
+                    f"Received a list containing: {layer!r}"
+                )
+        kinds = [eligibility.pruning_kind(layer, unstructured, explicit=True) for layer in to_prune]
+        pattern_layers = [l for l, k in zip(to_prune, kinds) if k == eligibility.PATTERN]
+        per_layer = _resolve_connectivity(connectivity_sparsity, pattern_layers)
+        return [
+            PatternPruningWrapper(
+                layer, connectivity_sparsity=per_layer.get(layer.name), **wrapper_kwargs
+            )
+            for layer in to_prune
+        ]
+    if isinstance(to_prune, keras.layers.Layer):
+        kind = eligibility.pruning_kind(to_prune, unstructured, explicit=True)
+        per_layer = _resolve_connectivity(
+            connectivity_sparsity, [to_prune] if kind == eligibility.PATTERN else []
+        )
+        return PatternPruningWrapper(
+            to_prune, connectivity_sparsity=per_layer.get(to_prune.name), **wrapper_kwargs
+        )
+    raise ValueError(
+        "prune_pattern takes a Keras layer, a list of layers, or a Sequential "
+        f"or Functional model. Received: to_prune={to_prune!r}"
+    )
+
+
+def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
+                 skip_first_conv, skip_layers):
+    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
+        raise ValueError(
+            "prune_pattern clones Sequential and Functional models only; for "
+            f"a subclassed model ('{type(model).__name__}'), wrap its layers in "
+            "__init__ with tf_clicktrain.prune_pattern(layer)."
+        )
+    layers = list(_walk_layers(model))
+    unknown = skip_layers - {layer.name for layer in layers}
+    if unknown:
+        raise ValueError(
+            f"skip_layers names layers that are not in the model: {sorted(unknown)}"
+        )
+    first_conv = next((layer for layer in layers if eligibility.is_conv(layer)), None)
+    chosen = {}
+    for layer in layers:
+        if isinstance(layer, PatternPruningWrapper):
+            raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
+        if layer.name in skip_layers or (skip_first_conv and layer is first_conv):
+            continue
+        kind = eligibility.pruning_kind(layer, unstructured)
+        if kind is not None:
+            chosen[id(layer)] = kind
+    pattern_layers = [
+        layer for layer in layers if chosen.get(id(layer)) == eligibility.PATTERN
+    ]
+    per_layer = _resolve_connectivity(connectivity_sparsity, pattern_layers)
+    if not chosen:
+        logger.warning(
+            "prune_pattern: model '%s' has no layer eligible for pruning "
+            "(3x3 Conv2D/DepthwiseConv2D, 1x1 Conv2D, Dense or PrunableLayer); "
+            "it is returned unchanged (cloned).", model.name,
+        )
+
+    def clone(layer):
+        copy = _copy_layer(layer)
+        if id(layer) in chosen:
+            return PatternPruningWrapper(
+                copy, connectivity_sparsity=per_layer.get(layer.name), **wrapper_kwargs
+            )
+        return copy
+
+    pruned = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    return pruned
+
+
+def _is_functional(model):
+    # Functional models are the ones with a graph of inputs and outputs.
+    return isinstance(model, keras.Model) and type(model).__name__ == "Functional"
+
+
+def strip_pruning(model):
+    """Replaces every pruning wrapper by its layer, with the masks applied.
+
+    Args:
+        model: a model (Sequential, Functional or subclassed), a single
+            wrapper, or a list of layers.
+
+    Returns:
+        For Sequential/Functional models a new model of plain Keras layers
+        whose pruned weights are pattern-sparse (the input is left intact).
+        A subclassed model is stripped in place and returned: each attribute
+        holding a wrapper then holds the plain layer.
+
+    Example:
+    ```python
+    final = ct.strip_pruning(pruned_model)
+    final.save("pruned.keras")
+    ```
+    """
+    if isinstance(model, PatternPruningWrapper):
+        return _strip_layer(model)
+    if isinstance(model, (list, tuple)):
+        return [strip_pruning(layer) for layer in model]
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "strip_pruning takes a model, a pruning wrapper or a list of "
+            f"layers. Received: {model!r}"
+        )
+    if isinstance(model, keras.Sequential) or _is_functional(model):
+
+        def clone(layer):
+            if isinstance(layer, PatternPruningWrapper):
+                return _strip_layer(layer)
+            return _copy_layer(layer)
+
+        return keras.models.clone_model(model, clone_function=clone, recursive=True)
+    _strip_subclassed_in_place(model)
+    return model
+
+
+def _strip_layer(wrapper):
+    if wrapper.built and int(wrapper.pruning_phase.numpy()) != schedules_lib.HARD:
+        logger.warning(
+            "strip_pruning: layer '%s' has not reached the hard pruning phase "
+            "(phase: %s); its weights are returned unmasked.",
+            wrapper.layer.name,
+            schedules_lib.PHASE_NAMES[int(wrapper.pruning_phase.numpy())],
+        )
+    layer = _copy_layer(wrapper.layer)
+    if wrapper.built:
+        masked = {
+            id(weight): value
+            for (weight, _), value in zip(
+                wrapper.pruned_weights(), wrapper.masked_weight_values()
+            )
+        }
+        values = [
+            masked.get(id(variable), variable.numpy()) for variable in wrapper.layer.weights
+        ]
+        layer.set_weights(values)
+    return layer
+
+
+def _strip_subclassed_in_place(model):
+    for name, value in list(vars(model).items()):
+        if name.startswith("_"):
+            continue
+        if isinstance(value, PatternPruningWrapper):
+            stripped = _strip_layer(value)
+            delattr(model, name)
+            setattr(model, name, stripped)
+        elif isinstance(value, keras.Model):
+            _strip_subclassed_in_place(value)
+
+
+@contextlib.contextmanager
+def prune_scope():
+    """Custom-object scope for loading models saved with pruning wrappers.
+
+    The library registers its classes with
+    ``keras.saving.register_keras_serializable``, so ``keras.saving.load_model``
+    finds them once ``tf_clicktrain`` is imported; this scope is for code
+    written against tensorflow-model-optimization's ``prune_scope``.
+
+    Example:
+    ```python
+    with ct.prune_scope():
+        model = keras.saving.load_model("pruned_in_progress.keras")
+    ```
+    """
+    objects = {
+        "PatternPruningWrapper": PatternPruningWrapper,
+        "ConstantSparsity": schedules_lib.ConstantSparsity,
+        "PolynomialDecay": schedules_lib.PolynomialDecay,
+        "ClickTrainSchedule": schedules_lib.ClickTrainSchedule,
+    }
+    with keras.saving.custom_object_scope(objects):
+        yield
+
+
+def pruning_wrappers(model):
+    """All `PatternPruningWrapper` layers of a model, nested ones included.
+
+    Walks Sequential/Functional layers and the attributes of subclassed
+    models and custom layers, so hand-wrapped layers are found too.
+    """
+    found = []
+    seen = set()
+
+    def visit(value):
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        if isinstance(value, PatternPruningWrapper):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, keras.layers.Layer):
+            if isinstance(value, keras.Model):
+                for layer in value.layers:
+                    visit(layer)
+            for name, attribute in vars(value).items():
+                if isinstance(attribute, (keras.layers.Layer, list, tuple, dict)):
+                    visit(attribute)
+
+    visit(model)
+    return found

@@ -1,0 +1,387 @@
+"""Pruning schedules: when masks change, how sparse, and in which phase.
+
+Every schedule is a serializable object with
+``__call__(step) -> (should_prune, sparsity)`` as in
+tensorflow-model-optimization, plus two questions the ClickTrain wrapper
+asks: `phase(step)` and `penalty(step)`.
+
+Phases:
+- ``DENSE``: ordinary training; Taylor importance accumulates.
+- ``SOFT``: patterns and removed kernels are chosen; a group-lasso penalty
+  (weight `penalty(step)`) pulls what will be removed towards zero, but no
+  mask is applied yet.
+- ``HARD``: masks are applied in every forward pass and after every optimizer
+  step; fine-tuning.
+
+For pattern-pruned layers ``sparsity`` is the *connectivity* sparsity, the
+fraction of whole 3x3 kernels removed; the kept kernels then keep
+``entries_per_kernel`` of their 9 weights. For unstructured layers (1x1 convs,
+Dense) it is the fraction of weights removed.
+"""
+
+import math
+
+import keras
+
+from tf_clicktrain.patterns.connectivity import validate_sparsity
+
+DENSE = 0
+SOFT = 1
+HARD = 2
+PHASE_NAMES = {DENSE: "dense", SOFT: "soft", HARD: "hard"}
+
+
+def _validate_step(value, name, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+
+
+def _validate_end_step(begin_step, end_step):
+    if isinstance(end_step, bool) or not isinstance(end_step, int):
+        raise ValueError(f"end_step must be an integer. Received: end_step={end_step!r}")
+    if end_step != -1 and end_step < begin_step:
+        raise ValueError(
+            "end_step must be -1 (never end) or >= begin_step. "
+            f"Received: begin_step={begin_step}, end_step={end_step}"
+        )
+
+
+class PruningSchedule:
+    """Base class of the pruning schedules.
+
+    Subclasses implement `__call__`, `phase`, `get_config` and may override
+    `penalty` (0 by default), `final_sparsity` and `patterns_frozen`.
+    """
+
+    def __call__(self, step):
+        """Returns ``(should_prune, sparsity)`` at an integer ``step``.
+
+        ``should_prune`` says that masks (patterns, kept kernels, weights) are
+        recomputed at this step; ``sparsity`` is the target at this step.
+        """
+        raise NotImplementedError
+
+    def phase(self, step):
+        """Returns `DENSE`, `SOFT` or `HARD` for an integer ``step``."""
+        raise NotImplementedError
+
+    def penalty(self, step):
+        """The group-lasso weight at ``step``; 0 outside the soft phase."""
+        del step
+        return 0.0
+
+    @property
+    def final_sparsity(self):
+        """The sparsity the schedule ends at."""
+        raise NotImplementedError
+
+    def ramp(self, step):
+        """Fraction of the final sparsity reached at ``step``, in [0, 1].
+
+        Layers with their own target sparsity prune to that target times this
+        fraction, so one schedule can drive layers with different targets.
+        """
+        _, sparsity = self(step)
+        if self.final_sparsity > 0:
+            return min(1.0, sparsity / self.final_sparsity)
+        return 0.0 if self.phase(step) == DENSE else 1.0
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tf_clicktrain")
+class ConstantSparsity(PruningSchedule):
+    """Magnitude-style pruning at a constant sparsity from ``begin_step``.
+
+    Masks are hard from ``begin_step`` and recomputed every ``frequency``
+    steps until ``end_step`` (-1: until training ends), as in
+    tensorflow-model-optimization.
+
+    Args:
+        target_sparsity: fraction in [0, 1).
+        begin_step: first step that prunes.
+        end_step: last step that may prune, or -1.
+        frequency: steps between mask updates.
+
+    Example:
+    ```python
+    schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
+    schedule(0)    # (True, 0.5)
+    schedule(50)   # (False, 0.5)
+    ```
+    """
+
+    def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
+        validate_sparsity(target_sparsity, "target_sparsity")
+        _validate_step(begin_step, "begin_step")
+        _validate_end_step(begin_step, end_step)
+        _validate_step(frequency, "frequency", minimum=1)
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+
+    def _in_window(self, step):
+        return step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
+
+    def __call__(self, step):
+        should_prune = self._in_window(step) and (
+            (step - self.begin_step) % self.frequency == 0
+        )
+        sparsity = self.target_sparsity if step >= self.begin_step else 0.0
+        return should_prune, sparsity
+
+    def phase(self, step):
+        return HARD if step >= self.begin_step else DENSE
+
+    @property
+    def final_sparsity(self):
+        return self.target_sparsity
+
+    def get_config(self):
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tf_clicktrain")
+class PolynomialDecay(PruningSchedule):
+    """Gradual pruning: sparsity rises polynomially from initial to final.
+
+    ``sparsity(step) = final + (initial - final) * (1 - progress) ** power``
+    with ``progress`` going from 0 at ``begin_step`` to 1 at ``end_step``
+    (tensorflow-model-optimization's formula). Masks are hard from
+    ``begin_step`` and recomputed every ``frequency`` steps up to
+    ``end_step``.
+
+    Args:
+        initial_sparsity: sparsity at ``begin_step``, in [0, 1).
+        final_sparsity: sparsity from ``end_step`` on, in [0, 1).
+        begin_step: first step that prunes.
+        end_step: step at which ``final_sparsity`` is reached (> begin_step).
+        power: exponent of the polynomial.
+        frequency: steps between mask updates.
+    """
+
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
+        validate_sparsity(initial_sparsity, "initial_sparsity")
+        validate_sparsity(final_sparsity, "final_sparsity")
+        _validate_step(begin_step, "begin_step")
+        _validate_step(end_step, "end_step")
+        if end_step <= begin_step:
+            raise ValueError(
+                "end_step must be greater than begin_step. "
+                f"Received: begin_step={begin_step}, end_step={end_step}"
+            )
+        _validate_step(frequency, "frequency", minimum=1)
+        if not isinstance(power, (int, float)) or not power > 0:
+            raise ValueError(f"power must be a positive number. Received: power={power!r}")
+        self.initial_sparsity = float(initial_sparsity)
+        self.final_sparsity_value = float(final_sparsity)
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.power = power
+        self.frequency = frequency
+
+    def _sparsity(self, step):
+        if step < self.begin_step:
+            return 0.0
+        progress = min(1.0, (step - self.begin_step) / (self.end_step - self.begin_step))
+        return self.final_sparsity_value + (
+            self.initial_sparsity - self.final_sparsity_value
+        ) * (1.0 - progress) ** self.power
+
+    def __call__(self, step):
+        in_window = self.begin_step <= step <= self.end_step
+        should_prune = in_window and (
+            (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+        )
+        return should_prune, self._sparsity(step)
+
+    def phase(self, step):
+        return HARD if step >= self.begin_step else DENSE
+
+    @property
+    def final_sparsity(self):
+        return self.final_sparsity_value
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity_value,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tf_clicktrain")
+class ClickTrainSchedule(PruningSchedule):
+    """ClickTrain's phases: dense warm-up, selection, soft, hard.
+
+    - steps ``[0, selection_step)``: dense training while importance
+      accumulates;
+    - at ``selection_step``: pattern generation and selection plus
+      connectivity pruning (again at every step in ``reselection_steps``);
+    - steps ``[selection_step, hard_pruning_step)``: soft phase, group-lasso
+      penalty of weight ``penalty`` on what the masks will remove;
+    - from ``hard_pruning_step``: masks applied, patterns frozen,
+      fine-tuning to the end.
+
+    Args:
+        selection_step: step of the first pattern selection.
+        hard_pruning_step: first step of the hard phase
+            (>= ``selection_step``; equal means no soft phase).
+        connectivity_sparsity: fraction of 3x3 kernels removed, in [0, 1).
+        reselection_steps: further selections, each in
+            ``(selection_step, hard_pruning_step]``.
+        penalty: group-lasso weight (lambda) in the soft phase, >= 0.
+
+    Example:
+    ```python
+    steps_per_epoch = 469
+    schedule = ClickTrainSchedule.from_epochs(
+        steps_per_epoch, selection_epoch=3, hard_pruning_epoch=6,
+        connectivity_sparsity=0.5)
+    ```
+    """
+
+    def __init__(
+        self,
+        selection_step,
+        hard_pruning_step,
+        connectivity_sparsity=0.5,
+        reselection_steps=(),
+        penalty=1.5e-4,
+    ):
+        _validate_step(selection_step, "selection_step")
+        _validate_step(hard_pruning_step, "hard_pruning_step")
+        if hard_pruning_step < selection_step:
+            raise ValueError(
+                "hard_pruning_step must be >= selection_step (the phases are "
+                "warm-up, selection, soft, hard). Received: "
+                f"selection_step={selection_step}, hard_pruning_step={hard_pruning_step}"
+            )
+        validate_sparsity(connectivity_sparsity, "connectivity_sparsity")
+        reselection_steps = tuple(reselection_steps)
+        for step in reselection_steps:
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, int)
+                or not selection_step < step <= hard_pruning_step
+            ):
+                raise ValueError(
+                    "Every reselection step must be an integer in "
+                    f"(selection_step, hard_pruning_step] = ({selection_step}, "
+                    f"{hard_pruning_step}]. Received: reselection_steps={reselection_steps}"
+                )
+        if (
+            isinstance(penalty, bool)
+            or not isinstance(penalty, (int, float))
+            or not math.isfinite(penalty)
+            or penalty < 0
+        ):
+            raise ValueError(
+                f"penalty must be a finite number >= 0. Received: penalty={penalty!r}"
+            )
+        self.selection_step = selection_step
+        self.hard_pruning_step = hard_pruning_step
+        self.connectivity_sparsity = float(connectivity_sparsity)
+        self.reselection_steps = tuple(sorted(set(reselection_steps)))
+        self.penalty_value = float(penalty)
+
+    @classmethod
+    def from_epochs(
+        cls,
+        steps_per_epoch,
+        selection_epoch,
+        hard_pruning_epoch,
+        reselection_epochs=(),
+        **kwargs,
+    ):
+        """Builds the schedule from epoch boundaries (0-based epochs).
+
+        Args:
+            steps_per_epoch: optimizer steps per epoch, >= 1.
+            selection_epoch: epoch at whose start selection happens.
+            hard_pruning_epoch: epoch at whose start the hard phase begins.
+            reselection_epochs: epochs at whose start selection is repeated.
+            **kwargs: the other constructor arguments.
+        """
+        _validate_step(steps_per_epoch, "steps_per_epoch", minimum=1)
+        for name, value in (
+            ("selection_epoch", selection_epoch),
+            ("hard_pruning_epoch", hard_pruning_epoch),
+        ):
+            _validate_step(value, name)
+        return cls(
+            selection_step=selection_epoch * steps_per_epoch,
+            hard_pruning_step=hard_pruning_epoch * steps_per_epoch,
+            reselection_steps=[e * steps_per_epoch for e in reselection_epochs],
+            **kwargs,
+        )
+
+    def __call__(self, step):
+        should_prune = step == self.selection_step or step in self.reselection_steps
+        sparsity = self.connectivity_sparsity if step >= self.selection_step else 0.0
+        return should_prune, sparsity
+
+    def phase(self, step):
+        if step < self.selection_step:
+            return DENSE
+        if step < self.hard_pruning_step:
+            return SOFT
+        return HARD
+
+    def penalty(self, step):
+        return self.penalty_value if self.phase(step) == SOFT else 0.0
+
+    @property
+    def final_sparsity(self):
+        return self.connectivity_sparsity
+
+    def get_config(self):
+        return {
+            "selection_step": self.selection_step,
+            "hard_pruning_step": self.hard_pruning_step,
+            "connectivity_sparsity": self.connectivity_sparsity,
+            "reselection_steps": list(self.reselection_steps),
+            "penalty": self.penalty_value,
+        }
+
+
+def serialize(schedule):
+    """Serializes a schedule for a layer config."""
+    return keras.saving.serialize_keras_object(schedule)
+
+
+def deserialize(config):
+    """Inverse of `serialize`; passes schedule objects through."""
+    if isinstance(config, PruningSchedule):
+        return config
+    schedule = keras.saving.deserialize_keras_object(config)
+    if not isinstance(schedule, PruningSchedule):
+        raise ValueError(
+            "schedule must be a tf_clicktrain PruningSchedule (e.g. "
+            f"ClickTrainSchedule, ConstantSparsity). Received: schedule={schedule!r}"
+        )
+    return schedule
