@@ -1,0 +1,143 @@
+/* ClickTrain pattern-sparse 3x3 convolution: compact weight format and the
+ * compute-kernel interface.
+ *
+ * This header is the contract between three parties:
+ *   - the exporter (tf_clicktrain/tflite), which writes the compact tensors,
+ *   - the op glue (src/delegate.cc, src/compact_weights.c), which validates
+ *     them as untrusted input and builds a `clicktrain_pattern_weights`,
+ *   - the compute kernels (src/f32-patconv/<variant>.c, ...), which trust a
+ *     validated `clicktrain_pattern_weights` and never see the file.
+ *
+ * Compact format, version 1 (custom ops "ClickTrainPatternConv2D" and
+ * "ClickTrainPatternDepthwiseConv2D")
+ * -------------------------------------------------------------------------
+ * Operator inputs:
+ *   0 input                 float32 [batch, height, width, input_channels]
+ *   1 pattern_masks         uint16  [num_patterns]
+ *        The layer's pattern table. Bit (3 * ky + kx) is set when position
+ *        (ky, kx) of a 3x3 kernel is kept. 1 <= popcount, mask < 512.
+ *   2 pattern_run_lengths   uint16  [output_channels, num_patterns]
+ *        Number of kept kernels of pattern p in filter o. A filter's kept
+ *        kernels are stored grouped by pattern (PatDNN's filter-kernel
+ *        reordering): first the run of pattern 0, then pattern 1, ... so the
+ *        pattern id of every kernel follows from these run lengths.
+ *   3 kernel_input_channels uint16  [num_kernels]
+ *        Input channel of each kept kernel, filter after filter, in the order
+ *        above. num_kernels = sum(pattern_run_lengths). Removed kernels are
+ *        simply absent. Depthwise: filter o has at most one kernel and its
+ *        input channel is o.
+ *   4 values                float32 [num_values]
+ *        The kept weights, kernel after kernel, each kernel's kept positions
+ *        in ascending bit order. num_values = sum over kernels of
+ *        popcount(pattern_masks[pattern of the kernel]).
+ *   5 bias                  float32 [output_channels], or absent (-1).
+ * Output 0: float32 [batch, output_height, output_width, output_channels].
+ *
+ * Custom options: a flexbuffer map with integer keys
+ *   format_version (=1), input_channels, output_channels, stride_h, stride_w,
+ *   dilation_h, dilation_w, and string keys padding ("SAME" | "VALID") and
+ *   fused_activation ("NONE" | "RELU" | "RELU_N1_TO_1" | "RELU6").
+ *   Output sizes and SAME padding follow TFLite's CONV_2D exactly.
+ */
+#ifndef CLICKTRAIN_PATTERN_CONV_H_
+#define CLICKTRAIN_PATTERN_CONV_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CLICKTRAIN_PATTERN_FORMAT_VERSION 1
+#define CLICKTRAIN_PATTERN_CONV_OP_NAME "ClickTrainPatternConv2D"
+#define CLICKTRAIN_PATTERN_DEPTHWISE_CONV_OP_NAME \
+  "ClickTrainPatternDepthwiseConv2D"
+
+/* A 3x3 kernel has 9 positions; masks are 9-bit. */
+#define CLICKTRAIN_KERNEL_SIZE 3
+#define CLICKTRAIN_KERNEL_POSITIONS 9
+#define CLICKTRAIN_MAX_PATTERNS 511
+/* Channel indices and run lengths are uint16 in the file. */
+#define CLICKTRAIN_MAX_CHANNELS 65535
+
+/* Shapes and parameters of one convolution call. */
+typedef struct clicktrain_conv_geometry {
+  int batch;
+  int input_height;
+  int input_width;
+  int input_channels;
+  int output_height;
+  int output_width;
+  int output_channels;
+  int stride_h;
+  int stride_w;
+  int dilation_h;
+  int dilation_w;
+  /* Rows/columns of implicit zeros before the first input row/column. */
+  int padding_top;
+  int padding_left;
+  /* Fused activation as a clamp: NONE is [-inf, inf], RELU6 is [0, 6]. */
+  float output_min;
+  float output_max;
+} clicktrain_conv_geometry;
+
+/* Validated compact weights of one layer, in kernel-friendly memory.
+ *
+ * Everything the file holds (see the format above) plus two prefix sums so a
+ * kernel can start any filter directly (and split filters across threads):
+ * filter o's kernels are kernel_input_channels[filter_kernel_start[o] ..
+ * filter_kernel_start[o + 1]) and its values start at
+ * values[filter_value_start[o]].
+ */
+typedef struct clicktrain_pattern_weights {
+  uint32_t input_channels;
+  uint32_t output_channels;
+  uint32_t num_patterns;
+  uint32_t num_kernels;
+  uint32_t num_values;
+  const uint16_t* pattern_masks;          /* [num_patterns] */
+  const uint16_t* pattern_run_lengths;    /* [output_channels][num_patterns] */
+  const uint16_t* kernel_input_channels;  /* [num_kernels] */
+  const float* values;                    /* [num_values] */
+  const float* bias;                      /* [output_channels], never NULL */
+  const uint32_t* filter_kernel_start;    /* [output_channels + 1] */
+  const uint32_t* filter_value_start;     /* [output_channels + 1] */
+} clicktrain_pattern_weights;
+
+/* A compute kernel: output = clamp(conv(input, weights) + bias).
+ *
+ * input is NHWC [batch, input_height, input_width, input_channels], output is
+ * NHWC [batch, output_height, output_width, output_channels]. Kernels may
+ * assume the geometry and weights were validated by the op glue (every index
+ * in range, counts consistent) and must not read outside those bounds.
+ */
+typedef void (*clicktrain_f32_patconv_fn)(
+    const clicktrain_conv_geometry* geometry,
+    const clicktrain_pattern_weights* weights, const float* input,
+    float* output);
+
+/* Scalar reference kernels, the ground truth for every faster variant. */
+void clicktrain_f32_patconv_ukernel__scalar(
+    const clicktrain_conv_geometry* geometry,
+    const clicktrain_pattern_weights* weights, const float* input,
+    float* output);
+void clicktrain_f32_patdwconv_ukernel__scalar(
+    const clicktrain_conv_geometry* geometry,
+    const clicktrain_pattern_weights* weights, const float* input,
+    float* output);
+
+/* The kernels used at run time, chosen once from the CPU's features. */
+typedef struct clicktrain_kernel_set {
+  const char* name;
+  clicktrain_f32_patconv_fn conv;
+  clicktrain_f32_patconv_fn depthwise_conv;
+} clicktrain_kernel_set;
+
+const clicktrain_kernel_set* clicktrain_select_kernels(void);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* CLICKTRAIN_PATTERN_CONV_H_ */

@@ -1,0 +1,58 @@
+/* Validation of a layer's compact weight tensors (format in
+ * include/clicktrain/pattern_conv.h) into kernel-ready memory.
+ *
+ * Pure C with no TFLite types, so the same code serves the delegate, the unit
+ * test and a fuzz target.
+ */
+#ifndef CLICKTRAIN_COMPACT_WEIGHTS_H_
+#define CLICKTRAIN_COMPACT_WEIGHTS_H_
+
+#include <stddef.h>
+
+#include "clicktrain/pattern_conv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Raw views of the compact tensors exactly as found in the model file. The
+ * pointers need not be aligned; counts are element counts of each tensor. */
+typedef struct clicktrain_compact_tensors {
+  const void* pattern_masks;          /* uint16 */
+  size_t pattern_masks_count;
+  const void* pattern_run_lengths;    /* uint16, 2-D */
+  size_t run_lengths_rows;
+  size_t run_lengths_columns;
+  const void* kernel_input_channels;  /* uint16 */
+  size_t kernel_input_channels_count;
+  const void* values;                 /* float32 */
+  size_t values_count;
+  const void* bias;                   /* float32, NULL when absent */
+  size_t bias_count;
+} clicktrain_compact_tensors;
+
+/* Owns a validated copy of the weights; `weights` points into it. */
+typedef struct clicktrain_weight_storage {
+  clicktrain_pattern_weights weights;
+  void* memory;
+} clicktrain_weight_storage;
+
+/* Validates `tensors` against the layer's declared channel counts and, when
+ * valid, copies them into aligned memory owned by `storage`.
+ *
+ * Returns 0 on success. On failure returns -1, leaves `storage` empty and
+ * writes a message naming the offending field into `error`.
+ */
+int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* tensors,
+                                     size_t input_channels,
+                                     size_t output_channels, int depthwise,
+                                     clicktrain_weight_storage* storage,
+                                     char* error, size_t error_size);
+
+void clicktrain_free_pattern_weights(clicktrain_weight_storage* storage);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* CLICKTRAIN_COMPACT_WEIGHTS_H_ */

@@ -1,0 +1,508 @@
+/* Op glue: a TfLiteDelegate that claims every CUSTOM node named
+ * ClickTrainPatternConv2D / ClickTrainPatternDepthwiseConv2D and runs it with
+ * the compute kernels of include/clicktrain/pattern_conv.h.
+ *
+ * The stock LiteRT interpreter keeps unresolved custom ops as placeholders
+ * that a delegate may claim, so the unmodified runtime (the ai-edge-litert
+ * wheel, the LiteRT AAR on Android) runs our op once this delegate is added.
+ *
+ * Every byte reaching this file from a model is untrusted: tensor indices,
+ * types, shapes, custom options and compact weights are validated before
+ * use, and any failure is reported through the runtime as kTfLiteError.
+ */
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "clicktrain/pattern_conv.h"
+#include "compact_weights.h"
+#include "litert_abi.h"
+#include "op_options.h"
+
+#define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+// Operator inputs, see the format in include/clicktrain/pattern_conv.h.
+enum InputIndex {
+  kInput = 0,
+  kPatternMasks = 1,
+  kPatternRunLengths = 2,
+  kKernelInputChannels = 3,
+  kValues = 4,
+  kBias = 5,
+  kNumInputs = 6,
+};
+
+constexpr const char* kDelegateKernelName = "ClickTrainPatternConvKernel";
+constexpr size_t kErrorSize = 512;
+
+struct DelegateState {
+  int claimed_nodes = 0;
+};
+
+// One claimed pattern-conv node.
+struct PatternConvNode {
+  bool depthwise = false;
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+  clicktrain_op_options options{};
+  std::string error;  // set when the node cannot run; reported by Prepare
+  bool weights_ready = false;
+  clicktrain_weight_storage weights{};
+  clicktrain_conv_geometry geometry{};
+  clicktrain_f32_patconv_fn kernel = nullptr;
+
+  ~PatternConvNode() { clicktrain_free_pattern_weights(&weights); }
+};
+
+TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
+  char message[kErrorSize];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof(message), format, args);
+  va_end(args);
+  context->ReportError(context, "%s: %s", kDelegateKernelName, message);
+  return kTfLiteError;
+}
+
+bool IsPatternConvName(const char* name, bool* depthwise) {
+  if (name == nullptr) return false;
+  if (std::strcmp(name, CLICKTRAIN_PATTERN_CONV_OP_NAME) == 0) {
+    *depthwise = false;
+    return true;
+  }
+  if (std::strcmp(name, CLICKTRAIN_PATTERN_DEPTHWISE_CONV_OP_NAME) == 0) {
+    *depthwise = true;
+    return true;
+  }
+  return false;
+}
+
+size_t TypeSize(TfLiteType type) {
+  switch (type) {
+    case kTfLiteFloat32:
+    case kTfLiteInt32:
+    case kTfLiteUInt32:
+      return 4;
+    case kTfLiteInt16:
+    case kTfLiteUInt16:
+    case kTfLiteFloat16:
+      return 2;
+    case kTfLiteInt8:
+    case kTfLiteUInt8:
+    case kTfLiteBool:
+      return 1;
+    case kTfLiteInt64:
+    case kTfLiteUInt64:
+    case kTfLiteFloat64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+// Checks, on the live runtime, that the structs of litert_abi.h match its
+// layout: the tensor array stride against GetTensor, and that every tensor's
+// declared byte size agrees with its shape and type.
+bool AbiLooksRight(TfLiteContext* context, std::string* why) {
+  if (context->GetTensor == nullptr || context->GetNodeAndRegistration ==
+                                           nullptr ||
+      context->ReplaceNodeSubsetsWithDelegateKernels == nullptr ||
+      context->GetExecutionPlan == nullptr || context->ReportError == nullptr) {
+    *why = "context function table is not where litert_abi.h expects it";
+    return false;
+  }
+  if (context->tensors_size > (1u << 28)) {
+    *why = "implausible tensors_size";
+    return false;
+  }
+  for (size_t i = 0; i < context->tensors_size; ++i) {
+    const TfLiteTensor* tensor = &context->tensors[i];
+    if (context->GetTensor(context, static_cast<int>(i)) != tensor) {
+      *why = "TfLiteTensor size differs from the runtime's";
+      return false;
+    }
+    const TfLiteIntArray* dims = tensor->dims;
+    if (dims == nullptr) continue;
+    if (dims->size < 0 || dims->size > 16) {
+      *why = "TfLiteTensor.dims is not where litert_abi.h expects it";
+      return false;
+    }
+    const size_t element_size = TypeSize(tensor->type);
+    if (element_size == 0 || tensor->allocation_type != kTfLiteMmapRo) {
+      continue;
+    }
+    size_t elements = 1;
+    for (int d = 0; d < dims->size; ++d) {
+      elements *= static_cast<size_t>(dims->data[d] < 0 ? 0 : dims->data[d]);
+    }
+    if (elements * element_size != tensor->bytes) {
+      *why = "TfLiteTensor.bytes disagrees with its shape";
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// The delegate kernel: one instance per claimed node.
+
+void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
+  auto* op = new (std::nothrow) PatternConvNode();
+  if (op == nullptr) return nullptr;
+  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->nodes_to_replace == nullptr ||
+      params->nodes_to_replace->size != 1) {
+    op->error = "expected exactly one node per delegate kernel";
+    return op;
+  }
+  TfLiteNode* node = nullptr;
+  TfLiteRegistration* registration = nullptr;
+  if (context->GetNodeAndRegistration(context,
+                                      params->nodes_to_replace->data[0], &node,
+                                      &registration) != kTfLiteOk ||
+      node == nullptr || registration == nullptr ||
+      !IsPatternConvName(registration->custom_name, &op->depthwise)) {
+    op->error = "delegated node is not a ClickTrain pattern conv";
+    return op;
+  }
+  if (node->inputs != nullptr) {
+    op->inputs.assign(node->inputs->data,
+                      node->inputs->data + node->inputs->size);
+  }
+  if (node->outputs != nullptr) {
+    op->outputs.assign(node->outputs->data,
+                       node->outputs->data + node->outputs->size);
+  }
+  char error[kErrorSize];
+  const size_t options_size = node->custom_initial_data_size < 0
+                                  ? 0
+                                  : static_cast<size_t>(
+                                        node->custom_initial_data_size);
+  if (clicktrain_parse_op_options(node->custom_initial_data, options_size,
+                                  &op->options, error, sizeof(error)) != 0) {
+    op->error = error;
+    return op;
+  }
+  const clicktrain_kernel_set* kernels = clicktrain_select_kernels();
+  op->kernel = op->depthwise ? kernels->depthwise_conv : kernels->conv;
+  return op;
+}
+
+void KernelFree(TfLiteContext*, void* buffer) {
+  delete static_cast<PatternConvNode*>(buffer);
+}
+
+// Returns the tensor at `index`, or nullptr when the index is out of range.
+TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
+  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
+    return nullptr;
+  }
+  return &context->tensors[index];
+}
+
+// Validates a constant compact-weight tensor and returns its element count
+// along each dimension (up to 2).
+TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
+                           const char* name, TfLiteType type, int rank,
+                           size_t* shape) {
+  if (tensor == nullptr) {
+    return Report(context, "input tensor '%s' is missing", name);
+  }
+  if (tensor->type != type) {
+    return Report(context, "input '%s' must have TFLite type %d. Received: %d",
+                  name, type, tensor->type);
+  }
+  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
+    return Report(context, "input '%s' must be a constant tensor", name);
+  }
+  if (tensor->dims == nullptr || tensor->dims->size != rank) {
+    return Report(context, "input '%s' must have rank %d", name, rank);
+  }
+  size_t elements = 1;
+  for (int d = 0; d < rank; ++d) {
+    if (tensor->dims->data[d] < 0) {
+      return Report(context, "input '%s' has a negative dimension", name);
+    }
+    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
+    elements *= shape[d];
+  }
+  if (elements * TypeSize(type) != tensor->bytes) {
+    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
+                  name, tensor->bytes, elements * TypeSize(type));
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
+  size_t masks_shape[1], runs_shape[2], channels_shape[1], values_shape[1],
+      bias_shape[1] = {0};
+  const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
+  const TfLiteTensor* runs = TensorAt(context, op->inputs[kPatternRunLengths]);
+  const TfLiteTensor* channels =
+      TensorAt(context, op->inputs[kKernelInputChannels]);
+  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
+  if (CheckConstant(context, masks, "pattern_masks", kTfLiteUInt16, 1,
+                    masks_shape) != kTfLiteOk ||
+      CheckConstant(context, runs, "pattern_run_lengths", kTfLiteUInt16, 2,
+                    runs_shape) != kTfLiteOk ||
+      CheckConstant(context, channels, "kernel_input_channels", kTfLiteUInt16,
+                    1, channels_shape) != kTfLiteOk ||
+      CheckConstant(context, values, "values", kTfLiteFloat32, 1,
+                    values_shape) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* bias = nullptr;
+  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, op->inputs[kBias]);
+    if (CheckConstant(context, bias, "bias", kTfLiteFloat32, 1, bias_shape) !=
+        kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  clicktrain_compact_tensors compact{};
+  compact.pattern_masks = masks->data;
+  compact.pattern_masks_count = masks_shape[0];
+  compact.pattern_run_lengths = runs->data;
+  compact.run_lengths_rows = runs_shape[0];
+  compact.run_lengths_columns = runs_shape[1];
+  compact.kernel_input_channels = channels->data;
+  compact.kernel_input_channels_count = channels_shape[0];
+  compact.values = values->data;
+  compact.values_count = values_shape[0];
+  compact.bias = bias == nullptr ? nullptr : bias->data;
+  compact.bias_count = bias_shape[0];
+  char error[kErrorSize];
+  if (clicktrain_build_pattern_weights(
+          &compact, op->options.input_channels, op->options.output_channels,
+          op->depthwise, &op->weights, error, sizeof(error)) != 0) {
+    return Report(context, "invalid compact weights: %s", error);
+  }
+  op->weights_ready = true;
+  return kTfLiteOk;
+}
+
+TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternConvNode*>(node->user_data);
+  if (op == nullptr) return Report(context, "kernel was not initialised");
+  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+    return Report(context,
+                  "op must have %d inputs and 1 output. Received: %zu and %zu",
+                  kNumInputs, op->inputs.size(), op->outputs.size());
+  }
+  if (!op->weights_ready && BuildWeights(context, op) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  if (input == nullptr || output == nullptr) {
+    return Report(context, "input or output tensor index out of range");
+  }
+  if (input->type != kTfLiteFloat32 || output->type != kTfLiteFloat32) {
+    return Report(context, "input and output must be float32");
+  }
+  if (input->dims == nullptr || input->dims->size != 4) {
+    return Report(context, "input must be 4-D NHWC");
+  }
+  const int* in = input->dims->data;
+  char error[kErrorSize];
+  if (clicktrain_compute_geometry(&op->options, in[0], in[1], in[2], in[3],
+                                  &op->geometry, error,
+                                  sizeof(error)) != 0) {
+    return Report(context, "%s", error);
+  }
+  const int shape[4] = {op->geometry.batch, op->geometry.output_height,
+                        op->geometry.output_width,
+                        op->geometry.output_channels};
+  if (output->dims != nullptr && output->dims->size == 4 &&
+      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
+    return kTfLiteOk;
+  }
+  if (context->ResizeTensorExplicit != nullptr) {
+    return context->ResizeTensorExplicit(context, output, 4, shape);
+  }
+  // ResizeTensor takes ownership and releases the array with free().
+  auto* dims = static_cast<TfLiteIntArray*>(
+      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
+  if (dims == nullptr) return Report(context, "out of memory");
+  dims->size = 4;
+  std::memcpy(dims->data, shape, sizeof(shape));
+  return context->ResizeTensor(context, output, dims);
+}
+
+TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternConvNode*>(node->user_data);
+  if (op == nullptr || !op->weights_ready || op->kernel == nullptr) {
+    return Report(context, "op was not prepared");
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  const clicktrain_conv_geometry& g = op->geometry;
+  const size_t input_bytes = sizeof(float) * g.batch * g.input_height *
+                             g.input_width * g.input_channels;
+  const size_t output_bytes = sizeof(float) * g.batch * g.output_height *
+                              g.output_width * g.output_channels;
+  if (input == nullptr || output == nullptr || input->bytes != input_bytes ||
+      output->bytes != output_bytes ||
+      (input_bytes != 0 && input->data == nullptr) ||
+      (output_bytes != 0 && output->data == nullptr)) {
+    return Report(context, "tensors changed size since Prepare");
+  }
+  op->kernel(&g, &op->weights.weights, static_cast<const float*>(input->data),
+             static_cast<float*>(output->data));
+  return kTfLiteOk;
+}
+
+TfLiteRegistration KernelRegistration() {
+  TfLiteRegistration registration{};
+  registration.init = KernelInit;
+  registration.free = KernelFree;
+  registration.prepare = KernelPrepare;
+  registration.invoke = KernelInvoke;
+  registration.custom_name = kDelegateKernelName;
+  registration.version = 1;
+  return registration;
+}
+
+// ---------------------------------------------------------------------------
+// The delegate: claims our custom nodes, one delegate kernel per node.
+
+TfLiteStatus DelegatePrepare(TfLiteContext* context,
+                             TfLiteDelegate* delegate) {
+  std::string why;
+  if (!AbiLooksRight(context, &why)) {
+    context->ReportError(context,
+                         "%s: the LiteRT runtime's ABI differs from the one "
+                         "this library was built for (ai-edge-litert %s): %s",
+                         kDelegateKernelName, CLICKTRAIN_LITERT_ABI_VERSION,
+                         why.c_str());
+    return kTfLiteError;
+  }
+  TfLiteIntArray* plan = nullptr;
+  if (context->GetExecutionPlan(context, &plan) != kTfLiteOk ||
+      plan == nullptr) {
+    return Report(context, "cannot read the execution plan");
+  }
+  std::vector<int> claimed;
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* registration = nullptr;
+    if (context->GetNodeAndRegistration(context, plan->data[i], &node,
+                                        &registration) != kTfLiteOk ||
+        registration == nullptr) {
+      continue;
+    }
+    bool depthwise = false;
+    if (registration->builtin_code == CLICKTRAIN_TFLITE_BUILTIN_CUSTOM &&
+        IsPatternConvName(registration->custom_name, &depthwise)) {
+      claimed.push_back(plan->data[i]);
+    }
+  }
+  // One call per node keeps each claimed op its own kernel, so tensors
+  // between two adjacent pattern convs stay runtime-allocated.
+  const TfLiteRegistration registration = KernelRegistration();
+  alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
+                                                       sizeof(int)];
+  auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
+  for (int node_index : claimed) {
+    single->size = 1;
+    single->data[0] = node_index;
+    TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
+        context, registration, single, delegate);
+    if (status != kTfLiteOk) return status;
+  }
+  // The registration crossed the ABI by value: check that it arrived intact.
+  if (!claimed.empty()) {
+    int found = 0;
+    if (context->GetExecutionPlan(context, &plan) != kTfLiteOk) {
+      return Report(context, "cannot read the execution plan");
+    }
+    for (int i = 0; i < plan->size; ++i) {
+      TfLiteNode* node = nullptr;
+      TfLiteRegistration* replaced = nullptr;
+      if (context->GetNodeAndRegistration(context, plan->data[i], &node,
+                                          &replaced) == kTfLiteOk &&
+          replaced != nullptr && replaced->invoke == KernelInvoke) {
+        if (replaced->prepare != KernelPrepare ||
+            replaced->custom_name != kDelegateKernelName) {
+          return Report(context, "TfLiteRegistration layout differs from the "
+                                 "runtime's");
+        }
+        ++found;
+      }
+    }
+    if (found != static_cast<int>(claimed.size())) {
+      return Report(context, "claimed %zu nodes but the runtime shows %d",
+                    claimed.size(), found);
+    }
+  }
+  static_cast<DelegateState*>(delegate->data_)->claimed_nodes +=
+      static_cast<int>(claimed.size());
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// External-delegate plugin interface, as loaded by
+// ai_edge_litert.interpreter.load_delegate().
+
+CLICKTRAIN_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(
+    char** option_keys, char** option_values, size_t num_options,
+    void (*report_error)(const char*)) {
+  (void)option_values;
+  if (num_options != 0) {
+    if (report_error != nullptr) {
+      std::string message = "ClickTrain delegate takes no options. Received: ";
+      message += option_keys[0] == nullptr ? "(null)" : option_keys[0];
+      report_error(message.c_str());
+    }
+    return nullptr;
+  }
+  auto* delegate = new (std::nothrow) TfLiteDelegate();
+  auto* state = new (std::nothrow) DelegateState();
+  if (delegate == nullptr || state == nullptr) {
+    delete delegate;
+    delete state;
+    return nullptr;
+  }
+  delegate->data_ = state;
+  delegate->Prepare = DelegatePrepare;
+  // Without this flag the runtime rejects graphs that still hold unresolved
+  // custom ops before our Prepare can claim them.
+  delegate->flags = CLICKTRAIN_TFLITE_DELEGATE_ALLOW_DYNAMIC_TENSORS;
+  return delegate;
+}
+
+CLICKTRAIN_EXPORT void tflite_plugin_destroy_delegate(
+    TfLiteDelegate* delegate) {
+  if (delegate == nullptr) return;
+  delete static_cast<DelegateState*>(delegate->data_);
+  delete delegate;
+}
+
+// Number of nodes this delegate has claimed across interpreters.
+CLICKTRAIN_EXPORT int clicktrain_tflite_claimed_nodes(
+    const TfLiteDelegate* delegate) {
+  if (delegate == nullptr || delegate->data_ == nullptr) return -1;
+  return static_cast<const DelegateState*>(delegate->data_)->claimed_nodes;
+}
+
+CLICKTRAIN_EXPORT const char* clicktrain_tflite_litert_abi_version(void) {
+  return CLICKTRAIN_LITERT_ABI_VERSION;
+}
+
+CLICKTRAIN_EXPORT int clicktrain_tflite_format_version(void) {
+  return CLICKTRAIN_PATTERN_FORMAT_VERSION;
+}
+
+CLICKTRAIN_EXPORT const char* clicktrain_tflite_kernel_name(void) {
+  return clicktrain_select_kernels()->name;
+}

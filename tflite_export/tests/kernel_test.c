@@ -1,0 +1,332 @@
+/* Native unit test: every pattern-conv kernel variant against a dense direct
+ * convolution, and the compact-weight validator against malformed weights.
+ *
+ * Build and run with `make test`. Exits non-zero on the first failure.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clicktrain/pattern_conv.h"
+#include "compact_weights.h"
+#include "op_options.h"
+
+typedef struct variant {
+  const char* name;
+  clicktrain_f32_patconv_fn conv;
+  clicktrain_f32_patconv_fn depthwise_conv;
+} variant;
+
+/* Every variant compiled for this machine; SIMD ones join this list. */
+static const variant kVariants[] = {
+    {"scalar", clicktrain_f32_patconv_ukernel__scalar,
+     clicktrain_f32_patdwconv_ukernel__scalar},
+};
+
+static int failures = 0;
+
+#define EXPECT(condition, ...)                         \
+  do {                                                 \
+    if (!(condition)) {                                \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                    \
+      fprintf(stderr, "\n");                           \
+      ++failures;                                      \
+    }                                                  \
+  } while (0)
+
+static uint32_t rng_state = 12345;
+static uint32_t next_random(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+static float random_float(void) {
+  return (float)(next_random() % 20001) / 10000.0f - 1.0f;
+}
+
+/* A random pattern-sparse layer: dense OHWI filter with zeros, and the same
+ * layer in compact form (built the way the exporter builds it). */
+typedef struct layer {
+  int in_channels, out_channels, depthwise;
+  float* dense; /* [out][3][3][in] (depthwise: in == 1 slot used, channel o) */
+  float* bias;
+  uint16_t masks[4];
+  int num_patterns;
+  uint16_t* runs;
+  uint16_t* channels;
+  float* values;
+  size_t num_kernels, num_values;
+} layer;
+
+static const uint16_t kPatterns[4] = {0x0BA, 0x1B0, 0x03A, 0x0D8};
+
+static void make_layer(layer* l, int in_channels, int out_channels,
+                       int depthwise) {
+  memset(l, 0, sizeof(*l));
+  l->in_channels = in_channels;
+  l->out_channels = out_channels;
+  l->depthwise = depthwise;
+  l->num_patterns = 4;
+  memcpy(l->masks, kPatterns, sizeof(kPatterns));
+  const int per_filter = depthwise ? 1 : in_channels;
+  l->dense = calloc((size_t)out_channels * 9 * in_channels, sizeof(float));
+  l->bias = malloc(sizeof(float) * out_channels);
+  l->runs = calloc((size_t)out_channels * 4, sizeof(uint16_t));
+  l->channels = malloc(sizeof(uint16_t) * out_channels * per_filter + 2);
+  l->values = malloc(sizeof(float) * out_channels * per_filter * 9 + 4);
+  /* Pattern of each (o, i) kernel, -1 when removed. */
+  int* pattern_of = malloc(sizeof(int) * out_channels * per_filter);
+  for (int o = 0; o < out_channels; ++o) {
+    l->bias[o] = random_float();
+    for (int j = 0; j < per_filter; ++j) {
+      const int removed = (next_random() % 3 == 0) || (o == 1);
+      pattern_of[o * per_filter + j] = removed ? -1 : (int)(next_random() % 4);
+    }
+  }
+  for (int o = 0; o < out_channels; ++o) {
+    for (int p = 0; p < 4; ++p) {
+      for (int j = 0; j < per_filter; ++j) {
+        if (pattern_of[o * per_filter + j] != p) continue;
+        const int channel = depthwise ? o : j;
+        l->runs[o * 4 + p]++;
+        l->channels[l->num_kernels++] = (uint16_t)channel;
+        for (int position = 0; position < 9; ++position) {
+          if (!((kPatterns[p] >> position) & 1)) continue;
+          const float w = random_float();
+          l->values[l->num_values++] = w;
+          l->dense[((size_t)o * 9 + position) * in_channels + channel] = w;
+        }
+      }
+    }
+  }
+  free(pattern_of);
+}
+
+static void free_layer(layer* l) {
+  free(l->dense);
+  free(l->bias);
+  free(l->runs);
+  free(l->channels);
+  free(l->values);
+}
+
+static clicktrain_compact_tensors compact_of(const layer* l) {
+  clicktrain_compact_tensors t;
+  memset(&t, 0, sizeof(t));
+  t.pattern_masks = l->masks;
+  t.pattern_masks_count = (size_t)l->num_patterns;
+  t.pattern_run_lengths = l->runs;
+  t.run_lengths_rows = (size_t)l->out_channels;
+  t.run_lengths_columns = (size_t)l->num_patterns;
+  t.kernel_input_channels = l->channels;
+  t.kernel_input_channels_count = l->num_kernels;
+  t.values = l->values;
+  t.values_count = l->num_values;
+  t.bias = l->bias;
+  t.bias_count = (size_t)l->out_channels;
+  return t;
+}
+
+static void dense_reference(const clicktrain_conv_geometry* g, const layer* l,
+                            const float* input, float* output) {
+  for (int n = 0; n < g->batch; ++n)
+    for (int oy = 0; oy < g->output_height; ++oy)
+      for (int ox = 0; ox < g->output_width; ++ox)
+        for (int o = 0; o < g->output_channels; ++o) {
+          double sum = l->bias[o];
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) {
+              const int y = oy * g->stride_h - g->padding_top + ky * g->dilation_h;
+              const int x = ox * g->stride_w - g->padding_left + kx * g->dilation_w;
+              if (y < 0 || y >= g->input_height || x < 0 || x >= g->input_width)
+                continue;
+              for (int i = 0; i < g->input_channels; ++i) {
+                sum += (double)l->dense[((size_t)o * 9 + ky * 3 + kx) *
+                                            g->input_channels + i] *
+                       input[(((size_t)n * g->input_height + y) * g->input_width +
+                              x) * g->input_channels + i];
+              }
+            }
+          float value = (float)sum;
+          if (value < g->output_min) value = g->output_min;
+          if (value > g->output_max) value = g->output_max;
+          output[(((size_t)n * g->output_height + oy) * g->output_width + ox) *
+                     g->output_channels + o] = value;
+        }
+}
+
+static void check_case(int batch, int height, int width, int in_channels,
+                       int out_channels, int stride, int dilation,
+                       clicktrain_padding padding,
+                       clicktrain_activation activation, int depthwise) {
+  layer l;
+  make_layer(&l, in_channels, depthwise ? in_channels : out_channels,
+             depthwise);
+  clicktrain_op_options options;
+  memset(&options, 0, sizeof(options));
+  options.format_version = 1;
+  options.input_channels = in_channels;
+  options.output_channels = l.out_channels;
+  options.stride_h = options.stride_w = stride;
+  options.dilation_h = options.dilation_w = dilation;
+  options.padding = padding;
+  options.activation = activation;
+  clicktrain_conv_geometry g;
+  char error[256];
+  EXPECT(clicktrain_compute_geometry(&options, batch, height, width,
+                                     in_channels, &g, error,
+                                     sizeof(error)) == 0, "%s", error);
+  clicktrain_weight_storage storage;
+  clicktrain_compact_tensors t = compact_of(&l);
+  EXPECT(clicktrain_build_pattern_weights(&t, (size_t)in_channels,
+                                          (size_t)l.out_channels, depthwise,
+                                          &storage, error,
+                                          sizeof(error)) == 0,
+         "%s", error);
+  const size_t in_size = (size_t)batch * height * width * in_channels;
+  const size_t out_size =
+      (size_t)batch * g.output_height * g.output_width * l.out_channels;
+  float* input = malloc(sizeof(float) * in_size);
+  float* expected = malloc(sizeof(float) * out_size);
+  float* actual = malloc(sizeof(float) * out_size);
+  for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
+  dense_reference(&g, &l, input, expected);
+  for (size_t v = 0; v < sizeof(kVariants) / sizeof(kVariants[0]); ++v) {
+    memset(actual, 0xFF, sizeof(float) * out_size);
+    clicktrain_f32_patconv_fn kernel =
+        depthwise ? kVariants[v].depthwise_conv : kVariants[v].conv;
+    kernel(&g, &storage.weights, input, actual);
+    /* Normwise: the largest error relative to the largest output. */
+    double largest_error = 0.0, largest_output = 1e-30;
+    for (size_t i = 0; i < out_size; ++i) {
+      const double diff = fabs((double)actual[i] - expected[i]);
+      if (!(diff <= largest_error)) largest_error = diff;
+      if (fabs(expected[i]) > largest_output) largest_output = fabs(expected[i]);
+    }
+    const double worst = largest_error / largest_output;
+    EXPECT(worst <= 1e-5,
+           "%s %s batch=%d %dx%dx%d->%d stride=%d dilation=%d padding=%d "
+           "activation=%d: max relative error %g",
+           kVariants[v].name, depthwise ? "depthwise" : "conv", batch, height,
+           width, in_channels, l.out_channels, stride, dilation, padding,
+           activation, worst);
+  }
+  free(input);
+  free(expected);
+  free(actual);
+  clicktrain_free_pattern_weights(&storage);
+  free_layer(&l);
+}
+
+static void expect_rejected(const clicktrain_compact_tensors* t, size_t in,
+                            size_t out, int depthwise, const char* what) {
+  clicktrain_weight_storage storage;
+  char error[256] = "";
+  const int status = clicktrain_build_pattern_weights(t, in, out, depthwise,
+                                                      &storage, error,
+                                                      sizeof(error));
+  EXPECT(status != 0, "validator accepted %s", what);
+  EXPECT(storage.memory == NULL, "validator kept memory for %s", what);
+  EXPECT(error[0] != '\0', "validator gave no message for %s", what);
+}
+
+static void check_validation(void) {
+  layer l;
+  make_layer(&l, 5, 4, 0);
+  clicktrain_compact_tensors t = compact_of(&l);
+  clicktrain_compact_tensors bad;
+
+  bad = t; bad.kernel_input_channels_count -= 1;
+  expect_rejected(&bad, 5, 4, 0, "a short kernel_input_channels");
+  bad = t; bad.values_count += 1;
+  expect_rejected(&bad, 5, 4, 0, "a long values tensor");
+  bad = t; bad.run_lengths_rows = 3;
+  expect_rejected(&bad, 5, 4, 0, "run lengths of the wrong shape");
+  bad = t; bad.bias_count = 2;
+  expect_rejected(&bad, 5, 4, 0, "a short bias");
+  bad = t; bad.pattern_masks_count = 0;
+  expect_rejected(&bad, 5, 4, 0, "an empty pattern table");
+  expect_rejected(&t, 0, 4, 0, "zero input channels");
+
+  uint16_t masks[4];
+  memcpy(masks, l.masks, sizeof(masks));
+  bad = t; bad.pattern_masks = masks;
+  masks[2] = 0;
+  expect_rejected(&bad, 5, 4, 0, "an empty pattern");
+  masks[2] = 512;
+  expect_rejected(&bad, 5, 4, 0, "a pattern with a tenth position");
+
+  uint16_t* channels = malloc(sizeof(uint16_t) * l.num_kernels);
+  memcpy(channels, l.channels, sizeof(uint16_t) * l.num_kernels);
+  bad = t; bad.kernel_input_channels = channels;
+  channels[l.num_kernels - 1] = 5;
+  expect_rejected(&bad, 5, 4, 0, "an input channel == input_channels");
+  channels[0] = 0xFFFF;
+  expect_rejected(&bad, 5, 4, 0, "input channel 65535");
+  free(channels);
+
+  uint16_t* runs = malloc(sizeof(uint16_t) * 16);
+  memcpy(runs, l.runs, sizeof(uint16_t) * 16);
+  bad = t; bad.pattern_run_lengths = runs;
+  runs[0] = 6;
+  expect_rejected(&bad, 5, 4, 0, "a filter with more kernels than inputs");
+  runs[0] = 0xFFFF;
+  expect_rejected(&bad, 5, 4, 0, "run length 65535");
+  free(runs);
+  free_layer(&l);
+
+  make_layer(&l, 6, 6, 1);
+  t = compact_of(&l);
+  expect_rejected(&t, 6, 5, 1, "depthwise with in != out channels");
+  channels = malloc(sizeof(uint16_t) * l.num_kernels);
+  memcpy(channels, l.channels, sizeof(uint16_t) * l.num_kernels);
+  bad = t; bad.kernel_input_channels = channels;
+  channels[0] = (uint16_t)((channels[0] + 1) % 6);
+  expect_rejected(&bad, 6, 6, 1, "a depthwise kernel reading another channel");
+  free(channels);
+  free_layer(&l);
+}
+
+static void check_options(void) {
+  clicktrain_op_options options;
+  char error[256];
+  const unsigned char garbage[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(clicktrain_parse_op_options(garbage, sizeof(garbage), &options, error,
+                                     sizeof(error)) != 0,
+         "garbage options were accepted");
+  EXPECT(clicktrain_parse_op_options(NULL, 0, &options, error,
+                                     sizeof(error)) != 0,
+         "empty options were accepted");
+}
+
+int main(void) {
+  const int channel_counts[][2] = {{3, 13}, {13, 37}, {37, 3}, {16, 16}};
+  for (size_t c = 0; c < sizeof(channel_counts) / sizeof(channel_counts[0]);
+       ++c) {
+    for (int stride = 1; stride <= 2; ++stride) {
+      for (int padding = 0; padding <= 1; ++padding) {
+        check_case(1 + (int)c % 2, 9, 7, channel_counts[c][0],
+                   channel_counts[c][1], stride, 1,
+                   (clicktrain_padding)padding, CLICKTRAIN_ACTIVATION_NONE, 0);
+        check_case(2, 8, 11, channel_counts[c][0], 0, stride, 1 + padding,
+                   (clicktrain_padding)padding, CLICKTRAIN_ACTIVATION_RELU6,
+                   1);
+      }
+    }
+    check_case(1, 10, 10, channel_counts[c][0], channel_counts[c][1], 1, 2,
+               CLICKTRAIN_PADDING_SAME, CLICKTRAIN_ACTIVATION_RELU, 0);
+  }
+  check_validation();
+  check_options();
+  if (failures != 0) {
+    fprintf(stderr, "%d failure(s)\n", failures);
+    return 1;
+  }
+  printf("kernel_test: all checks passed (kernels: %s)\n",
+         clicktrain_select_kernels()->name);
+  return 0;
+}
