@@ -15,6 +15,7 @@ setuptools.setup(
         "tensorflow-cpu>=2.16,<2.22",
         "keras>=3.5,<3.16",
         "numpy>=1.26",
+        "tensorboard>=2.16,<2.22",
     ],
     extras_require={
         "tflite": ["ai-edge-litert>=2.3,<2.4", "flatbuffers>=24"],

@@ -8,6 +8,7 @@ Public API, mirroring tensorflow-model-optimization's sparsity API:
 - `schedules`: `ConstantSparsity`, `PolynomialDecay`, `ClickTrainSchedule`
 - `patterns`: the pattern math (no Keras)
 - `model_stats`: compression figures
+- `load_pretrained_weights`: dense weights into a wrapped model
 """
 
 from tf_clicktrain import patterns
@@ -15,6 +16,7 @@ from tf_clicktrain.pruning import schedules
 from tf_clicktrain.pruning.callbacks import PruningSummaries
 from tf_clicktrain.pruning.callbacks import UpdatePruningStep
 from tf_clicktrain.pruning.prunable_layer import PrunableLayer
+from tf_clicktrain.pruning.pretrained import load_pretrained_weights
 from tf_clicktrain.pruning.prune import prune_pattern
 from tf_clicktrain.pruning.prune import prune_scope
 from tf_clicktrain.pruning.prune import pruning_wrappers

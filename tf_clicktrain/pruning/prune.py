@@ -329,11 +329,16 @@ def _strip_subclassed_in_place(model):
         if name.startswith("_"):
             continue
         if isinstance(value, PatternPruningWrapper):
-            stripped = _strip_layer(value)
-            delattr(model, name)
-            setattr(model, name, stripped)
+            _replace_sublayer(model, name, value, _strip_layer(value))
         elif isinstance(value, keras.Model):
             _strip_subclassed_in_place(value)
+
+
+def _replace_sublayer(parent, name, old, new):
+    # Keras locks a built layer's tracker and has no public way to swap a
+    # sub-layer; its own quantization code edits the tracker the same way.
+    parent._tracker.replace_tracked_value("layers", old, new)
+    object.__setattr__(parent, name, new)
 
 
 @contextlib.contextmanager

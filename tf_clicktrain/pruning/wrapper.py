@@ -417,6 +417,11 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     def _apply_masks(self):
         for state in self._states:
             state.mask.assign(state.target_mask)
+        self.reapply_masks()
+
+    def reapply_masks(self):
+        """Zeroes the masked entries of the weights (no-op before hard)."""
+        for state in self._states:
             state.weight.assign(state.weight * state.mask)
 
     # ------------------------------------------------------------- inspection

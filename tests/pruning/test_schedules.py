@@ -1,0 +1,88 @@
+import keras
+import pytest
+
+import tf_clicktrain as ct
+from tf_clicktrain.pruning import schedules
+
+
+def test_clicktrain_schedule_phases_and_events():
+    schedule = ct.ClickTrainSchedule(
+        selection_step=10, hard_pruning_step=20, connectivity_sparsity=0.5,
+        reselection_steps=[15], penalty=1e-3,
+    )
+    assert schedule(9) == (False, 0.0)
+    assert schedule(10) == (True, 0.5)
+    assert schedule(15) == (True, 0.5)
+    assert schedule(16) == (False, 0.5)
+    assert [schedule.phase(s) for s in (0, 10, 19, 20, 1000)] == [
+        schedules.DENSE, schedules.SOFT, schedules.SOFT, schedules.HARD, schedules.HARD,
+    ]
+    assert schedule.penalty(5) == 0.0
+    assert schedule.penalty(12) == 1e-3
+    assert schedule.penalty(20) == 0.0
+
+
+def test_from_epochs():
+    schedule = ct.ClickTrainSchedule.from_epochs(
+        100, selection_epoch=2, hard_pruning_epoch=5, reselection_epochs=[3]
+    )
+    assert (schedule.selection_step, schedule.hard_pruning_step) == (200, 500)
+    assert schedule.reselection_steps == (300,)
+
+
+def test_polynomial_decay_follows_the_tfmot_formula():
+    schedule = ct.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100, frequency=10)
+    assert schedule(0) == (True, 0.0)
+    assert schedule(5)[0] is False
+    assert schedule(50)[1] == pytest.approx(0.8 * (1 - 0.5**3))
+    assert schedule(100) == (True, pytest.approx(0.8))
+    assert schedule(150) == (False, pytest.approx(0.8))
+    assert schedule.ramp(50) == pytest.approx(1 - 0.5**3)
+
+
+def test_constant_sparsity():
+    schedule = ct.ConstantSparsity(0.5, begin_step=10, frequency=5)
+    assert schedule(9) == (False, 0.0)
+    assert schedule(10) == (True, 0.5)
+    assert schedule(12) == (False, 0.5)
+    assert schedule.phase(9) == schedules.DENSE
+    assert schedule.phase(10) == schedules.HARD
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: ct.ClickTrainSchedule(20, 10), "hard_pruning_step"),
+        (lambda: ct.ClickTrainSchedule(-1, 10), "selection_step"),
+        (lambda: ct.ClickTrainSchedule(5, 10, connectivity_sparsity=1.0), "connectivity_sparsity"),
+        (lambda: ct.ClickTrainSchedule(5, 10, reselection_steps=[3]), "reselection_steps"),
+        (lambda: ct.ClickTrainSchedule(5, 10, penalty=-1.0), "penalty"),
+        (lambda: ct.ConstantSparsity(1.5, 0), "target_sparsity"),
+        (lambda: ct.ConstantSparsity(0.5, 10, end_step=5), "end_step"),
+        (lambda: ct.ConstantSparsity(0.5, 0, frequency=0), "frequency"),
+        (lambda: ct.PolynomialDecay(0.0, 0.5, 10, 10), "end_step"),
+        (lambda: ct.PolynomialDecay(0.0, -0.1, 0, 10), "final_sparsity"),
+    ],
+)
+def test_invalid_schedules_name_the_argument(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ct.ClickTrainSchedule(3, 7, 0.25, reselection_steps=[5], penalty=2e-4),
+        ct.ConstantSparsity(0.3, 2, end_step=50, frequency=7),
+        ct.PolynomialDecay(0.1, 0.7, 5, 60, power=2, frequency=3),
+    ],
+)
+def test_schedules_serialize_round_trip(schedule):
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(schedule)
+    )
+    assert type(restored) is type(schedule)
+    assert restored.get_config() == schedule.get_config()
+    for step in range(0, 70, 3):
+        assert restored(step) == schedule(step)
+        assert restored.phase(step) == schedule.phase(step)
