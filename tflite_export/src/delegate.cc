@@ -108,11 +108,12 @@ size_t TypeSize(TfLiteType type) {
 }
 
 // Checks, on the live runtime, that the structs of litert_abi.h match its
-// layout: the tensor array stride against GetTensor, and that every tensor's
-// declared byte size agrees with its shape and type.
+// layout: the delegate functions are where we expect them, and every tensor
+// has a plausible type, allocation type and rank and, if constant, a byte
+// size that agrees with its shape (a wrong TfLiteTensor size or field order
+// breaks these within the first few tensors).
 bool AbiLooksRight(TfLiteContext* context, std::string* why) {
-  if (context->GetTensor == nullptr || context->GetNodeAndRegistration ==
-                                           nullptr ||
+  if (context->GetNodeAndRegistration == nullptr ||
       context->ReplaceNodeSubsetsWithDelegateKernels == nullptr ||
       context->GetExecutionPlan == nullptr || context->ReportError == nullptr) {
     *why = "context function table is not where litert_abi.h expects it";
@@ -124,8 +125,10 @@ bool AbiLooksRight(TfLiteContext* context, std::string* why) {
   }
   for (size_t i = 0; i < context->tensors_size; ++i) {
     const TfLiteTensor* tensor = &context->tensors[i];
-    if (context->GetTensor(context, static_cast<int>(i)) != tensor) {
-      *why = "TfLiteTensor size differs from the runtime's";
+    if (tensor->type < kTfLiteNoType || tensor->type > 64 ||
+        tensor->allocation_type < kTfLiteMemNone ||
+        tensor->allocation_type > 16) {
+      *why = "TfLiteTensor fields are not where litert_abi.h expects them";
       return false;
     }
     const TfLiteIntArray* dims = tensor->dims;

@@ -1,0 +1,90 @@
+"""LiteRT's Interpreter with the ClickTrain pattern-conv ops available."""
+
+import os
+
+from ai_edge_litert import interpreter as litert_interpreter
+
+from tf_clicktrain.tflite import model_rewrite
+from tf_clicktrain.tflite import native_library
+
+
+class Interpreter(litert_interpreter.Interpreter):
+    """`ai_edge_litert.interpreter.Interpreter` that runs ClickTrain custom ops.
+
+    Adds the ClickTrain delegate (which claims every
+    `ClickTrainPatternConv2D` / `ClickTrainPatternDepthwiseConv2D` node) ahead
+    of any `experimental_delegates` given; everything else, including
+    `allocate_tensors`, `get_input_details`, `set_tensor`, `invoke`,
+    `get_tensor`, `resize_tensor_input` and `get_signature_runner`, is LiteRT's
+    own. Builtin ops run on LiteRT's kernels (XNNPACK by default).
+
+    Args:
+        model_path: path of a .tflite file.
+        model_content: the .tflite model as bytes.
+        experimental_delegates: more delegates, applied after ours.
+        num_threads: threads for LiteRT's kernels.
+        **kwargs: passed to `ai_edge_litert.interpreter.Interpreter`.
+
+    Raises:
+        ValueError: if the model cannot be loaded, or a pattern-conv node
+            fails validation when the delegate is applied.
+        RuntimeError: if the native library does not match the installed
+            LiteRT, or not every pattern-conv node was claimed.
+
+    Example:
+
+    ```python
+    interpreter = ct.tflite.Interpreter(model_content=tflite_bytes, num_threads=1)
+    runner = interpreter.get_signature_runner()
+    outputs = runner(keras_tensor=images)
+    ```
+    """
+
+    def __init__(
+        self,
+        model_path=None,
+        model_content=None,
+        experimental_delegates=None,
+        num_threads=None,
+        **kwargs,
+    ):
+        self._clicktrain_delegate = native_library.load_delegate()
+        delegates = [self._clicktrain_delegate, *(experimental_delegates or [])]
+        try:
+            super().__init__(
+                model_path=model_path,
+                model_content=model_content,
+                experimental_delegates=delegates,
+                num_threads=num_threads,
+                **kwargs,
+            )
+        except (ValueError, RuntimeError) as error:
+            raise type(error)(
+                f"Could not load the model with the ClickTrain pattern-conv ops: {error}"
+            ) from error
+        expected = _count_pattern_ops(model_path, model_content)
+        claimed = native_library.claimed_nodes(self._clicktrain_delegate)
+        if claimed != expected:
+            raise RuntimeError(
+                f"The model holds {expected} ClickTrain pattern-conv ops but the "
+                f"delegate claimed {claimed}."
+            )
+
+    def allocate_tensors(self):
+        """Allocates tensors; pattern-conv ops validate their weights here.
+
+        Raises:
+            RuntimeError: naming the failed check, if a pattern-conv op's
+                options or compact weights are invalid.
+        """
+        try:
+            return super().allocate_tensors()
+        except RuntimeError as error:
+            raise RuntimeError(f"Could not prepare the model: {error}") from error
+
+
+def _count_pattern_ops(model_path, model_content):
+    if model_content is None:
+        with open(os.fspath(model_path), "rb") as model_file:
+            model_content = model_file.read()
+    return model_rewrite.count_pattern_ops(bytes(model_content))
