@@ -1,6 +1,56 @@
-"""Packaging for tf-clicktrain."""
+"""Packaging for tf-clicktrain.
+
+Besides the Python package, builds the native LiteRT delegate library that
+runs the pattern-conv custom ops (sources and Makefile in tflite_export/)
+with the system C/C++ compiler; nothing is downloaded. It lands next to
+tf_clicktrain/tflite/native_library.py as libclicktrain_tflite.so, both for
+`pip install .` and `pip install -e .`. Building it needs g++ and the
+flatbuffers headers (Debian: libflatbuffers-dev); if that fails, the install
+goes on with a warning and ct.tflite.Interpreter explains what is missing.
+"""
+
+import os
 
 import setuptools
+from setuptools.command import build_ext
+
+_NATIVE_DIR = "tflite_export"
+_NATIVE_LIBRARY = "tf_clicktrain.tflite.libclicktrain_tflite"
+
+
+def _native_sources():
+    with open(os.path.join(_NATIVE_DIR, "sources.txt"), encoding="utf-8") as listing:
+        return [os.path.join(_NATIVE_DIR, line.strip()) for line in listing if line.strip()]
+
+
+class _BuildNativeLibrary(build_ext.build_ext):
+    """Builds the delegate as a plain shared library (no Python module)."""
+
+    def get_ext_filename(self, fullname):
+        # Called with the full dotted name or only its last component.
+        if _NATIVE_LIBRARY.endswith(fullname):
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        if ext.name == _NATIVE_LIBRARY:
+            return []  # Exports come from the version script, not PyInit_*.
+        return super().get_export_symbols(ext)
+
+
+_delegate_library = setuptools.Extension(
+    _NATIVE_LIBRARY,
+    sources=_native_sources(),
+    include_dirs=[os.path.join(_NATIVE_DIR, "include"), os.path.join(_NATIVE_DIR, "src")],
+    define_macros=[("FLATBUFFERS_LOCALE_INDEPENDENT", "0")],
+    extra_compile_args=["-O2", "-g0", "-fvisibility=hidden"],
+    extra_link_args=[
+        "-Wl,--exclude-libs,ALL",
+        "-Wl,--version-script=" + os.path.join(_NATIVE_DIR, "exports.map"),
+    ],
+    language="c++",
+    optional=True,
+)
 
 setuptools.setup(
     name="tf-clicktrain",
@@ -10,6 +60,8 @@ setuptools.setup(
         "fast pattern-sparse convolution op for LiteRT / TFLite."
     ),
     packages=setuptools.find_packages(include=["tf_clicktrain", "tf_clicktrain.*"]),
+    ext_modules=[_delegate_library],
+    cmdclass={"build_ext": _BuildNativeLibrary},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow-cpu>=2.16,<2.22",
