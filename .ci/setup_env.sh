@@ -34,6 +34,8 @@ APT_PACKAGES=(
   libclang-rt-14-dev      # clang sanitizers' runtime
 )
 STAMP="$VENV/.setup_env.stamp"
+HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
 DATA_DIR="${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}"
 # Version directories of tfds 4.9.10's builders: only a fast-path check; the
 # Python step below decides for itself.
