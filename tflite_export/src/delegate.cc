@@ -67,7 +67,7 @@ TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
   va_start(args, format);
   vsnprintf(message, sizeof(message), format, args);
   va_end(args);
-  context->ReportError(context, "%s: %s", kDelegateKernelName, message);
+  context->ReportError(context, "%s: %s\n", kDelegateKernelName, message);
   return kTfLiteError;
 }
 
@@ -383,7 +383,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   if (!AbiLooksRight(context, &why)) {
     context->ReportError(context,
                          "%s: the LiteRT runtime's ABI differs from the one "
-                         "this library was built for (ai-edge-litert %s): %s",
+                         "this library was built for (ai-edge-litert %s): %s\n",
                          kDelegateKernelName, CLICKTRAIN_LITERT_ABI_VERSION,
                          why.c_str());
     return kTfLiteError;
