@@ -9,9 +9,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end-to-end runs, excluded by default")
-
 
 @pytest.fixture(autouse=True)
 def _seed():

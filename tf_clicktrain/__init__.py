@@ -28,3 +28,15 @@ from tf_clicktrain.pruning.stats import model_stats
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 __version__ = "0.1.0"
+
+# Optional parts load on first use, so `import tf_clicktrain` needs neither
+# LiteRT nor tensorflow-datasets.
+_LAZY_SUBMODULES = ("tflite", "datasets", "applications")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"tf_clicktrain.{name}")
+    raise AttributeError(f"module 'tf_clicktrain' has no attribute {name!r}")

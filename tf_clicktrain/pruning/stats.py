@@ -15,7 +15,7 @@ class LayerStats:
 
     Attributes:
         name: layer name (of the wrapped layer for wrappers).
-        kind: "pattern", "unstructured" or "dense" (not pruned).
+        kind: "pattern" or "unstructured" for wrappers, "not wrapped" else.
         num_weights: entries of the kernel.
         nonzero: non-zero entries.
         num_kernels: 3x3 kernels (0 for non-3x3 weights).
@@ -151,7 +151,7 @@ def model_stats(model):
             }
             layer_stats.append(wrapper_stats(layer))
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-            layer_stats.append(_kernel_stats(layer.name, "dense", layer.kernel.numpy()))
+            layer_stats.append(_kernel_stats(layer.name, "not wrapped", layer.kernel.numpy()))
         for variable in inner.trainable_weights:
             value = masked.get(id(variable))
             if value is None:
