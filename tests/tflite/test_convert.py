@@ -46,6 +46,8 @@ CONV_CASES = {
     "13to13_stride2x1_same": dict(inputs=13, filters=13, strides=(2, 1), padding="same"),
     "3to13_dilation2_same_relu": dict(inputs=3, filters=13, dilation_rate=2, padding="same", activation="relu"),
     "13to37_dilation2_valid_nobias": dict(inputs=13, filters=37, dilation_rate=2, padding="valid", use_bias=False),
+    # More than 256 input channels: uint16 channel indices.
+    "300to5_wide_indices": dict(inputs=300, filters=5, padding="same"),
 }
 
 

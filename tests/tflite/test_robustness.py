@@ -69,14 +69,22 @@ def _buffer_of(tflite_bytes, input_position):
     return bytes(model.buffers[model.subgraphs[0].tensors[operator.inputs[input_position]].buffer].data)
 
 
+def _element_size(tflite_bytes, input_position):
+    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    tensor = model.subgraphs[0].tensors[model.subgraphs[0].operators[0].inputs[input_position]]
+    return {schema.TensorType.UINT8: 1, schema.TensorType.UINT16: 2}[tensor.type]
+
+
 def _options_of(tflite_bytes):
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
     return bytes(model.subgraphs[0].operators[0].customOptions)
 
 
-def _put_u16(data, index, value):
+def _put_index(data, index, value, size):
+    """Stores `value` at element `index`, saturating to the element size."""
     data = bytearray(data)
-    data[2 * index : 2 * index + 2] = int(value).to_bytes(2, "little")
+    value = min(int(value), (1 << (8 * size)) - 1)
+    data[size * index : size * (index + 1)] = value.to_bytes(size, "little")
     return bytes(data)
 
 
@@ -112,7 +120,9 @@ def _run_in_subprocess(tmp_path, models):
 def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_bytes):
     options = flexbuffers.Loads(_options_of(tflite_bytes))
     channels = _buffer_of(tflite_bytes, KERNEL_INPUT_CHANNELS)
+    channel_size = _element_size(tflite_bytes, KERNEL_INPUT_CHANNELS)
     runs = _buffer_of(tflite_bytes, RUN_LENGTHS)
+    run_size = _element_size(tflite_bytes, RUN_LENGTHS)
     values = _buffer_of(tflite_bytes, VALUES)
     cases = {
         "format_version_2": (_set_options(flexbuffers.Dumps({**options, "format_version": 2})), "format_version"),
@@ -122,30 +132,44 @@ def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_byte
         "options_not_a_map": (_set_options(flexbuffers.Dumps([1, 2, 3])), "map"),
         "options_empty": (_set_options(b""), "custom options"),
         "channel_equals_input_channels": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_u16(d, 3, INPUT_CHANNELS)),
+            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 3, INPUT_CHANNELS, channel_size)),
             "kernel_input_channels",
         ),
-        "channel_65535": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_u16(d, 0, 0xFFFF)),
+        "channel_largest": (
+            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 0, 0xFFFF, channel_size)),
             "kernel_input_channels",
         ),
-        "run_length_too_long": (_set_buffer(RUN_LENGTHS, lambda d: _put_u16(d, 0, 200)), "kernel"),
+        "run_length_too_long": (_set_buffer(RUN_LENGTHS, lambda d: _put_index(d, 0, 200, run_size)), "kernel"),
         "run_lengths_sum_off_by_one": (
-            _set_buffer(RUN_LENGTHS, lambda d: _put_u16(d, 1, int.from_bytes(runs[2:4], "little") + 1)),
+            _set_buffer(
+                RUN_LENGTHS,
+                lambda d: _put_index(d, 1, int.from_bytes(runs[run_size : 2 * run_size], "little") + 1, run_size),
+            ),
             "kernel_input_channels",
         ),
-        "empty_pattern": (_set_buffer(PATTERN_MASKS, lambda d: _put_u16(d, 0, 0)), "pattern_masks"),
-        "pattern_with_tenth_position": (_set_buffer(PATTERN_MASKS, lambda d: _put_u16(d, 0, 0x3FF)), "pattern_masks"),
+        "empty_pattern": (_set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0, 2)), "pattern_masks"),
+        "pattern_with_tenth_position": (
+            _set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0x3FF, 2)),
+            "pattern_masks",
+        ),
         "values_one_short": (
             _set_buffer(VALUES, lambda d: d[:-4], shape=[len(values) // 4 - 1]),
             "values",
         ),
         "channels_one_short": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: d[:-2], shape=[len(channels) // 2 - 1]),
+            _set_buffer(
+                KERNEL_INPUT_CHANNELS,
+                lambda d: d[:-channel_size],
+                shape=[len(channels) // channel_size - 1],
+            ),
             "kernel_input_channels",
         ),
-        "channels_as_int32": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: d + d, tensor_type=schema.TensorType.INT32),
+        "channels_as_float32": (
+            _set_buffer(
+                KERNEL_INPUT_CHANNELS,
+                lambda d: d * (4 // channel_size),
+                tensor_type=schema.TensorType.FLOAT32,
+            ),
             "kernel_input_channels",
         ),
     }

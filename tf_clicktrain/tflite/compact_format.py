@@ -8,11 +8,16 @@ format is specified once, for all readers and writers, in
 
 - `pattern_masks` (uint16 `[P]`): the layer's pattern table, bit `3 * ky + kx`
   set when 3x3 position `(ky, kx)` is kept.
-- `pattern_run_lengths` (uint16 `[C_out, P]`): kept kernels of each pattern in
+- `pattern_run_lengths` (uint8 or uint16 `[C_out, P]`): kept kernels of each pattern in
   each filter. A filter's kernels are stored grouped by pattern (PatDNN's
   filter-kernel reordering), so kernels of one pattern are adjacent and each
   kernel's pattern id follows from the run lengths.
-- `kernel_input_channels` (uint16 `[K]`): input channel of each kept kernel.
+- `kernel_input_channels` (uint8 or uint16 `[K]`): input channel of each kept
+  kernel.
+
+The two index tensors use uint8 whenever every value fits, so a kept kernel
+costs one index byte next to its float32 weights in layers of up to 256 input
+channels.
 - `values` (float32 `[V]`): kept weights, kernel after kernel, positions in
   ascending bit order.
 
@@ -39,8 +44,8 @@ class CompactWeights:
 
     Attributes:
         pattern_masks: uint16 `[num_patterns]`, the pattern table.
-        pattern_run_lengths: uint16 `[output_channels, num_patterns]`.
-        kernel_input_channels: uint16 `[num_kernels]`.
+        pattern_run_lengths: uint8 or uint16 `[output_channels, num_patterns]`.
+        kernel_input_channels: uint8 or uint16 `[num_kernels]`.
         values: float32 `[num_values]`.
     """
 
@@ -164,10 +169,15 @@ def _encode(output_channels, filters, channels, masks, kernel_weights):
     kept = (table[pattern_ids][:, None] & _POSITION_BITS[None, :]) != 0
     return CompactWeights(
         pattern_masks=table.astype(np.uint16),
-        pattern_run_lengths=run_lengths.astype(np.uint16),
-        kernel_input_channels=channels.astype(np.uint16),
+        pattern_run_lengths=_smallest_index_array(run_lengths),
+        kernel_input_channels=_smallest_index_array(channels),
         values=kernel_weights[order][kept].astype(np.float32),
     )
+
+
+def _smallest_index_array(indices):
+    fits_in_a_byte = indices.size == 0 or int(indices.max()) <= np.iinfo(np.uint8).max
+    return indices.astype(np.uint8 if fits_in_a_byte else np.uint16)
 
 
 def decode(compact, input_channels):

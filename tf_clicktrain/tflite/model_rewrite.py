@@ -20,7 +20,9 @@ from flatbuffers import flexbuffers
 from tf_clicktrain.tflite import compact_format
 
 _FILE_IDENTIFIER = b"TFL3"
-_BUFFER_ALIGNMENT = 64
+# The converter's own alignment for constant data; the pattern-conv glue copies
+# its weights into 64-byte-aligned memory itself, so more would only pad.
+_BUFFER_ALIGNMENT = 16
 _NO_TENSOR = -1
 _PADDING_NAMES = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 _ACTIVATION_NAMES = {
@@ -59,7 +61,7 @@ class LayerReport:
 
 
 class _AlignedBuffer(schema.BufferT):
-    """A Buffer whose data starts at a 64-byte-aligned file offset."""
+    """A Buffer whose data starts at a `_BUFFER_ALIGNMENT`-aligned file offset."""
 
     def Pack(self, builder):  # pylint: disable=invalid-name
         data = None
@@ -310,6 +312,7 @@ class _Rewriter:
         tensor = schema.TensorT()
         tensor.shape = np.array(array.shape, np.int32)
         tensor.type = {
+            np.dtype(np.uint8): schema.TensorType.UINT8,
             np.dtype(np.uint16): schema.TensorType.UINT16,
             np.dtype(np.float32): schema.TensorType.FLOAT32,
         }[array.dtype]

@@ -25,6 +25,13 @@ static uint16_t load_u16(const void* base, size_t index) {
   return value;
 }
 
+/* An index stored as uint8 or uint16 (element_size 1 or 2). */
+static uint16_t load_index(const void* base, size_t index,
+                           size_t element_size) {
+  if (element_size == 1) return ((const uint8_t*)base)[index];
+  return load_u16(base, index);
+}
+
 static size_t align_up(size_t size) {
   return (size + kAlignment - 1) / kAlignment * kAlignment;
 }
@@ -73,6 +80,15 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
                 "Received: [%zu, %zu]", output_channels, num_patterns,
                 t->run_lengths_rows, t->run_lengths_columns);
   }
+  if ((t->run_lengths_element_size != 1 && t->run_lengths_element_size != 2) ||
+      (t->kernel_input_channels_element_size != 1 &&
+       t->kernel_input_channels_element_size != 2)) {
+    return fail(error, error_size,
+                "pattern_run_lengths and kernel_input_channels must be uint8 "
+                "or uint16. Received element sizes %zu and %zu",
+                t->run_lengths_element_size,
+                t->kernel_input_channels_element_size);
+  }
   if (t->bias != NULL && t->bias_count != output_channels) {
     return fail(error, error_size,
                 "bias must have %zu elements. Received: %zu", output_channels,
@@ -96,8 +112,9 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
   for (size_t o = 0; o < output_channels; ++o) {
     uint64_t filter_kernels = 0;
     for (size_t p = 0; p < num_patterns; ++p) {
-      const uint16_t run = load_u16(t->pattern_run_lengths,
-                                    o * num_patterns + p);
+      const uint16_t run =
+          load_index(t->pattern_run_lengths, o * num_patterns + p,
+                     t->run_lengths_element_size);
       filter_kernels += run;
       num_values += (uint64_t)run * (uint64_t)pattern_sizes[p];
     }
@@ -134,10 +151,13 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
   size_t kernel = 0;
   for (size_t o = 0; o < output_channels; ++o) {
     for (size_t p = 0; p < num_patterns; ++p) {
-      const uint16_t run = load_u16(t->pattern_run_lengths,
-                                    o * num_patterns + p);
+      const uint16_t run =
+          load_index(t->pattern_run_lengths, o * num_patterns + p,
+                     t->run_lengths_element_size);
       for (uint16_t j = 0; j < run; ++j, ++kernel) {
-        const uint16_t channel = load_u16(t->kernel_input_channels, kernel);
+        const uint16_t channel =
+            load_index(t->kernel_input_channels, kernel,
+                       t->kernel_input_channels_element_size);
         if (channel >= input_channels) {
           return fail(error, error_size,
                       "kernel_input_channels[%zu] must be < input_channels "
@@ -183,10 +203,14 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
   uint32_t* value_start = (uint32_t*)cursor;
 
   memcpy(masks, t->pattern_masks, num_patterns * sizeof(uint16_t));
-  memcpy(runs, t->pattern_run_lengths,
-         output_channels * num_patterns * sizeof(uint16_t));
-  memcpy(channels, t->kernel_input_channels,
-         (size_t)num_kernels * sizeof(uint16_t));
+  for (size_t i = 0; i < output_channels * num_patterns; ++i) {
+    runs[i] = load_index(t->pattern_run_lengths, i,
+                         t->run_lengths_element_size);
+  }
+  for (size_t i = 0; i < (size_t)num_kernels; ++i) {
+    channels[i] = load_index(t->kernel_input_channels, i,
+                             t->kernel_input_channels_element_size);
+  }
   memcpy(values, t->values, (size_t)num_values * sizeof(float));
   if (t->bias != NULL) {
     memcpy(bias, t->bias, output_channels * sizeof(float));

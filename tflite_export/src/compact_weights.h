@@ -20,11 +20,13 @@ extern "C" {
 typedef struct clicktrain_compact_tensors {
   const void* pattern_masks;          /* uint16 */
   size_t pattern_masks_count;
-  const void* pattern_run_lengths;    /* uint16, 2-D */
+  const void* pattern_run_lengths;    /* uint8 or uint16, 2-D */
   size_t run_lengths_rows;
   size_t run_lengths_columns;
-  const void* kernel_input_channels;  /* uint16 */
+  size_t run_lengths_element_size;    /* 1 or 2 */
+  const void* kernel_input_channels;  /* uint8 or uint16 */
   size_t kernel_input_channels_count;
+  size_t kernel_input_channels_element_size;  /* 1 or 2 */
   const void* values;                 /* float32 */
   size_t values_count;
   const void* bias;                   /* float32, NULL when absent */

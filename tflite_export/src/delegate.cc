@@ -110,7 +110,7 @@ size_t TypeSize(TfLiteType type) {
 // Checks, on the live runtime, that the structs of litert_abi.h match its
 // layout: the delegate functions are where we expect them, and every tensor
 // has a plausible type, allocation type and rank and, if constant, a byte
-// size that agrees with its shape (a wrong TfLiteTensor size or field order
+// size that covers its shape (a wrong TfLiteTensor size or field order
 // breaks these within the first few tensors).
 bool AbiLooksRight(TfLiteContext* context, std::string* why) {
   if (context->GetNodeAndRegistration == nullptr ||
@@ -145,7 +145,8 @@ bool AbiLooksRight(TfLiteContext* context, std::string* why) {
     for (int d = 0; d < dims->size; ++d) {
       elements *= static_cast<size_t>(dims->data[d] < 0 ? 0 : dims->data[d]);
     }
-    if (elements * element_size != tensor->bytes) {
+    // The runtime guarantees a constant's buffer covers its shape.
+    if (elements * element_size > tensor->bytes) {
       *why = "TfLiteTensor.bytes disagrees with its shape";
       return false;
     }
@@ -210,18 +211,21 @@ TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
   return &context->tensors[index];
 }
 
-// Validates a constant compact-weight tensor and returns its element count
-// along each dimension (up to 2).
+// Validates a constant compact-weight tensor of type `type` (or, when
+// given, `other_type`) and returns its size along each dimension (up to 2).
 TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
                            const char* name, TfLiteType type, int rank,
-                           size_t* shape) {
+                           size_t* shape,
+                           TfLiteType other_type = kTfLiteNoType) {
   if (tensor == nullptr) {
     return Report(context, "input tensor '%s' is missing", name);
   }
-  if (tensor->type != type) {
-    return Report(context, "input '%s' must have TFLite type %d. Received: %d",
-                  name, type, tensor->type);
+  if (tensor->type != type &&
+      (other_type == kTfLiteNoType || tensor->type != other_type)) {
+    return Report(context, "input '%s' has the wrong TFLite type %d", name,
+                  tensor->type);
   }
+  type = tensor->type;
   if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
     return Report(context, "input '%s' must be a constant tensor", name);
   }
@@ -254,9 +258,9 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   if (CheckConstant(context, masks, "pattern_masks", kTfLiteUInt16, 1,
                     masks_shape) != kTfLiteOk ||
       CheckConstant(context, runs, "pattern_run_lengths", kTfLiteUInt16, 2,
-                    runs_shape) != kTfLiteOk ||
+                    runs_shape, kTfLiteUInt8) != kTfLiteOk ||
       CheckConstant(context, channels, "kernel_input_channels", kTfLiteUInt16,
-                    1, channels_shape) != kTfLiteOk ||
+                    1, channels_shape, kTfLiteUInt8) != kTfLiteOk ||
       CheckConstant(context, values, "values", kTfLiteFloat32, 1,
                     values_shape) != kTfLiteOk) {
     return kTfLiteError;
@@ -275,8 +279,10 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   compact.pattern_run_lengths = runs->data;
   compact.run_lengths_rows = runs_shape[0];
   compact.run_lengths_columns = runs_shape[1];
+  compact.run_lengths_element_size = TypeSize(runs->type);
   compact.kernel_input_channels = channels->data;
   compact.kernel_input_channels_count = channels_shape[0];
+  compact.kernel_input_channels_element_size = TypeSize(channels->type);
   compact.values = values->data;
   compact.values_count = values_shape[0];
   compact.bias = bias == nullptr ? nullptr : bias->data;

@@ -122,8 +122,10 @@ static clicktrain_compact_tensors compact_of(const layer* l) {
   t.pattern_run_lengths = l->runs;
   t.run_lengths_rows = (size_t)l->out_channels;
   t.run_lengths_columns = (size_t)l->num_patterns;
+  t.run_lengths_element_size = 2;
   t.kernel_input_channels = l->channels;
   t.kernel_input_channels_count = l->num_kernels;
+  t.kernel_input_channels_element_size = 2;
   t.values = l->values;
   t.values_count = l->num_values;
   t.bias = l->bias;
@@ -246,6 +248,8 @@ static void check_validation(void) {
   expect_rejected(&bad, 5, 4, 0, "a long values tensor");
   bad = t; bad.run_lengths_rows = 3;
   expect_rejected(&bad, 5, 4, 0, "run lengths of the wrong shape");
+  bad = t; bad.kernel_input_channels_element_size = 4;
+  expect_rejected(&bad, 5, 4, 0, "32-bit kernel_input_channels");
   bad = t; bad.bias_count = 2;
   expect_rejected(&bad, 5, 4, 0, "a short bias");
   bad = t; bad.pattern_masks_count = 0;

@@ -16,12 +16,12 @@
  *   1 pattern_masks         uint16  [num_patterns]
  *        The layer's pattern table. Bit (3 * ky + kx) is set when position
  *        (ky, kx) of a 3x3 kernel is kept. 1 <= popcount, mask < 512.
- *   2 pattern_run_lengths   uint16  [output_channels, num_patterns]
+ *   2 pattern_run_lengths   uint8 or uint16 [output_channels, num_patterns]
  *        Number of kept kernels of pattern p in filter o. A filter's kept
  *        kernels are stored grouped by pattern (PatDNN's filter-kernel
  *        reordering): first the run of pattern 0, then pattern 1, ... so the
  *        pattern id of every kernel follows from these run lengths.
- *   3 kernel_input_channels uint16  [num_kernels]
+ *   3 kernel_input_channels uint8 or uint16 [num_kernels]
  *        Input channel of each kept kernel, filter after filter, in the order
  *        above. num_kernels = sum(pattern_run_lengths). Removed kernels are
  *        simply absent. Depthwise: filter o has at most one kernel and its
@@ -31,6 +31,8 @@
  *        in ascending bit order. num_values = sum over kernels of
  *        popcount(pattern_masks[pattern of the kernel]).
  *   5 bias                  float32 [output_channels], or absent (-1).
+ * The exporter writes inputs 2 and 3 as uint8 when every value fits (up to
+ * 256 input channels), which keeps index overhead at 1 byte per kernel.
  * Output 0: float32 [batch, output_height, output_width, output_channels].
  *
  * Custom options: a flexbuffer map with integer keys
@@ -58,7 +60,7 @@ extern "C" {
 #define CLICKTRAIN_KERNEL_SIZE 3
 #define CLICKTRAIN_KERNEL_POSITIONS 9
 #define CLICKTRAIN_MAX_PATTERNS 511
-/* Channel indices and run lengths are uint16 in the file. */
+/* Channel indices and run lengths are at most uint16 in the file. */
 #define CLICKTRAIN_MAX_CHANNELS 65535
 
 /* Shapes and parameters of one convolution call. */
