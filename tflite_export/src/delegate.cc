@@ -248,8 +248,8 @@ TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
 }
 
 TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
-  size_t masks_shape[1], runs_shape[2], channels_shape[1], values_shape[1],
-      bias_shape[1] = {0};
+  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0},
+         values_shape[1] = {0}, bias_shape[1] = {0};
   const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
   const TfLiteTensor* runs = TensorAt(context, op->inputs[kPatternRunLengths]);
   const TfLiteTensor* channels =
