@@ -223,3 +223,12 @@ def test_model_pruned_by_the_core_trains_exports_and_runs():
     tflite_bytes, reports = ct_tflite.convert(final, return_report=True)
     assert sum(report.replaced for report in reports) == 2  # the first conv stays dense
     _assert_matches_keras(final, tflite_bytes, input_shape, 2)
+
+
+def test_unstripped_model_is_refused_with_a_hint():
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3), keras.layers.Conv2D(8, 3)]
+    )
+    pruned = ct.prune_pattern(model, schedule=ct.ClickTrainSchedule(selection_step=1, hard_pruning_step=2))
+    with pytest.raises(ValueError, match="strip_pruning"):
+        ct_tflite.convert(pruned)

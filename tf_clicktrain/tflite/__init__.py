@@ -5,16 +5,43 @@
   `ClickTrainPatternDepthwiseConv2D` custom ops (`custom_ops=False`: a
   builtin-only file for stock runtimes).
 - `replace_pattern_convs(tflite_bytes)`: the same rewrite on a .tflite file
-  made by any converter call.
+  made by any converter call; `count_pattern_ops`, `LayerReport`.
 - `Interpreter(...)`: LiteRT's Interpreter with those ops available.
 - `compact_format`: the compact weight format, in NumPy.
 - `native_library`: locating and loading the native delegate library.
+
+Importing this module needs only NumPy; the names that need LiteRT
+(`ai-edge-litert`, `flatbuffers`: `pip install tf-clicktrain[tflite]`) load
+on first use.
 """
+
+import importlib
 
 from tf_clicktrain.tflite import compact_format
 from tf_clicktrain.tflite import native_library
 from tf_clicktrain.tflite.converter import convert
-from tf_clicktrain.tflite.interpreter import Interpreter
-from tf_clicktrain.tflite.model_rewrite import LayerReport
-from tf_clicktrain.tflite.model_rewrite import count_pattern_ops
-from tf_clicktrain.tflite.model_rewrite import replace_pattern_convs
+
+_NEEDS_LITERT = {
+    "Interpreter": ("tf_clicktrain.tflite.interpreter", "Interpreter"),
+    "LayerReport": ("tf_clicktrain.tflite.model_rewrite", "LayerReport"),
+    "count_pattern_ops": ("tf_clicktrain.tflite.model_rewrite", "count_pattern_ops"),
+    "replace_pattern_convs": ("tf_clicktrain.tflite.model_rewrite", "replace_pattern_convs"),
+}
+
+
+def __getattr__(name):
+    if name not in _NEEDS_LITERT:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _NEEDS_LITERT[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(
+            f"tf_clicktrain.tflite.{name} needs ai-edge-litert and flatbuffers: "
+            f"pip install 'tf-clicktrain[tflite]' ({error})"
+        ) from error
+    return getattr(module, attribute)
+
+
+def __dir__():
+    return sorted([*globals(), *_NEEDS_LITERT])

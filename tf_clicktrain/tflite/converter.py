@@ -1,7 +1,5 @@
 """Keras model -> .tflite bytes with pattern-sparse convs as compact custom ops."""
 
-from tf_clicktrain.tflite import model_rewrite
-
 
 def convert(
     model,
@@ -36,6 +34,10 @@ def convert(
         The .tflite model as `bytes`; with `return_report=True`, a tuple
         `(bytes, reports)`.
 
+    Raises:
+        ValueError: if the model still holds pruning wrappers (call
+            `ct.strip_pruning` first, as with tfmot's `strip_pruning`).
+
     Example:
 
     ```python
@@ -46,6 +48,14 @@ def convert(
     """
     import tensorflow as tf  # Deferred: the runtime side needs no TensorFlow.
 
+    from tf_clicktrain.tflite import model_rewrite
+
+    wrapped = [layer.name for layer in _all_layers(model) if _is_pruning_wrapper(layer)]
+    if wrapped:
+        raise ValueError(
+            "convert takes a stripped model: call ct.strip_pruning(model) first. "
+            f"Received a model with pruning wrappers: {wrapped}"
+        )
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     tflite_bytes = converter.convert()
     reports = []
@@ -54,3 +64,15 @@ def convert(
             tflite_bytes, max_patterns=max_patterns, max_size_ratio=max_size_ratio
         )
     return (tflite_bytes, reports) if return_report else tflite_bytes
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def _is_pruning_wrapper(layer):
+    from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
+
+    return isinstance(layer, PatternPruningWrapper)
