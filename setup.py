@@ -73,6 +73,6 @@ setuptools.setup(
         "tflite": ["ai-edge-litert>=2.3,<2.4", "flatbuffers>=24"],
         "datasets": ["tensorflow-datasets==4.9.10", "importlib_resources"],
         "report": ["matplotlib>=3.7"],
-        "test": ["pytest>=8", "absl-py"],
+        "test": ["pytest>=8", "absl-py", "scikit-learn"],
     },
 )

@@ -42,7 +42,7 @@ flags.DEFINE_integer("num_patterns", 4, "Patterns per layer (K).")
 flags.DEFINE_integer("entries_per_kernel", 4, "Weights kept per 3x3 kernel.")
 flags.DEFINE_enum("importance", "taylor_accumulated",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
-flags.DEFINE_float("penalty", 5e-4, "Group-lasso weight of the soft phase.")
+flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
 flags.DEFINE_float("learning_rate", 0.05, "Initial SGD learning rate.")
 flags.DEFINE_integer("train_examples", 0, "Use only this many training examples (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -67,25 +67,31 @@ def make_datasets(name, batch_size, train_examples=0, seed=0):
     return train, test, info
 
 
-def connectivity_for(conv_compression, entries_per_kernel):
-    """Kernel sparsity r with 9 / (entries * (1 - r)) = conv_compression."""
-    sparsity = 1.0 - 9.0 / (entries_per_kernel * conv_compression)
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(
-            f"conv_compression={conv_compression} is not reachable with "
-            f"entries_per_kernel={entries_per_kernel}: it must be at least "
-            f"{9.0 / entries_per_kernel:.2f}."
-        )
-    return sparsity
+def soft_penalty(penalty, schedule, learning_rate):
+    """The group-lasso weight: the flag's value, or sized to the budget.
+
+    Each soft step moves a penalised kernel's weights by about
+    ``learning_rate * penalty`` towards zero, so over the soft phase they
+    travel ``learning_rate * penalty * soft_steps``. The paper's lambda
+    (1.5e-4..8e-4 over ~30k soft steps at lr 0.01) travels ~0.1; with
+    ``--penalty=0`` (auto) the same distance is kept for shorter budgets.
+    """
+    if penalty > 0:
+        return penalty
+    soft_steps = max(1, schedule.hard_pruning_step - schedule.selection_step)
+    return 0.1 / (learning_rate * soft_steps)
 
 
-def paper_schedule(epochs, steps_per_epoch, connectivity_sparsity, penalty):
-    """The authors' VGG schedule shape (190 epochs: select 65, hard 143)."""
-    selection = max(1, round(epochs * 65 / 190))
-    hard = min(max(selection + 1, round(epochs * 143 / 190)), max(epochs - 1, selection))
-    return ct.ClickTrainSchedule.from_epochs(
-        steps_per_epoch, selection_epoch=selection, hard_pruning_epoch=hard,
-        connectivity_sparsity=connectivity_sparsity, penalty=penalty,
+def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel, penalty,
+                  learning_rate):
+    """ClickTrain's schedule at the paper's relative phase boundaries."""
+    sparsity = ct.patterns.sparsity_for_compression(compression, entries_per_kernel)
+    shape = ct.ClickTrainSchedule.from_budget(epochs, steps_per_epoch)
+    # The soft phase runs after the first learning-rate drop.
+    penalty = soft_penalty(penalty, shape, learning_rate * 0.1)
+    return ct.ClickTrainSchedule(
+        shape.selection_step, shape.hard_pruning_step,
+        connectivity_sparsity=sparsity, penalty=penalty,
     )
 
 
@@ -137,11 +143,11 @@ def main(argv):
         }
         dense.save(os.path.join(FLAGS.output_dir, "dense.keras"))
 
-    sparsity = connectivity_for(FLAGS.conv_compression, FLAGS.entries_per_kernel)
-    schedule = paper_schedule(FLAGS.epochs, steps_per_epoch, sparsity, FLAGS.penalty)
+    schedule = make_schedule(FLAGS.epochs, steps_per_epoch, FLAGS.conv_compression,
+                             FLAGS.entries_per_kernel, FLAGS.penalty, FLAGS.learning_rate)
     logging.info("ClickTrain: %d epochs, selection at step %d, hard from step %d, "
-                 "kernel sparsity %.3f", FLAGS.epochs, schedule.selection_step,
-                 schedule.hard_pruning_step, sparsity)
+                 "kernel sparsity %.3f, penalty %.2e", FLAGS.epochs, schedule.selection_step,
+                 schedule.hard_pruning_step, schedule.connectivity_sparsity, schedule.penalty_value)
     keras.utils.set_random_seed(FLAGS.seed)
     pruned = ct.prune_pattern(
         build_model(info), schedule=schedule, num_patterns=FLAGS.num_patterns,

@@ -39,6 +39,33 @@ def kernels_to_keep(kernel_scores, sparsity):
     return keep
 
 
+def sparsity_for_compression(compression, entries_per_kernel=4):
+    """Kernel sparsity r giving a 3x3 layer ``compression`` = params / non-zeros.
+
+    A pattern-pruned 3x3 layer keeps ``entries_per_kernel`` of 9 weights in
+    each of its ``1 - r`` kept kernels: compression = 9 / (n * (1 - r)).
+
+    Args:
+        compression: target compression, at least ``9 / entries_per_kernel``.
+        entries_per_kernel: n, weights kept per kernel.
+
+    Returns:
+        r in [0, 1).
+
+    Example:
+    ```python
+    sparsity_for_compression(8.0)   # 0.71875
+    ```
+    """
+    minimum = 9.0 / entries_per_kernel
+    if not isinstance(compression, (int, float)) or not minimum <= compression < float("inf"):
+        raise ValueError(
+            f"compression must be at least 9 / entries_per_kernel = {minimum:.3g}. "
+            f"Received: compression={compression!r}"
+        )
+    return 1.0 - minimum / compression
+
+
 def depth_increasing(first, last):
     """A per-layer connectivity rule rising linearly with depth.
 

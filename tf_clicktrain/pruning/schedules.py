@@ -340,6 +340,27 @@ class ClickTrainSchedule(PruningSchedule):
             **kwargs,
         )
 
+    @classmethod
+    def from_budget(cls, epochs, steps_per_epoch, **kwargs):
+        """The authors' schedule shape scaled to an epoch budget.
+
+        Their VGG runs train 190 epochs, select at epoch 65 and start the
+        hard phase at epoch 143; this keeps those fractions (at least one
+        epoch of warm-up and of soft phase, when the budget allows).
+
+        Args:
+            epochs: total training epochs, >= 2.
+            steps_per_epoch: optimizer steps per epoch.
+            **kwargs: the other constructor arguments.
+        """
+        _validate_step(epochs, "epochs", minimum=2)
+        selection = max(1, round(epochs * 65 / 190))
+        hard = min(max(selection + 1, round(epochs * 143 / 190)), epochs - 1)
+        hard = max(hard, selection)
+        return cls.from_epochs(
+            steps_per_epoch, selection_epoch=selection, hard_pruning_epoch=hard, **kwargs
+        )
+
     def __call__(self, step):
         should_prune = step == self.selection_step or step in self.reselection_steps
         sparsity = self.connectivity_sparsity if step >= self.selection_step else 0.0

@@ -1,0 +1,241 @@
+r"""Accuracy, compression and wall time: dense vs ClickTrain vs baselines.
+
+Every row trains the same VGG-style CNN (six 3x3 convs with BatchNorm, first
+conv left dense) on the same data with the same epochs and optimizer
+(examples/clicktrain_tfds.py's recipe). Rows:
+
+- dense: the baseline.
+- ct4 / ct8 / ct12: ClickTrain at 3x3-conv compression 4x, 8x, 12x.
+- authors: the authors' variant at 8x (one-minibatch Taylor importance, a
+  fixed 4-pattern library).
+- ct8_onebatch, ct8_fixed, ct8_nosoft, ct8_magnitude: ablations of ct8
+  (one-minibatch importance, fixed library, no group-lasso penalty,
+  magnitude importance).
+- pat8: prune after training: the trained dense model of the same seed,
+  pruned to the same patterns and fine-tuned for as many epochs again
+  (soft half, hard half); its wall time includes the dense training.
+- tfmot: tensorflow-model-optimization's unstructured magnitude pruning of
+  the same layers at the sparsity of ct8, run by benchmarks/tfmot_baseline.py
+  in its own virtual environment (.venv-tfmot, made by
+  benchmarks/setup_tfmot_venv.sh); skipped when that is missing.
+
+Results are appended to a JSON-lines file as each run finishes, so an
+interrupted benchmark resumes where it stopped; the table is printed from
+that file.
+
+    python benchmarks/accuracy.py --rows=dense,ct8 --seeds=0,1,2
+    python benchmarks/accuracy.py --report_only
+"""
+
+import collections
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tf_clicktrain as ct  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "examples"))
+import clicktrain_tfds as recipe  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("rows", ["dense", "ct4", "ct8", "ct12", "authors", "pat8", "tfmot"],
+                  "Rows to run (see the module docstring).")
+flags.DEFINE_list("seeds", ["0"], "Seeds; each row runs once per seed.")
+flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results", "accuracy.jsonl"),
+                    "JSON-lines file of finished runs.")
+flags.DEFINE_bool("report_only", False, "Only print the table of finished runs.")
+flags.DEFINE_string("default_importance", "taylor_accumulated",
+                    "Importance of the ct rows.")
+
+# The four 2x2 quadrants around the centre: a fixed library standing in for
+# the authors' hard-coded one.
+FIXED_LIBRARY = np.zeros((4, 9), np.float32)
+for _row, _positions in enumerate(([0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8])):
+    FIXED_LIBRARY[_row, _positions] = 1.0
+
+ROW_SETTINGS = {
+    "ct4": dict(compression=4.0),
+    "ct8": dict(compression=8.0),
+    "ct12": dict(compression=12.0),
+    "authors": dict(compression=8.0, importance="taylor", pattern_library=FIXED_LIBRARY),
+    "ct8_onebatch": dict(compression=8.0, importance="taylor"),
+    "ct8_fixed": dict(compression=8.0, pattern_library=FIXED_LIBRARY),
+    "ct8_nosoft": dict(compression=8.0, penalty=None),
+    "ct8_magnitude": dict(compression=8.0, importance="magnitude"),
+}
+
+
+def _finished(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _record(path, row):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _evaluate(model, test, steps_per_epoch):
+    final = ct.strip_pruning(model) if ct.pruning_wrappers(model) else model
+    recipe.compile_model(final, steps_per_epoch)
+    stats = ct.model_stats(final)
+    return final, {
+        "accuracy": float(final.evaluate(test, verbose=0)[1]),
+        "conv3x3_compression": stats.conv3x3_compression,
+        "model_compression": stats.model_compression,
+    }
+
+
+def _dense_path(seed):
+    return os.path.join(os.path.dirname(FLAGS.results), f"dense_seed{seed}.keras")
+
+
+def run_dense(seed, train, test, info, steps):
+    keras.utils.set_random_seed(seed)
+    model = recipe.build_model(info)
+    recipe.compile_model(model, steps)
+    start = time.time()
+    model.fit(train, epochs=FLAGS.epochs, verbose=2)
+    seconds = time.time() - start
+    _, result = _evaluate(model, test, steps)
+    os.makedirs(os.path.dirname(_dense_path(seed)), exist_ok=True)
+    model.save(_dense_path(seed))
+    return {**result, "seconds": seconds}
+
+
+def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
+                   pattern_library=None, penalty=0.0):
+    keras.utils.set_random_seed(seed)
+    schedule = recipe.make_schedule(FLAGS.epochs, steps, compression, 4,
+                                    penalty or 0.0, FLAGS.learning_rate)
+    if penalty is None:  # the no-soft-phase ablation: same phases, no penalty
+        schedule = ct.ClickTrainSchedule(schedule.selection_step, schedule.hard_pruning_step,
+                                         schedule.connectivity_sparsity, penalty=0.0)
+    model = ct.prune_pattern(
+        recipe.build_model(info), schedule=schedule,
+        importance=importance or FLAGS.default_importance, pattern_library=pattern_library,
+    )
+    recipe.compile_model(model, steps)
+    start = time.time()
+    model.fit(train, epochs=FLAGS.epochs, verbose=2, callbacks=[ct.UpdatePruningStep()])
+    seconds = time.time() - start
+    _, result = _evaluate(model, test, steps)
+    return {**result, "seconds": seconds, "penalty": schedule.penalty_value}
+
+
+def run_prune_after_training(seed, train, test, info, steps, finished):
+    dense_rows = [r for r in finished if r["row"] == "dense" and r["seed"] == seed]
+    if not dense_rows or not os.path.exists(_dense_path(seed)):
+        raise RuntimeError("pat8 needs the dense row of the same seed first (--rows=dense,pat8)")
+    keras.utils.set_random_seed(seed)
+    dense = keras.saving.load_model(_dense_path(seed))
+    epochs = FLAGS.epochs
+    soft_epochs = max(1, epochs // 2)
+    sparsity = ct.patterns.sparsity_for_compression(8.0)
+    # Fine-tuning starts where dense training's first drop left the rate.
+    lr = FLAGS.learning_rate * 0.1
+    penalty = recipe.soft_penalty(0.0, ct.ClickTrainSchedule(0, soft_epochs * steps), lr)
+    schedule = ct.ClickTrainSchedule(0, soft_epochs * steps, sparsity, penalty=penalty)
+    model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude")
+    optimizer = keras.optimizers.SGD(
+        keras.optimizers.schedules.PiecewiseConstantDecay([soft_epochs * steps], [lr, lr * 0.1]),
+        momentum=0.9, weight_decay=5e-4)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.time()
+    model.fit(train, epochs=epochs, verbose=2, callbacks=[ct.UpdatePruningStep()])
+    seconds = time.time() - start + dense_rows[-1]["seconds"]
+    _, result = _evaluate(model, test, steps)
+    return {**result, "seconds": seconds, "finetune_epochs": epochs}
+
+
+def run_tfmot(seed):
+    python = os.path.join(REPO, ".venv-tfmot", "bin", "python")
+    if not os.path.exists(python):
+        print("tfmot: .venv-tfmot missing (bash benchmarks/setup_tfmot_venv.sh); skipped")
+        return None
+    out = os.path.join(os.path.dirname(FLAGS.results), f"tfmot_seed{seed}.json")
+    command = [
+        python, os.path.join(REPO, "benchmarks", "tfmot_baseline.py"),
+        f"--dataset={FLAGS.dataset}", f"--epochs={FLAGS.epochs}",
+        f"--batch_size={FLAGS.batch_size}", f"--widths={','.join(FLAGS.widths)}",
+        f"--sparsity={1 - 1 / 8.0}", f"--seed={seed}", f"--output_json={out}",
+    ]
+    if FLAGS.train_examples:
+        command.append(f"--train_examples={FLAGS.train_examples}")
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": ""})
+    with open(out) as handle:
+        return json.load(handle)
+
+
+def print_table(rows):
+    grouped = collections.OrderedDict()
+    for row in rows:
+        grouped.setdefault(row["row"], []).append(row)
+    print(f"\n{'row':<15}{'seeds':>6}{'accuracy %':>18}{'3x3 compr.':>12}"
+          f"{'model compr.':>14}{'wall s':>9}")
+    for name, runs in grouped.items():
+        accuracies = [100 * r["accuracy"] for r in runs]
+        spread = f" ± {statistics.stdev(accuracies):.2f}" if len(runs) > 1 else ""
+        compression = statistics.mean(r.get("conv3x3_compression", float("nan")) for r in runs)
+        model_compression = statistics.mean(r.get("model_compression", float("nan")) for r in runs)
+        seconds = statistics.median(r["seconds"] for r in runs)
+        print(f"{name:<15}{len(runs):>6}{statistics.mean(accuracies):>11.2f}{spread:<7}"
+              f"{compression:>11.2f}x{model_compression:>13.2f}x{seconds:>9.0f}")
+
+
+def main(argv):
+    del argv
+    finished = _finished(FLAGS.results)
+    if not FLAGS.report_only:
+        train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
+                                                 FLAGS.train_examples)
+        steps = int(train.cardinality().numpy())
+        config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
+                  "widths": FLAGS.widths, "train_examples": FLAGS.train_examples}
+        for seed in [int(s) for s in FLAGS.seeds]:
+            for name in FLAGS.rows:
+                if any(r["row"] == name and r["seed"] == seed and r["config"] == config
+                       for r in finished):
+                    continue
+                print(f"=== {name}, seed {seed}", flush=True)
+                if name == "dense":
+                    result = run_dense(seed, train, test, info, steps)
+                elif name == "pat8":
+                    result = run_prune_after_training(seed, train, test, info, steps, finished)
+                elif name == "tfmot":
+                    result = run_tfmot(seed)
+                elif name in ROW_SETTINGS:
+                    result = run_clicktrain(seed, train, test, info, steps, **ROW_SETTINGS[name])
+                else:
+                    raise app.UsageError(f"Unknown row: {name}")
+                if result is None:
+                    continue
+                row = {"row": name, "seed": seed, "config": config, **result}
+                _record(FLAGS.results, row)
+                finished.append(row)
+                print(json.dumps(row), flush=True)
+                keras.backend.clear_session()
+    print(f"\n{FLAGS.dataset}, {FLAGS.epochs} epochs, widths {','.join(FLAGS.widths)}")
+    print_table(finished)
+
+
+if __name__ == "__main__":
+    app.run(main)
