@@ -58,6 +58,21 @@ class _WeightState:
         self.original_constraint = None
 
 
+def _global_gradient(gradient):
+    """The gradient of the whole global batch, inside a replica of a strategy.
+
+    Under `tf.distribute` each replica's gradient covers its own share of the
+    batch (Keras scales the loss by 1 / replicas), and the optimizer sums
+    them. The Taylor term is a square, so it must be taken of that sum, not
+    summed per replica: all-reduce first, then every replica holds the same
+    importance as a single-device run on the same global batch.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return gradient
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, gradient)
+
+
 def _is_positive_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
@@ -212,11 +227,12 @@ class PatternPruningWrapper(keras.layers.Wrapper):
                     dtype="int32", trainable=False,
                 )
             if self.importance != "magnitude":
-                # Per replica, summed on read: under tf.distribute every
-                # replica adds its own minibatch and selection sees all.
+                # Written locally by every replica from the all-reduced
+                # gradient (see _global_gradient), so all copies are equal;
+                # reads average them (a no-op without a strategy).
                 state.importance = keras.Variable(
                     np.zeros(weight.shape, np.float32), trainable=False,
-                    name=f"{base}_importance", aggregation="sum",
+                    name=f"{base}_importance", aggregation="mean",
                     synchronization="on_read",
                 )
                 setattr(self, f"_importance_{index}", state.importance)
@@ -255,8 +271,12 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         def masked(value):
             def grad(upstream):
                 # The Taylor term of the real training step: no extra pass.
+                # All-reduced outside the cond: tf.distribute cannot
+                # synchronize replicas inside control flow.
+                total = _global_gradient(upstream)
+
                 def accumulate():
-                    taylor = tf.square(value * upstream)
+                    taylor = tf.square(value * total)
                     return importance.assign(decay * importance + (1.0 - decay) * taylor)
 
                 update = tf.cond(
