@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 # Optional parts load on first use, so `import tf_clicktrain` needs neither
 # LiteRT nor tensorflow-datasets.
-_LAZY_SUBMODULES = ("tflite", "datasets", "applications")
+_LAZY_SUBMODULES = ("tflite", "datasets", "applications", "report")
 
 
 def __getattr__(name):

@@ -1,11 +1,15 @@
 """Keras callbacks: drive the pruning step, log pruning summaries."""
 
+import logging
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_clicktrain.pruning import stats
 from tf_clicktrain.pruning.prune import pruning_wrappers
+
+logger = logging.getLogger(__name__)
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -55,11 +59,16 @@ class PruningSummaries(keras.callbacks.Callback):
     For each pruned layer: ``sparsity`` (fraction of zero weights in the
     pruned weights), ``kernels_kept`` and ``patterns_in_use`` (3x3 layers),
     and ``phase``; plus ``pattern_usage`` histograms (how many kernels use
-    each pattern id, removed kernels as -1).
+    each pattern id, removed kernels as -1). At the end of every epoch also
+    the pattern report (`tf_clicktrain.report`) as an image,
+    ``pruning/pattern_report``: each layer's patterns, kernels per pattern,
+    kernels kept vs removed (skipped, with a warning, without matplotlib).
 
     Args:
         log_dir: directory for the event files.
-        update_freq: "epoch" or an integer number of steps.
+        update_freq: "epoch" or an integer number of steps (scalars and
+            histograms; the report image is written once per epoch).
+        pattern_report: write the report image.
 
     Example:
     ```python
@@ -68,7 +77,7 @@ class PruningSummaries(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, log_dir, update_freq="epoch"):
+    def __init__(self, log_dir, update_freq="epoch", pattern_report=True):
         super().__init__()
         if not isinstance(log_dir, str) or not log_dir:
             raise ValueError(
@@ -83,6 +92,7 @@ class PruningSummaries(keras.callbacks.Callback):
             )
         self.log_dir = log_dir
         self.update_freq = update_freq
+        self.pattern_report = bool(pattern_report)
         self._writer = None
         self._batches_seen = 0
 
@@ -98,6 +108,8 @@ class PruningSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.update_freq == "epoch":
             self._write()
+        if self.pattern_report:
+            self._write_pattern_report()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -127,3 +139,21 @@ class PruningSummaries(keras.callbacks.Callback):
                     )
         self._writer.flush()
 
+    def _write_pattern_report(self):
+        """The pattern report as an image summary (once per epoch)."""
+        wrappers = pruning_wrappers(self.model)
+        if not wrappers:
+            return
+        try:
+            from tf_clicktrain import report
+
+            png = report.pattern_report_png(wrappers)
+        except ImportError as error:
+            logger.warning("PruningSummaries: no pattern report image (%s)", error)
+            self.pattern_report = False
+            return
+        step = max(int(w.pruning_step.numpy()) for w in wrappers)
+        with self._writer.as_default(step=step):
+            image = tf.io.decode_png(png, channels=3)[tf.newaxis]
+            tf.summary.image("pruning/pattern_report", image)
+        self._writer.flush()
