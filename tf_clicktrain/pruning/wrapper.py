@@ -315,7 +315,13 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         for loss in scope.losses:
             self.add_loss(loss)
         if training:
-            self.add_loss(self.penalty_weight * self._group_lasso())
+            # Only the soft phase pays for the penalty's forward and backward.
+            penalty = tf.cond(
+                self.penalty_weight > 0.0,
+                lambda: self.penalty_weight * self._group_lasso(),
+                lambda: tf.zeros((), self.penalty_weight.dtype),
+            )
+            self.add_loss(penalty)
         return outputs
 
     def _group_lasso(self):
