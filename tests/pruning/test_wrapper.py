@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_clicktrain as ct
 from tests.conftest import random_data
@@ -175,3 +176,22 @@ def test_polynomial_decay_ramps_connectivity():
     pruned = _fit(small_cnn(), schedule=schedule)
     described = assert_wrapper_consistent(pruned.get_layer("prune_pattern_conv2"))
     assert described.removed_kernels == int(0.75 * described.num_kernels)
+
+
+def test_one_minibatch_taylor_keeps_only_the_last_step():
+    schedule = ct.ClickTrainSchedule(selection_step=1000, hard_pruning_step=2000)
+    pruned = ct.prune_pattern(small_cnn(), schedule=schedule, importance="taylor")
+    pruned.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    x, y = random_data(32)
+    callbacks = [ct.UpdatePruningStep()]
+    pruned.fit(x[:16], y[:16], batch_size=16, verbose=0, callbacks=callbacks)
+    pruned.fit(x[16:], y[16:], batch_size=16, verbose=0, callbacks=callbacks)
+    wrapper = pruned.get_layer("prune_pattern_conv1")
+    kernel = wrapper.layer.kernel
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(y[16:], pruned(x[16:]))
+        loss = keras.ops.mean(loss)
+    gradient = tape.gradient(loss, kernel)
+    expected = np.square(kernel.numpy() * gradient.numpy())
+    np.testing.assert_allclose(wrapper._states[0].importance.numpy(), expected,
+                               rtol=1e-3, atol=1e-9)

@@ -265,7 +265,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             return weight * mask
         importance = state.importance
         phase = self.pruning_phase
-        decay = self.importance_decay
+        # "taylor" keeps only the latest minibatch's term.
+        decay = self.importance_decay if self.importance == "taylor_accumulated" else 0.0
 
         @tf.custom_gradient
         def masked(value):
