@@ -169,6 +169,8 @@ def main(argv):
         "model_compression": stats.model_compression,
     }
     final.save(os.path.join(FLAGS.output_dir, "pruned.keras"))
+    report_path = ct.report.plot_pattern_report(
+        final, os.path.join(FLAGS.output_dir, "patterns.png"))
 
     print(stats.table())
     print(f"\n{'run':<12}{'accuracy':>10}{'3x3 conv compr.':>18}{'wall time':>12}")
@@ -178,6 +180,7 @@ def main(argv):
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     print(f"\nSaved {FLAGS.output_dir}/pruned.keras (and dense.keras, results.json)")
+    print(f"Pattern report (patterns per layer, kernels kept/removed): {report_path}")
 
 
 if __name__ == "__main__":
