@@ -11,6 +11,7 @@ Public API, mirroring tensorflow-model-optimization's sparsity API:
 - `load_pretrained_weights`: dense weights into a wrapped model
 """
 
+from tf_clicktrain import distribute
 from tf_clicktrain import patterns
 from tf_clicktrain.pruning import schedules
 from tf_clicktrain.pruning.callbacks import PruningSummaries
