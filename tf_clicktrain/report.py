@@ -242,7 +242,6 @@ def _as_reports(model_or_reports, include_dense):
 
 def _import_matplotlib():
     try:
-        from matplotlib import colors
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
@@ -251,23 +250,70 @@ def _import_matplotlib():
             "(or `pip install tf-clicktrain[report]`). `pattern_report()` gives the "
             "same figures as data without it."
         ) from error
-    return Figure, FigureCanvasAgg, colors
+    return Figure, FigureCanvasAgg
 
 
-def _draw_pattern(ax, pattern, count, share, label, colors, unused):
-    cmap = colors.ListedColormap([_EMPTY_COLOUR, _KEPT_COLOUR])
-    ax.imshow(np.asarray(pattern).reshape(3, 3), cmap=cmap, vmin=0, vmax=1,
-              alpha=0.35 if unused else 1.0)
-    ax.set_xticks(np.arange(-0.5, 3, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, 3, 1), minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.5)
-    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-    for spine in ax.spines.values():
-        spine.set_edgecolor("#888888")
-    ax.set_title(label, fontsize=8, pad=2, color="#555555")
-    text = "unused" if unused else f"{count} ({share:.0%})"
-    ax.set_xlabel(text, fontsize=8.5, labelpad=2,
-                  color="#999999" if unused else "black")
+# Pattern tiles, in pixels of the composite image drawn per layer.
+_CELL = 9
+_LINE = 1
+_TILE = 3 * _CELL + 4 * _LINE
+_GAP = 14
+_PITCH = _TILE + _GAP
+
+
+def _hex_rgb(colour):
+    colour = colour.lstrip("#")
+    return np.array([int(colour[i:i + 2], 16) / 255.0 for i in (0, 2, 4)])
+
+
+def _tiles_image(pattern_rows, faded, columns):
+    """One RGB image of the patterns as 3x3 tiles side by side, white between."""
+    image = np.ones((_TILE, columns * _PITCH - _GAP, 3))
+    kept, empty = _hex_rgb(_KEPT_COLOUR), _hex_rgb(_EMPTY_COLOUR)
+    frame, white = _hex_rgb("#888888"), np.ones(3)
+    for index, (pattern, fade) in enumerate(zip(pattern_rows, faded)):
+        left = index * _PITCH
+        tile = image[:, left:left + _TILE]
+        tile[:] = frame
+        tile[_LINE:-_LINE, _LINE:-_LINE] = white
+        for position, value in enumerate(pattern):
+            row, column = divmod(position, 3)
+            top = _LINE + row * (_CELL + _LINE)
+            start = _LINE + column * (_CELL + _LINE)
+            colour = kept if value else empty
+            if fade:
+                colour = 0.35 * colour + 0.65 * white
+            tile[top:top + _CELL, start:start + _CELL] = colour
+    return image
+
+
+def _draw_patterns(ax, report, shown, extra, columns):
+    """The layer's patterns as tiles, id above, kernels using each below."""
+    counts = report.counts[:shown]
+    faded = counts == 0
+    ax.imshow(_tiles_image(report.patterns[:shown], faded, columns),
+              interpolation="nearest", extent=(0, columns * _PITCH - _GAP, _TILE, 0))
+    ax.set_xlim(-1, columns * _PITCH - _GAP + 1)
+    ax.set_ylim(_TILE + 11, -8)
+    ax.set_anchor("W")
+    ax.axis("off")
+    kept = max(report.kept_kernels, 1)
+    for index in range(shown):
+        centre = index * _PITCH + _TILE / 2
+        label = f"#{index}" if report.source == SOURCE_WRAPPER else f"{index + 1}."
+        ax.text(centre, -2, label, ha="center", va="bottom", fontsize=8, color="#555555")
+        count = int(counts[index])
+        text = "unused" if faded[index] else f"{count} ({count / kept:.0%})"
+        ax.text(centre, _TILE + 2, text, ha="center", va="top", fontsize=8.5,
+                color="#999999" if faded[index] else "black")
+    if extra:
+        rest = report.counts[shown:]
+        ax.text(shown * _PITCH + _TILE / 2, _TILE / 2,
+                f"+{len(rest)} more\npatterns\n{int(rest.sum())} kernels",
+                ha="center", va="center", fontsize=8, color="#555555")
+    if not report.selected:
+        ax.text(0, _TILE / 2, "no patterns selected yet (dense warm-up)", va="center",
+                fontsize=9, color="#777777")
 
 
 def _draw_summary(ax, report):
@@ -296,7 +342,10 @@ def _draw_summary(ax, report):
     if report.selected:
         entries = report.patterns.sum(axis=1) if len(report.patterns) else np.zeros(0)
         entries = sorted(set(int(e) for e in entries[report.counts > 0]))
-        per_kernel = "/".join(str(e) for e in entries) or "-"
+        if len(entries) > 3:
+            per_kernel = f"{entries[0]}-{entries[-1]}"
+        else:
+            per_kernel = "/".join(str(e) for e in entries) or "-"
         in_use = report.num_patterns_in_use
         lines.append(
             f"{in_use} pattern{'' if in_use == 1 else 's'} in use, {per_kernel} of 9 "
@@ -328,7 +377,7 @@ def pattern_report_figure(model_or_reports, max_patterns=12, include_dense=False
         A `matplotlib.figure.Figure` not attached to any display (save it
         with ``fig.savefig``). Needs matplotlib.
     """
-    Figure, FigureCanvasAgg, colors = _import_matplotlib()
+    Figure, FigureCanvasAgg = _import_matplotlib()
     if not isinstance(max_patterns, int) or max_patterns < 1:
         raise ValueError(f"max_patterns must be a positive integer. Received: {max_patterns!r}")
     reports = _as_reports(model_or_reports, include_dense)
@@ -337,7 +386,7 @@ def pattern_report_figure(model_or_reports, max_patterns=12, include_dense=False
     columns = max([s + e for s, e in zip(shown, extra)] + [4])
     rows = max(len(reports), 1)
     summary_width = 3.2
-    fig = Figure(figsize=(summary_width + 0.95 * columns + 0.3, 1.45 * rows + 0.75),
+    fig = Figure(figsize=(summary_width + 0.8 * columns + 0.3, 1.6 * rows + 0.75),
                  dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     if title is None:
@@ -360,28 +409,11 @@ def pattern_report_figure(model_or_reports, max_patterns=12, include_dense=False
         "Patterns: kept weights in blue; below each, the kernels using it "
         "(share of kept kernels).",
         fontsize=8, color="#555555")
-    grid = fig.add_gridspec(rows, columns + 1, width_ratios=[summary_width] + [0.95] * columns)
+    pattern_width = 0.8 * columns
+    grid = fig.add_gridspec(rows, 2, width_ratios=[summary_width, pattern_width])
     for row, report in enumerate(reports):
         _draw_summary(fig.add_subplot(grid[row, 0]), report)
-        kept = max(report.kept_kernels, 1)
-        for column in range(shown[row]):
-            ax = fig.add_subplot(grid[row, column + 1])
-            count = int(report.counts[column])
-            label = f"#{column}" if report.source == SOURCE_WRAPPER else f"{column + 1}."
-            _draw_pattern(ax, report.patterns[column], count, count / kept, label, colors,
-                          unused=count == 0)
-        if extra[row]:
-            ax = fig.add_subplot(grid[row, shown[row] + 1])
-            ax.axis("off")
-            rest = report.counts[shown[row]:]
-            ax.text(0.5, 0.5, f"+{len(rest)} more\npatterns\n{int(rest.sum())} kernels",
-                    ha="center", va="center", fontsize=8, color="#555555",
-                    transform=ax.transAxes)
-        if not report.selected:
-            ax = fig.add_subplot(grid[row, 1:])
-            ax.axis("off")
-            ax.text(0.02, 0.5, "no patterns selected yet (dense warm-up)", va="center",
-                    fontsize=9, color="#777777", transform=ax.transAxes)
+        _draw_patterns(fig.add_subplot(grid[row, 1]), report, shown[row], extra[row], columns)
     return fig
 
 
