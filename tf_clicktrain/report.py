@@ -334,7 +334,7 @@ def _draw_summary(ax, report):
         ax.spines[side].set_visible(False)
     title = report.name
     if report.phase is not None and report.phase != schedules_lib.PHASE_NAMES[schedules_lib.HARD]:
-        title += f"  [{report.phase} phase]"
+        title += f"  [{report.phase} phase{', masks not applied yet' if report.selected else ''}]"
     ax.set_title(title, fontsize=10, fontweight="bold", loc="left", pad=4)
     lines = [
         f"kernels kept {kept} / {report.num_kernels} ({kept / total:.0%}), removed {removed}",
