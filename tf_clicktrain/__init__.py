@@ -13,6 +13,7 @@ Public API, mirroring tensorflow-model-optimization's sparsity API:
 
 from tf_clicktrain import distribute
 from tf_clicktrain import patterns
+from tf_clicktrain import saving
 from tf_clicktrain.pruning import schedules
 from tf_clicktrain.pruning.callbacks import PruningSummaries
 from tf_clicktrain.pruning.callbacks import UpdatePruningStep
@@ -27,6 +28,8 @@ from tf_clicktrain.pruning.schedules import ConstantSparsity
 from tf_clicktrain.pruning.schedules import PolynomialDecay
 from tf_clicktrain.pruning.stats import model_stats
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
+from tf_clicktrain.saving import save_model
+from tf_clicktrain.saving import save_weights
 
 __version__ = "0.1.0"
 

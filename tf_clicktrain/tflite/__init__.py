@@ -9,6 +9,7 @@
 - `Interpreter(...)`: LiteRT's Interpreter with those ops available.
 - `compact_format`: the compact weight format, in NumPy.
 - `native_library`: locating and loading the native delegate library.
+- `save(model_or_bytes, path)`: writes a .tflite file atomically.
 
 Importing this module needs only NumPy; the names that need LiteRT
 (`ai-edge-litert`, `flatbuffers`: `pip install tf-clicktrain[tflite]`) load
@@ -20,6 +21,17 @@ import importlib
 from tf_clicktrain.tflite import compact_format
 from tf_clicktrain.tflite import native_library
 from tf_clicktrain.tflite.converter import convert
+
+
+def save(model_or_bytes, filepath, **convert_kwargs):
+    """Writes a .tflite file atomically (`tf_clicktrain.saving.save_tflite`).
+
+    A crash or kill mid-write leaves the previous file at ``filepath`` intact.
+    """
+    from tf_clicktrain import saving  # pylint: disable=import-outside-toplevel
+
+    saving.save_tflite(model_or_bytes, filepath, **convert_kwargs)
+
 
 _NEEDS_LITERT = {
     "Interpreter": ("tf_clicktrain.tflite.interpreter", "Interpreter"),
