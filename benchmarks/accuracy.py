@@ -124,7 +124,8 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
                    pattern_library=None, penalty=0.0):
     keras.utils.set_random_seed(seed)
     schedule = recipe.make_schedule(FLAGS.epochs, steps, compression, 4,
-                                    penalty or 0.0, FLAGS.learning_rate)
+                                    penalty or 0.0, FLAGS.learning_rate,
+                                    FLAGS.selection_fraction, FLAGS.hard_fraction)
     if penalty is None:  # the no-soft-phase ablation: same phases, no penalty
         schedule = ct.ClickTrainSchedule(schedule.selection_step, schedule.hard_pruning_step,
                                          schedule.connectivity_sparsity, penalty=0.0)
@@ -209,7 +210,9 @@ def main(argv):
                                                  FLAGS.train_examples)
         steps = int(train.cardinality().numpy())
         config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
-                  "widths": FLAGS.widths, "train_examples": FLAGS.train_examples}
+                  "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
+                  "selection_fraction": round(FLAGS.selection_fraction, 4),
+                  "hard_fraction": round(FLAGS.hard_fraction, 4)}
         for seed in [int(s) for s in FLAGS.seeds]:
             for name in FLAGS.rows:
                 if any(r["row"] == name and r["seed"] == seed and r["config"] == config

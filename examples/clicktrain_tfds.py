@@ -44,6 +44,11 @@ flags.DEFINE_enum("importance", "taylor_accumulated",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
 flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
 flags.DEFINE_float("learning_rate", 0.05, "Initial SGD learning rate.")
+flags.DEFINE_float("selection_fraction", 65 / 190,
+                   "Where pattern selection happens, as a fraction of the epochs "
+                   "(default: the paper's 65 of 190).")
+flags.DEFINE_float("hard_fraction", 143 / 190,
+                   "Where the hard phase starts (default: the paper's 143 of 190).")
 flags.DEFINE_integer("train_examples", 0, "Use only this many training examples (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "artifacts/clicktrain_tfds", "Where models are saved.")
@@ -83,12 +88,15 @@ def soft_penalty(penalty, schedule, learning_rate):
 
 
 def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel, penalty,
-                  learning_rate):
-    """ClickTrain's schedule at the paper's relative phase boundaries."""
+                  learning_rate, selection_fraction=65 / 190, hard_fraction=143 / 190):
+    """ClickTrain's schedule with phases at fractions of the budget."""
     sparsity = ct.patterns.sparsity_for_compression(compression, entries_per_kernel)
-    shape = ct.ClickTrainSchedule.from_budget(epochs, steps_per_epoch)
-    # The soft phase runs after the first learning-rate drop.
-    penalty = soft_penalty(penalty, shape, learning_rate * 0.1)
+    shape = ct.ClickTrainSchedule.from_budget(
+        epochs, steps_per_epoch, selection_fraction=selection_fraction,
+        hard_fraction=hard_fraction)
+    soft_rate = learning_rate_schedule(learning_rate, epochs, steps_per_epoch)(
+        shape.selection_step)
+    penalty = soft_penalty(penalty, shape, float(soft_rate))
     return ct.ClickTrainSchedule(
         shape.selection_step, shape.hard_pruning_step,
         connectivity_sparsity=sparsity, penalty=penalty,
@@ -144,7 +152,8 @@ def main(argv):
         dense.save(os.path.join(FLAGS.output_dir, "dense.keras"))
 
     schedule = make_schedule(FLAGS.epochs, steps_per_epoch, FLAGS.conv_compression,
-                             FLAGS.entries_per_kernel, FLAGS.penalty, FLAGS.learning_rate)
+                             FLAGS.entries_per_kernel, FLAGS.penalty, FLAGS.learning_rate,
+                             FLAGS.selection_fraction, FLAGS.hard_fraction)
     logging.info("ClickTrain: %d epochs, selection at step %d, hard from step %d, "
                  "kernel sparsity %.3f, penalty %.2e", FLAGS.epochs, schedule.selection_step,
                  schedule.hard_pruning_step, schedule.connectivity_sparsity, schedule.penalty_value)

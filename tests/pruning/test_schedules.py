@@ -86,3 +86,21 @@ def test_schedules_serialize_round_trip(schedule):
     for step in range(0, 70, 3):
         assert restored(step) == schedule(step)
         assert restored.phase(step) == schedule.phase(step)
+
+
+def test_from_budget_places_phases_at_fractions():
+    paper = ct.ClickTrainSchedule.from_budget(190, 10)
+    assert (paper.selection_step, paper.hard_pruning_step) == (650, 1430)
+    early = ct.ClickTrainSchedule.from_budget(6, 10, selection_fraction=1 / 6, hard_fraction=1 / 3)
+    assert (early.selection_step, early.hard_pruning_step) == (10, 20)
+    short = ct.ClickTrainSchedule.from_budget(3, 10)
+    assert short.selection_step < short.hard_pruning_step < 30
+    with pytest.raises(ValueError, match="selection_fraction"):
+        ct.ClickTrainSchedule.from_budget(6, 10, selection_fraction=0.8, hard_fraction=0.5)
+
+
+def test_sparsity_for_compression():
+    assert ct.patterns.sparsity_for_compression(8.0) == pytest.approx(1 - 9 / 32)
+    assert ct.patterns.sparsity_for_compression(2.25) == 0.0
+    with pytest.raises(ValueError, match="compression"):
+        ct.patterns.sparsity_for_compression(2.0)

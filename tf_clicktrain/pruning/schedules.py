@@ -341,21 +341,31 @@ class ClickTrainSchedule(PruningSchedule):
         )
 
     @classmethod
-    def from_budget(cls, epochs, steps_per_epoch, **kwargs):
-        """The authors' schedule shape scaled to an epoch budget.
+    def from_budget(cls, epochs, steps_per_epoch, selection_fraction=65 / 190,
+                    hard_fraction=143 / 190, **kwargs):
+        """The phases placed at fractions of an epoch budget.
 
-        Their VGG runs train 190 epochs, select at epoch 65 and start the
-        hard phase at epoch 143; this keeps those fractions (at least one
-        epoch of warm-up and of soft phase, when the budget allows).
+        The defaults are the authors' VGG shape (190 epochs: selection at
+        epoch 65, hard phase from 143); phases start on epoch boundaries, with
+        at least one epoch of warm-up and of soft phase when the budget
+        allows.
 
         Args:
             epochs: total training epochs, >= 2.
             steps_per_epoch: optimizer steps per epoch.
+            selection_fraction: where selection happens, in (0, 1).
+            hard_fraction: where the hard phase starts, in
+                [selection_fraction, 1).
             **kwargs: the other constructor arguments.
         """
         _validate_step(epochs, "epochs", minimum=2)
-        selection = max(1, round(epochs * 65 / 190))
-        hard = min(max(selection + 1, round(epochs * 143 / 190)), epochs - 1)
+        if not 0.0 < selection_fraction <= hard_fraction < 1.0:
+            raise ValueError(
+                "Expected 0 < selection_fraction <= hard_fraction < 1. Received: "
+                f"selection_fraction={selection_fraction}, hard_fraction={hard_fraction}"
+            )
+        selection = max(1, round(epochs * selection_fraction))
+        hard = min(max(selection + 1, round(epochs * hard_fraction)), epochs - 1)
         hard = max(hard, selection)
         return cls.from_epochs(
             steps_per_epoch, selection_epoch=selection, hard_pruning_epoch=hard, **kwargs
