@@ -218,6 +218,11 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
             "__init__ with tf_clicktrain.prune_pattern(layer)."
         )
     layers = list(_walk_layers(model))
+    if not layers:
+        raise ValueError(
+            f"prune_pattern: model '{model.name}' has no layers (an empty "
+            "model cannot be pruned or cloned)."
+        )
     unknown = skip_layers - {layer.name for layer in layers}
     if unknown:
         raise ValueError(

@@ -282,7 +282,7 @@ class ClickTrainSchedule(PruningSchedule):
                 f"selection_step={selection_step}, hard_pruning_step={hard_pruning_step}"
             )
         validate_sparsity(connectivity_sparsity, "connectivity_sparsity")
-        reselection_steps = tuple(reselection_steps)
+        reselection_steps = tuple(reselection_steps or ())
         for step in reselection_steps:
             if (
                 isinstance(step, bool)

@@ -136,6 +136,8 @@ def model_stats(model):
     """
     from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(f"model_stats takes a Keras model. Received: model={model!r}")
     layer_stats = []
     model_weights = model_nonzero = 0
     for layer in _leaf_layers(model):

@@ -50,6 +50,8 @@ def convert(
 
     from tf_clicktrain.tflite import model_rewrite
 
+    if not hasattr(model, "layers") or not callable(model):
+        raise ValueError(f"convert takes a Keras model. Received: model={model!r}")
     wrapped = [layer.name for layer in _all_layers(model) if _is_pruning_wrapper(layer)]
     if wrapped:
         raise ValueError(

@@ -133,6 +133,9 @@ def replace_pattern_convs(tflite_bytes, *, max_patterns=64, max_size_ratio=0.8):
 
 def count_pattern_ops(tflite_bytes):
     """Returns how many pattern-conv custom ops a .tflite model holds."""
+    tflite_bytes = bytes(tflite_bytes)
+    if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _FILE_IDENTIFIER:
+        raise ValueError("tflite_bytes is not a TFLite flatbuffer (no 'TFL3' identifier).")
     model = schema.Model.GetRootAs(tflite_bytes, 0)
     ours = {
         index
