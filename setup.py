@@ -10,12 +10,16 @@ goes on with a warning and ct.tflite.Interpreter explains what is missing.
 """
 
 import os
+import platform
 
 import setuptools
 from setuptools.command import build_ext
 
 _NATIVE_DIR = "tflite_export"
 _NATIVE_LIBRARY = "tf_clicktrain.tflite.libclicktrain_tflite"
+# SIMD kernel variants get their ISA's flags, and only they do, so the library
+# still loads on CPUs without the ISA (tflite_export/Makefile does the same).
+_X86_64_ISA_FLAGS = {"avx2.c": ["-mavx2", "-mfma"], "avx512.c": ["-mavx512f"]}
 
 
 def _native_sources():
@@ -32,6 +36,23 @@ class _BuildNativeLibrary(build_ext.build_ext):
             return os.path.join(*fullname.split(".")) + ".so"
         return super().get_ext_filename(fullname)
 
+    def build_extension(self, ext):
+        if ext.name == _NATIVE_LIBRARY and platform.machine().lower() in ("x86_64", "amd64"):
+            variants = [s for s in ext.sources if os.path.basename(s) in _X86_64_ISA_FLAGS]
+            objects = []
+            for source in variants:
+                objects += self.compiler.compile(
+                    [source],
+                    output_dir=self.build_temp,
+                    macros=ext.define_macros,
+                    include_dirs=ext.include_dirs,
+                    extra_postargs=ext.extra_compile_args
+                    + _X86_64_ISA_FLAGS[os.path.basename(source)],
+                )
+            ext.sources = [s for s in ext.sources if s not in variants]
+            ext.extra_objects = [*(ext.extra_objects or []), *objects]
+        super().build_extension(ext)
+
     def get_export_symbols(self, ext):
         if ext.name == _NATIVE_LIBRARY:
             return []  # Exports come from the version script, not PyInit_*.
@@ -45,6 +66,7 @@ _delegate_library = setuptools.Extension(
     define_macros=[("FLATBUFFERS_LOCALE_INDEPENDENT", "0")],
     extra_compile_args=["-O2", "-g0", "-fvisibility=hidden"],
     extra_link_args=[
+        "-pthread",
         "-Wl,--exclude-libs,ALL",
         "-Wl,--version-script=" + os.path.join(_NATIVE_DIR, "exports.map"),
     ],

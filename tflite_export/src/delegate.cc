@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@
 #include "compact_weights.h"
 #include "litert_abi.h"
 #include "op_options.h"
+#include "pattern_conv_operator.h"
+#include "thread_pool.h"
 
 #define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -42,8 +45,32 @@ enum InputIndex {
 constexpr const char* kDelegateKernelName = "ClickTrainPatternConvKernel";
 constexpr size_t kErrorSize = 512;
 
+// Most threads a node may use; the interpreter's num_threads is capped here.
+constexpr int kMaxThreads = 64;
+
 struct DelegateState {
   int claimed_nodes = 0;
+  // One pool per thread count asked for by an interpreter (num_threads),
+  // created on first use and shared by every node of this delegate.
+  std::mutex pools_mutex;
+  clicktrain_thread_pool* pools[kMaxThreads + 1] = {};
+
+  ~DelegateState() {
+    for (clicktrain_thread_pool* pool : pools) {
+      clicktrain_thread_pool_destroy(pool);
+    }
+  }
+
+  // The pool for `threads` threads, or nullptr to run on the caller.
+  clicktrain_thread_pool* Pool(int threads) {
+    if (threads < 2) return nullptr;
+    if (threads > kMaxThreads) threads = kMaxThreads;
+    std::lock_guard<std::mutex> lock(pools_mutex);
+    if (pools[threads] == nullptr) {
+      pools[threads] = clicktrain_thread_pool_create(threads);
+    }
+    return pools[threads];
+  }
 };
 
 // One claimed pattern-conv node.
@@ -56,9 +83,15 @@ struct PatternConvNode {
   bool weights_ready = false;
   clicktrain_weight_storage weights{};
   clicktrain_conv_geometry geometry{};
-  clicktrain_f32_patconv_fn kernel = nullptr;
+  const clicktrain_kernel_set* kernels = nullptr;
+  DelegateState* delegate_state = nullptr;
+  bool operator_ready = false;
+  clicktrain_patconv_operator conv_operator{};
 
-  ~PatternConvNode() { clicktrain_free_pattern_weights(&weights); }
+  ~PatternConvNode() {
+    clicktrain_patconv_operator_release(&conv_operator);
+    clicktrain_free_pattern_weights(&weights);
+  }
 };
 
 TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
@@ -194,8 +227,10 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     op->error = error;
     return op;
   }
-  const clicktrain_kernel_set* kernels = clicktrain_select_kernels();
-  op->kernel = op->depthwise ? kernels->depthwise_conv : kernels->conv;
+  op->kernels = clicktrain_select_kernels();
+  if (params->delegate != nullptr) {
+    op->delegate_state = static_cast<DelegateState*>(params->delegate->data_);
+  }
   return op;
 }
 
@@ -327,6 +362,14 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
                                   sizeof(error)) != 0) {
     return Report(context, "%s", error);
   }
+  clicktrain_patconv_operator_release(&op->conv_operator);
+  op->operator_ready = false;
+  if (clicktrain_patconv_operator_setup(&op->conv_operator, &op->geometry,
+                                        &op->weights.weights, op->depthwise,
+                                        op->kernels, kMaxThreads) != 0) {
+    return Report(context, "out of memory preparing the layer");
+  }
+  op->operator_ready = true;
   const int shape[4] = {op->geometry.batch, op->geometry.output_height,
                         op->geometry.output_width,
                         op->geometry.output_channels};
@@ -348,7 +391,7 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
 
 TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvNode*>(node->user_data);
-  if (op == nullptr || !op->weights_ready || op->kernel == nullptr) {
+  if (op == nullptr || !op->weights_ready || !op->operator_ready) {
     return Report(context, "op was not prepared");
   }
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
@@ -364,8 +407,13 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
       (output_bytes != 0 && output->data == nullptr)) {
     return Report(context, "tensors changed size since Prepare");
   }
-  op->kernel(&g, &op->weights.weights, static_cast<const float*>(input->data),
-             static_cast<float*>(output->data));
+  clicktrain_thread_pool* pool =
+      op->delegate_state == nullptr
+          ? nullptr
+          : op->delegate_state->Pool(context->recommended_num_threads);
+  clicktrain_patconv_operator_run(&op->conv_operator,
+                                  static_cast<const float*>(input->data),
+                                  static_cast<float*>(output->data), pool);
   return kTfLiteOk;
 }
 

@@ -1,17 +1,93 @@
-/* Chooses the compute kernels once per process.
+/* Chooses the compute kernels once per process from the CPU's features.
  *
- * Only the scalar reference exists so far; SIMD variants (one file per ISA
- * next to f32-patconv/scalar.c) are added here, picked from the CPU's
- * features.
+ * Each fast variant lives in its own file (f32-patconv/<isa>.c), compiled
+ * with only that ISA's flags, so this file (built for the baseline ISA)
+ * decides at run time which one is safe to call. TF_CLICKTRAIN_KERNELS
+ * (a variant name) overrides the choice, for tests and benchmarks; a name
+ * this CPU cannot run is ignored.
  */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "clicktrain/pattern_conv.h"
 
-static const clicktrain_kernel_set kScalarKernels = {
+static const clicktrain_kernel_set kReferenceKernels = {
     "scalar",
     clicktrain_f32_patconv_ukernel__scalar,
     clicktrain_f32_patdwconv_ukernel__scalar,
+    NULL,
+    0,
 };
 
+#if defined(__x86_64__) || defined(_M_X64)
+static const clicktrain_kernel_set kAvx2Kernels = {
+    "avx2",
+    clicktrain_f32_patconv_ukernel__scalar,
+    clicktrain_f32_patdwconv_ukernel__scalar,
+    clicktrain_f32_patconv_planar_ukernel__avx2,
+    64,
+};
+static const clicktrain_kernel_set kAvx512Kernels = {
+    "avx512",
+    clicktrain_f32_patconv_ukernel__scalar,
+    clicktrain_f32_patdwconv_ukernel__scalar,
+    clicktrain_f32_patconv_planar_ukernel__avx512,
+    128,
+};
+#endif
+
+#if defined(__aarch64__)
+static const clicktrain_kernel_set kNeonKernels = {
+    "neon",
+    clicktrain_f32_patconv_ukernel__scalar,
+    clicktrain_f32_patdwconv_ukernel__scalar,
+    clicktrain_f32_patconv_planar_ukernel__neon,
+    32,
+};
+#endif
+
+size_t clicktrain_available_kernels(const clicktrain_kernel_set** sets,
+                                    size_t capacity) {
+  size_t count = 0;
+#define CLICKTRAIN_ADD(set) \
+  do {                      \
+    if (count < capacity) sets[count] = (set); \
+    ++count;                \
+  } while (0)
+  CLICKTRAIN_ADD(&kReferenceKernels);
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  /* __builtin_cpu_supports also checks that the OS saves the registers. */
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    CLICKTRAIN_ADD(&kAvx2Kernels);
+  }
+  if (__builtin_cpu_supports("avx512f")) CLICKTRAIN_ADD(&kAvx512Kernels);
+#endif
+#if defined(__aarch64__)
+  CLICKTRAIN_ADD(&kNeonKernels);  /* Advanced SIMD is mandatory on arm64. */
+#endif
+#undef CLICKTRAIN_ADD
+  return count;
+}
+
+static const clicktrain_kernel_set* selected_kernels = &kReferenceKernels;
+static pthread_once_t selection_once = PTHREAD_ONCE_INIT;
+
+static void select_once(void) {
+  const clicktrain_kernel_set* sets[8];
+  size_t count = clicktrain_available_kernels(sets, 8);
+  if (count > 8) count = 8;
+  /* Later entries are faster. */
+  selected_kernels = sets[count - 1];
+  const char* wanted = getenv("TF_CLICKTRAIN_KERNELS");
+  if (wanted == NULL) return;
+  for (size_t i = 0; i < count; ++i) {
+    if (strcmp(sets[i]->name, wanted) == 0) selected_kernels = sets[i];
+  }
+}
+
 const clicktrain_kernel_set* clicktrain_select_kernels(void) {
-  return &kScalarKernels;
+  pthread_once(&selection_once, select_once);
+  return selected_kernels;
 }

@@ -12,18 +12,14 @@
 #include "clicktrain/pattern_conv.h"
 #include "compact_weights.h"
 #include "op_options.h"
+#include "pattern_conv_operator.h"
+#include "thread_pool.h"
 
-typedef struct variant {
-  const char* name;
-  clicktrain_f32_patconv_fn conv;
-  clicktrain_f32_patconv_fn depthwise_conv;
-} variant;
-
-/* Every variant compiled for this machine; SIMD ones join this list. */
-static const variant kVariants[] = {
-    {"scalar", clicktrain_f32_patconv_ukernel__scalar,
-     clicktrain_f32_patdwconv_ukernel__scalar},
-};
+/* Every kernel set compiled in that this CPU runs (the scalar reference
+ * first), each run through the op's driver serially and on 2 threads. */
+static const clicktrain_kernel_set* kernel_sets[8];
+static size_t num_kernel_sets = 0;
+static clicktrain_thread_pool* two_threads = NULL;
 
 static int failures = 0;
 
@@ -197,11 +193,18 @@ static void check_case(int batch, int height, int width, int in_channels,
   float* actual = malloc(sizeof(float) * out_size);
   for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
   dense_reference(&g, &l, input, expected);
-  for (size_t v = 0; v < sizeof(kVariants) / sizeof(kVariants[0]); ++v) {
+  for (size_t run = 0; run < 2 * num_kernel_sets; ++run) {
+    const clicktrain_kernel_set* set = kernel_sets[run / 2];
+    clicktrain_thread_pool* pool = run % 2 ? two_threads : NULL;
     memset(actual, 0xFF, sizeof(float) * out_size);
-    clicktrain_f32_patconv_fn kernel =
-        depthwise ? kVariants[v].depthwise_conv : kVariants[v].conv;
-    kernel(&g, &storage.weights, input, actual);
+    clicktrain_patconv_operator op;
+    EXPECT(clicktrain_patconv_operator_setup(&op, &g, &storage.weights,
+                                             depthwise, set, 2) == 0,
+           "operator setup failed");
+    EXPECT(op.fast == (set->planar != NULL), "%s: fast path not taken",
+           set->name);
+    clicktrain_patconv_operator_run(&op, input, actual, pool);
+    clicktrain_patconv_operator_release(&op);
     /* Normwise: the largest error relative to the largest output. */
     double largest_error = 0.0, largest_output = 1e-30;
     for (size_t i = 0; i < out_size; ++i) {
@@ -213,7 +216,7 @@ static void check_case(int batch, int height, int width, int in_channels,
     EXPECT(worst <= 1e-5,
            "%s %s batch=%d %dx%dx%d->%d stride=%d dilation=%d padding=%d "
            "activation=%d: max relative error %g",
-           kVariants[v].name, depthwise ? "depthwise" : "conv", batch, height,
+           set->name, depthwise ? "depthwise" : "conv", batch, height,
            width, in_channels, l.out_channels, stride, dilation, padding,
            activation, worst);
   }
@@ -308,6 +311,12 @@ static void check_options(void) {
 }
 
 int main(void) {
+  num_kernel_sets = clicktrain_available_kernels(kernel_sets, 8);
+  two_threads = clicktrain_thread_pool_create(2);
+  EXPECT(two_threads != NULL, "could not start a thread pool");
+  printf("kernel_test: kernel sets:");
+  for (size_t i = 0; i < num_kernel_sets; ++i) printf(" %s", kernel_sets[i]->name);
+  printf("\n");
   const int channel_counts[][2] = {{3, 13}, {13, 37}, {37, 3}, {16, 16}};
   for (size_t c = 0; c < sizeof(channel_counts) / sizeof(channel_counts[0]);
        ++c) {
@@ -324,8 +333,23 @@ int main(void) {
     check_case(1, 10, 10, channel_counts[c][0], channel_counts[c][1], 1, 2,
                CLICKTRAIN_PADDING_SAME, CLICKTRAIN_ACTIVATION_RELU, 0);
   }
+  /* Shapes that exercise every register-tile remainder, strides/dilations
+   * up to 3, odd channel counts, and layer sizes like the benchmarks. */
+  check_case(1, 7, 7, 32, 40, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 14, 14, 24, 19, 2, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(1, 23, 17, 5, 7, 3, 2, CLICKTRAIN_PADDING_VALID,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 19, 21, 9, 9, 1, 3, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(2, 28, 28, 33, 18, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU6, 0);
+  check_case(1, 31, 29, 20, 0, 2, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 1);
   check_validation();
   check_options();
+  clicktrain_thread_pool_destroy(two_threads);
   if (failures != 0) {
     fprintf(stderr, "%d failure(s)\n", failures);
     return 1;

@@ -129,14 +129,75 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
     const clicktrain_pattern_weights* weights, const float* input,
     float* output);
 
-/* The kernels used at run time, chosen once from the CPU's features. */
+/* Fast kernels: planar micro-kernels over a filter program
+ * -------------------------------------------------------------------------
+ * The op glue (src/pattern_conv_operator.c) converts the NHWC input into
+ * zero-padded channel planes (one plane per input channel; for stride s, s*s
+ * phase sub-planes so every tap becomes a constant offset), and the layer's
+ * weights into a "filter program" in which every address offset is resolved
+ * for the geometry. A micro-kernel then computes a tile of output planes:
+ *
+ *   output[f * output_stride + i] = clamp(bias_f + sum over kernels k of f,
+ *       sum over taps t of k: weight[k][t] * planes[plane_k + tap_t + i])
+ *
+ * for filters f < filters and pixels i < pixels; the op glue transposes the
+ * tile back to NHWC. Vectorising along i reuses each broadcast weight across
+ * a whole register tile of output pixels, and the tap offsets of a pattern
+ * are loaded once per run of kernels sharing it (PatDNN's pattern-specialised
+ * code over filter-kernel-reordered weights).
+ *
+ * Program, per filter, in 32-bit words:
+ *   count groups, weight bias,
+ *   per group (one pattern): count taps n (1..9), count kernels K,
+ *     offset tap[n], then K times: offset plane, weight value[n].
+ * Micro-kernels may read and write up to CLICKTRAIN_PATCONV_PIXEL_SLACK - 1
+ * elements past `pixels` (in the planes and in each output row); the op glue
+ * allocates that slack.
+ */
+#define CLICKTRAIN_PATCONV_PIXEL_SLACK 16
+
+typedef union clicktrain_patconv_word {
+  int32_t offset;
+  uint32_t count;
+  float weight;
+} clicktrain_patconv_word;
+
+typedef void (*clicktrain_f32_patconv_planar_fn)(
+    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride,
+    float output_min, float output_max);
+
+void clicktrain_f32_patconv_planar_ukernel__avx2(
+    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride,
+    float output_min, float output_max);
+void clicktrain_f32_patconv_planar_ukernel__avx512(
+    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride,
+    float output_min, float output_max);
+void clicktrain_f32_patconv_planar_ukernel__neon(
+    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride,
+    float output_min, float output_max);
+
+/* The kernels used at run time, chosen once from the CPU's features.
+ * `planar` is NULL when no fast variant runs on this CPU; the op glue then
+ * calls the reference kernels `conv` / `depthwise_conv` directly. */
 typedef struct clicktrain_kernel_set {
   const char* name;
   clicktrain_f32_patconv_fn conv;
   clicktrain_f32_patconv_fn depthwise_conv;
+  clicktrain_f32_patconv_planar_fn planar;
+  /* Output pixels per task: a multiple of the micro-kernel's register tile. */
+  size_t pixel_tile;
 } clicktrain_kernel_set;
 
 const clicktrain_kernel_set* clicktrain_select_kernels(void);
+
+/* Every kernel set compiled into this library that runs on this CPU,
+ * reference first; for tests and benchmarks. Returns the count. */
+size_t clicktrain_available_kernels(const clicktrain_kernel_set** sets,
+                                    size_t capacity);
 
 #ifdef __cplusplus
 }  /* extern "C" */
