@@ -46,6 +46,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             saved = [int(w.pruning_step.numpy()) for w in self._wrappers if w.built]
             self._step = max([step + 1 for step in saved] + [0])
         for wrapper in self._wrappers:
+            wrapper.check_selection_inputs(self._step)
+        for wrapper in self._wrappers:
             wrapper.update_pruning(self._step)
 
     def on_train_batch_end(self, batch, logs=None):

@@ -376,6 +376,27 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             self.penalty_weight.assign(penalty)
             self._known_penalty = penalty
 
+    def check_selection_inputs(self, step):
+        """Raises `ValueError` if a selection at ``step`` would see NaN/Inf.
+
+        The callback asks every wrapper before any of them selects, so a
+        diverged layer stops training with no wrapper half-updated.
+        """
+        if not self.built or self.schedule.phase(step) == schedules_lib.DENSE:
+            return
+        should_prune, _ = self.schedule(step)
+        if self._known_phase is None:
+            selections = int(self.selection_count.numpy())
+        else:
+            selections = self._known_selections
+        if should_prune or selections == 0:
+            for state in self._states:
+                finite = np.all(np.isfinite(state.weight.numpy())) and (
+                    state.importance is None or np.all(np.isfinite(state.importance.numpy()))
+                )
+                if not finite:
+                    self._importance_of(state)  # Raises, naming the layer and weight.
+
     def reset_known_state(self):
         """Forgets cached phase/penalty (after weights were restored)."""
         self._known_phase = None
