@@ -1,0 +1,226 @@
+"""Pattern-conv op vs XNNPACK's dense CONV_2D in LiteRT: layers and models.
+
+Per layer (ResNet-18 / VGG shapes, one 3x3 conv, batch 1): a Keras model with
+one Conv2D whose kernels keep 4 of 9 weights (8 patterns, centre kept, as
+PatDNN's library) and a fraction of kernels giving 4x, 8x and 12x weight
+compression (kept kernels = 9 / (4 * compression)). The pruned file runs
+through ct.tflite.Interpreter (our op); the builtin-only file of the same
+layer (zeros kept) runs through LiteRT's stock Interpreter, whose CONV_2D is
+XNNPACK's. Whole models: ResNet-18 at 224x224 (3x3 convs pattern-sparse, the
+7x7 stem, 1x1 shortcuts and the classifier dense) and the VGG-style CNN on
+28x28x1, pruned .tflite vs dense .tflite.
+
+Timing: every variant of one row runs in the same process, interleaved
+round by round (rotating the order), each sample the mean of enough invokes
+to last ~20 ms; the figure is the median of the samples. The machine's cores
+are shared, so medians, not minima, and several rounds.
+
+GFLOP/s: dense = 2 * 9 * Cin * Cout * Hout * Wout / time for XNNPACK;
+effective = 2 * (non-zero weights) * Hout * Wout / time for our op (the
+non-zero FLOPs only).
+
+Usage:
+  python benchmarks/pattern_conv_speed.py [--rounds 7] [--threads 1 2]
+      [--only layers|models] [--kernels scalar|avx2|avx512]
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="samples per variant")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--only", choices=["layers", "models"], default=None)
+    parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
+    parser.add_argument(
+        "--kernels", default=None,
+        help="force a kernel variant (TF_CLICKTRAIN_KERNELS), e.g. scalar for the baseline",
+    )
+    return parser.parse_args()
+
+
+ARGS = _parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.kernels:
+    os.environ["TF_CLICKTRAIN_KERNELS"] = ARGS.kernels  # read once, at library load
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
+
+from tf_clicktrain import applications  # noqa: E402
+from tf_clicktrain import tflite as ct_tflite  # noqa: E402
+
+# 4-of-9 patterns with the centre kept (bit 3 * ky + kx).
+PATTERNS = (0b000111010, 0b010111000, 0b010110010, 0b010011010,
+            0b000110011, 0b000011110, 0b110011000, 0b011110000)
+
+LAYERS = (  # (name, size, input channels, output channels, stride)
+    ("56x56x64->64", 56, 64, 64, 1),
+    ("28x28x128->128", 28, 128, 128, 1),
+    ("14x14x256->256", 14, 256, 256, 1),
+    ("7x7x512->512", 7, 512, 512, 1),
+    ("56x56x64->128 s2", 56, 64, 128, 2),
+)
+
+
+def pattern_sparsify(model, compression, rng):
+    """Zeroes every 3x3 conv into 4-of-9 patterns at the given compression."""
+    bits = np.array([[(p >> i) & 1 for i in range(9)] for p in PATTERNS], np.float32)
+    kept_fraction = 9.0 / (4.0 * compression)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3):
+            weights = layer.get_weights()
+            _, _, inputs, outputs = weights[0].shape
+            kernels = inputs * outputs
+            kept = np.zeros(kernels, bool)
+            kept[rng.choice(kernels, int(round(kept_fraction * kernels)), replace=False)] = True
+            choice = bits[rng.integers(len(PATTERNS), size=kernels)] * kept[:, None]
+            mask = choice.reshape(inputs, outputs, 9).transpose(2, 0, 1).reshape(3, 3, inputs, outputs)
+            weights[0] = weights[0] * mask
+            layer.set_weights(weights)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(size=channels) * 0.1,
+                               rng.normal(scale=0.1, size=channels), rng.uniform(0.5, 2.0, channels)])
+    return model
+
+
+def _convert(model, **kwargs):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ct_tflite.convert(model, max_size_ratio=1.0, **kwargs)
+
+
+def _invoker(interpreter, inputs):
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], inputs)
+    interpreter.invoke()  # warm-up: lazy delegate application, caches
+    output = interpreter.get_output_details()[0]["index"]
+    return interpreter.invoke, lambda: interpreter.get_tensor(output)
+
+
+def time_interleaved(invokes, rounds, sample_seconds=0.02):
+    """Median ms per invoke of each callable, sampled round-robin."""
+    repeats = {}
+    for name, invoke in invokes.items():
+        start = time.perf_counter()
+        invoke()
+        repeats[name] = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-6)))
+    samples = {name: [] for name in invokes}
+    names = list(invokes)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            for _ in range(repeats[name]):
+                invokes[name]()
+            samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _relative_error(actual, expected):
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def bench_layers(threads, compressions, rounds, rng):
+    print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), median of {rounds} "
+          "interleaved samples ==")
+    print(f"{'layer':<18}{'compr.':>7}{'XNNPACK ms':>11}{'ours ms':>9}{'speedup':>9}"
+          f"{'XNNPACK GFLOP/s':>16}{'ours eff. GFLOP/s':>18}{'max rel err':>12}")
+    rows = []
+    for name, size, cin, cout, stride in LAYERS:
+        inputs = rng.normal(size=(1, size, size, cin)).astype(np.float32)
+        invokes, outputs, nonzero = {}, {}, {}
+        dense_model = None
+        for compression in compressions:
+            model = keras.Sequential([
+                keras.Input((size, size, cin)),
+                keras.layers.Conv2D(cout, 3, strides=stride, padding="same"),
+            ])
+            pattern_sparsify(model, compression, rng)
+            if dense_model is None:
+                dense_model = model  # the dense file's speed does not depend on its zeros
+                dense = litert_interpreter.Interpreter(
+                    model_content=_convert(model, custom_ops=False), num_threads=threads)
+                invokes["dense"], outputs["dense"] = _invoker(dense, inputs)
+                dense_reference = model
+            ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
+            invokes[compression], outputs[compression] = _invoker(ours, inputs)
+            nonzero[compression] = (np.count_nonzero(model.layers[0].get_weights()[0]), model)
+        times = time_interleaved(invokes, rounds)
+        out_size = (size + stride - 1) // stride
+        dense_flops = 2 * 9 * cin * cout * out_size * out_size
+        dense_ms = times["dense"]
+        for compression in compressions:
+            kept, model = nonzero[compression]
+            error = _relative_error(outputs[compression](), model.predict(inputs, verbose=0))
+            ms = times[compression]
+            effective = 2 * kept * out_size * out_size / ms / 1e6
+            row = dict(layer=name, threads=threads, compression=compression, dense_ms=dense_ms,
+                       ours_ms=ms, speedup=dense_ms / ms,
+                       dense_gflops=dense_flops / dense_ms / 1e6, ours_gflops=effective,
+                       error=error)
+            rows.append(row)
+            print(f"{name:<18}{compression:>6.0f}x{dense_ms:>11.3f}{ms:>9.3f}{row['speedup']:>8.2f}x"
+                  f"{row['dense_gflops']:>16.1f}{effective:>18.1f}{error:>12.1e}")
+        del dense_reference
+        sys.stdout.flush()
+    return rows
+
+
+def bench_models(threads, rounds, rng, compressions):
+    print(f"\n== whole models, batch 1, {threads} thread(s), median of {rounds} interleaved samples ==")
+    print(f"{'model':<32}{'compr.':>7}{'dense ms':>10}{'pruned ms':>10}{'speedup':>9}"
+          f"{'max rel err':>12}")
+    rows = []
+    for name, build, shape in (
+        ("ResNet-18 224x224x3", applications.resnet18, (224, 224, 3)),
+        ("VGG-style CNN 28x28x1", applications.vgg_style_cnn, (28, 28, 1)),
+    ):
+        inputs = rng.normal(size=(1, *shape)).astype(np.float32)
+        invokes, outputs, models = {}, {}, {}
+        for compression in compressions:
+            model = pattern_sparsify(build(), compression, rng)
+            if "dense" not in invokes:
+                dense = litert_interpreter.Interpreter(
+                    model_content=_convert(model, custom_ops=False), num_threads=threads)
+                invokes["dense"], outputs["dense"] = _invoker(dense, inputs)
+            ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
+            invokes[compression], outputs[compression] = _invoker(ours, inputs)
+            models[compression] = model
+        times = time_interleaved(invokes, rounds)
+        for compression in compressions:
+            error = _relative_error(outputs[compression](),
+                                    models[compression].predict(inputs, verbose=0))
+            row = dict(model=name, threads=threads, compression=compression,
+                       dense_ms=times["dense"], ours_ms=times[compression],
+                       speedup=times["dense"] / times[compression], error=error)
+            rows.append(row)
+            print(f"{name:<32}{compression:>6.0f}x{row['dense_ms']:>10.2f}{row['ours_ms']:>10.2f}"
+                  f"{row['speedup']:>8.2f}x{error:>12.1e}")
+        sys.stdout.flush()
+    return rows
+
+
+def main():
+    args = ARGS
+    rng = np.random.default_rng(0)
+    print("kernels:", ct_tflite.native_library.library_info()["kernels"])
+    for threads in args.threads:
+        if args.only in (None, "layers"):
+            bench_layers(threads, args.compressions, args.rounds, rng)
+        if args.only in (None, "models"):
+            bench_models(threads, args.rounds, rng, args.compressions)
+
+
+if __name__ == "__main__":
+    main()
