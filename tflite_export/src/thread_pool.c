@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -135,8 +136,16 @@ void clicktrain_thread_pool_parallelize(clicktrain_thread_pool* pool,
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->mutex);
   run_tasks(pool);
-  while (atomic_load_explicit(&pool->running, memory_order_acquire) != 0) {
-    CPU_RELAX();
+  /* A worker descheduled by other processes holds the loop until it runs:
+   * after a short spin, give it this core. */
+  for (int spin = 0;
+       atomic_load_explicit(&pool->running, memory_order_acquire) != 0;
+       ++spin) {
+    if (spin < kSpinIterations) {
+      CPU_RELAX();
+    } else {
+      sched_yield();
+    }
   }
   pthread_mutex_unlock(&pool->busy);
 }
