@@ -25,7 +25,10 @@ struct clicktrain_thread_pool {
   pthread_mutex_t busy;        /* held by the caller of a parallel loop */
   atomic_uint generation;      /* bumped for every loop */
   atomic_size_t next_index;
-  atomic_int running;          /* workers still in the current loop */
+  /* Workers join a loop only while it is open: the caller closes it when
+   * the tasks run out and then waits only for workers that joined, never for
+   * one that other processes keep off the CPU. */
+  atomic_uint joined;          /* (workers in the loop << 1) | open */
   clicktrain_task_fn task;
   void* context;
   size_t count;
@@ -64,8 +67,15 @@ static void* worker_main(void* argument) {
       if (stop) return NULL;
     }
     seen = now;
+    unsigned state = atomic_load_explicit(&pool->joined, memory_order_acquire);
+    while ((state & 1u) &&
+           !atomic_compare_exchange_weak_explicit(&pool->joined, &state, state + 2,
+                                                  memory_order_acquire,
+                                                  memory_order_acquire)) {
+    }
+    if (!(state & 1u)) continue;  /* closed: the caller did the work */
     run_tasks(pool);
-    atomic_fetch_sub_explicit(&pool->running, 1, memory_order_release);
+    atomic_fetch_sub_explicit(&pool->joined, 2, memory_order_release);
   }
 }
 
@@ -84,7 +94,7 @@ clicktrain_thread_pool* clicktrain_thread_pool_create(int threads) {
   pthread_cond_init(&pool->wake, NULL);
   atomic_init(&pool->generation, 0);
   atomic_init(&pool->next_index, 0);
-  atomic_init(&pool->running, 0);
+  atomic_init(&pool->joined, 0);
   pool->threads = 1;
   for (int i = 0; i < threads - 1; ++i) {
     if (pthread_create(&pool->workers[i], NULL, worker_main, pool) != 0) break;
@@ -128,18 +138,17 @@ void clicktrain_thread_pool_parallelize(clicktrain_thread_pool* pool,
   pool->context = context;
   pool->count = count;
   atomic_store_explicit(&pool->next_index, 0, memory_order_relaxed);
-  atomic_store_explicit(&pool->running, pool->threads - 1,
-                        memory_order_relaxed);
+  atomic_store_explicit(&pool->joined, 1u, memory_order_release);
   /* Publish the loop, then wake sleepers (spinners see the generation). */
   pthread_mutex_lock(&pool->mutex);
   atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->mutex);
   run_tasks(pool);
-  /* A worker descheduled by other processes holds the loop until it runs:
-   * after a short spin, give it this core. */
+  atomic_fetch_and_explicit(&pool->joined, ~1u, memory_order_acq_rel);
+  /* Joined workers are finishing their last task. */
   for (int spin = 0;
-       atomic_load_explicit(&pool->running, memory_order_acquire) != 0;
+       atomic_load_explicit(&pool->joined, memory_order_acquire) != 0;
        ++spin) {
     if (spin < kSpinIterations) {
       CPU_RELAX();
