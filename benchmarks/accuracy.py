@@ -205,14 +205,14 @@ def print_table(rows):
 def main(argv):
     del argv
     finished = _finished(FLAGS.results)
+    config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
+              "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
+              "selection_fraction": round(FLAGS.selection_fraction, 4),
+              "hard_fraction": round(FLAGS.hard_fraction, 4)}
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
                                                  FLAGS.train_examples)
         steps = int(train.cardinality().numpy())
-        config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
-                  "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
-                  "selection_fraction": round(FLAGS.selection_fraction, 4),
-                  "hard_fraction": round(FLAGS.hard_fraction, 4)}
         for seed in [int(s) for s in FLAGS.seeds]:
             for name in FLAGS.rows:
                 if any(r["row"] == name and r["seed"] == seed and r["config"] == config
@@ -236,8 +236,10 @@ def main(argv):
                 finished.append(row)
                 print(json.dumps(row), flush=True)
                 keras.backend.clear_session()
-    print(f"\n{FLAGS.dataset}, {FLAGS.epochs} epochs, widths {','.join(FLAGS.widths)}")
-    print_table(finished)
+    print(f"\n{FLAGS.dataset}, {FLAGS.epochs} epochs, widths {','.join(FLAGS.widths)}, "
+          f"train examples {FLAGS.train_examples or 'all'}, selection at "
+          f"{FLAGS.selection_fraction:.3f}, hard from {FLAGS.hard_fraction:.3f} of the epochs")
+    print_table([r for r in finished if r["config"] == config])
 
 
 if __name__ == "__main__":
