@@ -209,6 +209,8 @@ def main(argv):
               "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
               "selection_fraction": round(FLAGS.selection_fraction, 4),
               "hard_fraction": round(FLAGS.hard_fraction, 4)}
+    if FLAGS.penalty_travel != 0.1:
+        config["penalty_travel"] = FLAGS.penalty_travel
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
                                                  FLAGS.train_examples)

@@ -43,6 +43,9 @@ flags.DEFINE_integer("entries_per_kernel", 4, "Weights kept per 3x3 kernel.")
 flags.DEFINE_enum("importance", "taylor_accumulated",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
 flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
+flags.DEFINE_float("penalty_travel", 0.1,
+                   "With --penalty=0: how far the penalty moves a removed kernel's "
+                   "weights over the soft phase (sizes lambda to the budget).")
 flags.DEFINE_float("learning_rate", 0.05, "Initial SGD learning rate.")
 # The paper places selection at 65/190 and the hard phase at 143/190 of a
 # 190-epoch run. At budgets of a few epochs the learning rate has decayed by
@@ -76,19 +79,20 @@ def make_datasets(name, batch_size, train_examples=0, seed=0):
     return train, test, info
 
 
-def soft_penalty(penalty, schedule, learning_rate):
+def soft_penalty(penalty, schedule, learning_rate, travel=0.1):
     """The group-lasso weight: the flag's value, or sized to the budget.
 
     Each soft step moves a penalised kernel's weights by about
     ``learning_rate * penalty`` towards zero, so over the soft phase they
     travel ``learning_rate * penalty * soft_steps``. The paper's lambda
     (1.5e-4..8e-4 over ~30k soft steps at lr 0.01) travels ~0.1; with
-    ``--penalty=0`` (auto) the same distance is kept for shorter budgets.
+    ``--penalty=0`` (auto) a distance of ``travel`` is kept for shorter
+    budgets.
     """
     if penalty > 0:
         return penalty
     soft_steps = max(1, schedule.hard_pruning_step - schedule.selection_step)
-    return 0.1 / (learning_rate * soft_steps)
+    return travel / (learning_rate * soft_steps)
 
 
 def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel, penalty,
@@ -100,7 +104,7 @@ def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel, pena
         hard_fraction=hard_fraction)
     soft_rate = learning_rate_schedule(learning_rate, epochs, steps_per_epoch)(
         shape.selection_step)
-    penalty = soft_penalty(penalty, shape, float(soft_rate))
+    penalty = soft_penalty(penalty, shape, float(soft_rate), FLAGS.penalty_travel)
     return ct.ClickTrainSchedule(
         shape.selection_step, shape.hard_pruning_step,
         connectivity_sparsity=sparsity, penalty=penalty,
