@@ -15,7 +15,8 @@ class LayerStats:
 
     Attributes:
         name: layer name (of the wrapped layer for wrappers).
-        kind: "pattern" or "unstructured" for wrappers, "not wrapped" else.
+        kind: "pattern" or "unstructured" (read from a wrapper, or from the
+            zeros of a plain layer), or "dense".
         num_weights: entries of the kernel.
         nonzero: non-zero entries.
         num_kernels: 3x3 kernels (0 for non-3x3 weights).
@@ -53,6 +54,16 @@ def _kernel_stats(name, kind, kernel, pattern_ids=None):
             patterns_in_use=described.num_patterns,
         )
     return LayerStats(**fields)
+
+
+def _plain_kernel_stats(layer):
+    """Stats of an unwrapped layer, its kind read from the kernel's zeros."""
+    kernel = layer.kernel.numpy()
+    stats = _kernel_stats(layer.name, "dense", kernel)
+    if stats.nonzero < stats.num_weights:
+        kind = "pattern" if stats.num_kernels else "unstructured"
+        stats = dataclasses.replace(stats, kind=kind)
+    return stats
 
 
 def wrapper_stats(wrapper):
@@ -153,7 +164,7 @@ def model_stats(model):
             }
             layer_stats.append(wrapper_stats(layer))
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-            layer_stats.append(_kernel_stats(layer.name, "not wrapped", layer.kernel.numpy()))
+            layer_stats.append(_plain_kernel_stats(layer))
         for variable in inner.trainable_weights:
             value = masked.get(id(variable))
             if value is None:

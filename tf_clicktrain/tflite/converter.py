@@ -1,5 +1,8 @@
 """Keras model -> .tflite bytes with pattern-sparse convs as compact custom ops."""
 
+import contextlib
+import io
+
 
 def convert(
     model,
@@ -58,8 +61,11 @@ def convert(
             "convert takes a stripped model: call ct.strip_pruning(model) first. "
             f"Received a model with pruning wrappers: {wrapped}"
         )
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    tflite_bytes = converter.convert()
+    # The Keras 3 path exports a SavedModel first and prints its signature
+    # ("Saved artifact at ..."); that is noise to a caller of convert().
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        tflite_bytes = converter.convert()
     reports = []
     if custom_ops:
         tflite_bytes, reports = model_rewrite.replace_pattern_convs(
