@@ -9,6 +9,11 @@ Public API, mirroring tensorflow-model-optimization's sparsity API:
 - `patterns`: the pattern math (no Keras)
 - `model_stats`: compression figures
 - `load_pretrained_weights`: dense weights into a wrapped model
+- `save_model`, `save_weights`: atomic saves
+- `distribute`: multi-worker helpers
+- loaded on first use: `tflite` (export, interpreter), `datasets` (tfds,
+  offline-capable), `report` (pattern report PNG), `applications`
+  (reference CNNs)
 """
 
 from tf_clicktrain import distribute
