@@ -10,7 +10,8 @@ conv left dense) on the same data with the same epochs and optimizer
   fixed 4-pattern library).
 - ct8_onebatch, ct8_fixed, ct8_nosoft, ct8_magnitude: ablations of ct8
   (one-minibatch importance, fixed library, no group-lasso penalty,
-  magnitude importance).
+  magnitude importance); ct8_magnitude_anneal: magnitude importance with the
+  soft phase also fading removed weights out of the forward pass.
 - pat8: prune after training: the trained dense model of the same seed,
   pruned to the same patterns and fine-tuned for as many epochs again
   (soft half, hard half); its wall time includes the dense training.
@@ -74,6 +75,7 @@ ROW_SETTINGS = {
     "ct8_fixed": dict(compression=8.0, pattern_library=FIXED_LIBRARY),
     "ct8_nosoft": dict(compression=8.0, penalty=None),
     "ct8_magnitude": dict(compression=8.0, importance="magnitude"),
+    "ct8_magnitude_anneal": dict(compression=8.0, importance="magnitude", soft_anneal=True),
 }
 
 
@@ -121,7 +123,7 @@ def run_dense(seed, train, test, info, steps):
 
 
 def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
-                   pattern_library=None, penalty=0.0):
+                   pattern_library=None, penalty=0.0, soft_anneal=False):
     keras.utils.set_random_seed(seed)
     schedule = recipe.make_schedule(FLAGS.epochs, steps, compression, 4,
                                     penalty or 0.0, FLAGS.learning_rate,
@@ -132,6 +134,7 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
     model = ct.prune_pattern(
         recipe.build_model(info), schedule=schedule,
         importance=importance or FLAGS.default_importance, pattern_library=pattern_library,
+        soft_anneal=soft_anneal,
     )
     recipe.compile_model(model, steps)
     start = time.time()

@@ -45,6 +45,8 @@ flags.DEFINE_integer("entries_per_kernel", 4, "Weights kept per 3x3 kernel.")
 flags.DEFINE_enum("importance", "magnitude",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
 flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
+flags.DEFINE_bool("soft_anneal", False,
+                  "Also fade removed weights out of the forward pass in the soft phase.")
 flags.DEFINE_float("penalty_travel", 0.1,
                    "With --penalty=0: how far the penalty moves a removed kernel's "
                    "weights over the soft phase (sizes lambda to the budget).")
@@ -200,6 +202,7 @@ def main(argv):
     pruned = ct.prune_pattern(
         build_model(info), schedule=schedule, num_patterns=FLAGS.num_patterns,
         entries_per_kernel=FLAGS.entries_per_kernel, importance=FLAGS.importance,
+        soft_anneal=FLAGS.soft_anneal,
     )
     compile_model(pruned, steps_per_epoch)
     start = time.time()

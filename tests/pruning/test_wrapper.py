@@ -195,3 +195,32 @@ def test_one_minibatch_taylor_keeps_only_the_last_step():
     expected = np.square(kernel.numpy() * gradient.numpy())
     np.testing.assert_allclose(wrapper._states[0].importance.numpy(), expected,
                                rtol=1e-3, atol=1e-9)
+
+
+def test_soft_anneal_fades_removed_weights_out_of_the_forward_pass():
+    schedule = ct.ClickTrainSchedule(selection_step=2, hard_pruning_step=10, penalty=0.0)
+    pruned = ct.prune_pattern(small_cnn(), schedule=schedule, soft_anneal=True)
+    pruned.build((None, 12, 12, 3))
+    wrapper = pruned.get_layer("prune_pattern_conv1")
+    state = wrapper._states[0]
+    keeps = []
+    for step in range(12):
+        wrapper.update_pruning(step)
+        keeps.append(float(wrapper.soft_keep.numpy()))
+        if step == 5:
+            # Mid soft phase: removed entries are scaled, kept ones whole.
+            forward = wrapper._forward_mask(state).numpy()
+            target = state.target_mask.numpy()
+            np.testing.assert_allclose(forward[target == 1], 1.0)
+            np.testing.assert_allclose(forward[target == 0], keeps[-1])
+    assert keeps[:2] == [1.0, 1.0]
+    assert keeps[2] == pytest.approx(0.88) and keeps[9] == 0.0 and keeps[11] == 0.0
+    assert all(a >= b for a, b in zip(keeps, keeps[1:]))
+    # Hard phase: the forward mask is exactly the target.
+    np.testing.assert_array_equal(wrapper._forward_mask(state).numpy(),
+                                  state.target_mask.numpy())
+
+
+def test_soft_anneal_trains_to_pattern_sparse_layers():
+    pruned = _fit(small_cnn(), soft_anneal=True)
+    assert_wrapper_consistent(pruned.get_layer("prune_pattern_conv1"))

@@ -80,6 +80,7 @@ def prune_pattern(
     importance="magnitude",
     importance_decay=0.99,
     pattern_library=None,
+    soft_anneal=False,
     skip_first_conv=True,
     skip_layers=(),
 ):
@@ -123,6 +124,8 @@ def prune_pattern(
         importance: "magnitude", "taylor" or "taylor_accumulated".
         importance_decay: decay of the accumulated Taylor estimate.
         pattern_library: optional fixed ``(K, 9)`` 0/1 pattern set.
+        soft_anneal: in a `ClickTrainSchedule`'s soft phase, also fade what
+            the masks will remove out of the forward pass (1 -> 0).
         skip_first_conv: leave a model's first convolution dense (as the
             paper does).
         skip_layers: names of layers to leave dense.
@@ -168,6 +171,7 @@ def prune_pattern(
         importance=importance,
         importance_decay=importance_decay,
         pattern_library=pattern_library,
+        soft_anneal=soft_anneal,
     )
     # Validates every argument once, before anything is cloned or built.
     PatternPruningWrapper(keras.layers.Identity(), **wrapper_kwargs)

@@ -107,6 +107,9 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             minibatch before selection) or "taylor_accumulated" (its moving
             average over the steps before selection).
         importance_decay: the moving average's decay, in [0, 1).
+        soft_anneal: in the soft phase of a `ClickTrainSchedule`, also scale
+            what the masks will remove from 1 down to 0 in the forward pass,
+            linearly over the phase, so applying the masks costs nothing.
         pattern_library: optional fixed ``(K, 9)`` 0/1 pattern set used
             instead of generating one from the data.
         **kwargs: base layer arguments (e.g. ``name``).
@@ -124,6 +127,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         importance="magnitude",
         importance_decay=0.99,
         pattern_library=None,
+        soft_anneal=False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -188,11 +192,13 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         self.importance = importance
         self.importance_decay = float(importance_decay)
         self.pattern_library = pattern_library
+        self.soft_anneal = bool(soft_anneal)
         self._states = []
         # Python-side copies of the phase and penalty, so the per-step
         # callback writes a variable only when something changes.
         self._known_phase = None
         self._known_penalty = None
+        self._known_soft_keep = None
         self._known_selections = 0
         self._layer_takes_training = (
             "training" in inspect.signature(layer.call).parameters
@@ -254,13 +260,24 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         self.penalty_weight = self.add_weight(
             name="penalty_weight", shape=(), trainable=False, initializer="zeros",
         )
+        if self.soft_anneal:
+            self.soft_keep = self.add_weight(
+                name="soft_keep", shape=(), trainable=False, initializer="ones",
+            )
         self.built = True
 
     # ------------------------------------------------------------ forward pass
 
+    def _forward_mask(self, state):
+        mask = keras.ops.cast(state.mask, state.weight.dtype)
+        if not self.soft_anneal:
+            return mask
+        target = keras.ops.cast(state.target_mask, state.weight.dtype)
+        return mask * (target + (1.0 - target) * self.soft_keep)
+
     def _masked_value(self, state, training):
         weight = state.weight
-        mask = keras.ops.cast(state.mask, weight.dtype)
+        mask = self._forward_mask(state)
         if not training or state.importance is None:
             return weight * mask
         importance = state.importance
@@ -375,6 +392,22 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         if penalty != self._known_penalty:
             self.penalty_weight.assign(penalty)
             self._known_penalty = penalty
+        if self.soft_anneal:
+            keep = self._soft_keep_at(step, phase)
+            if keep != self._known_soft_keep:
+                self.soft_keep.assign(keep)
+                self._known_soft_keep = keep
+
+    def _soft_keep_at(self, step, phase):
+        """1 before the soft phase, down to 0 at its end, in 1% steps."""
+        schedule = self.schedule
+        if phase != schedules_lib.SOFT or not isinstance(
+            schedule, schedules_lib.ClickTrainSchedule
+        ):
+            return 1.0 if phase == schedules_lib.DENSE else 0.0
+        length = max(1, schedule.hard_pruning_step - schedule.selection_step)
+        progress = (step - schedule.selection_step + 1) / length
+        return round(1.0 - min(1.0, progress), 2)
 
     def check_selection_inputs(self, step):
         """Raises `ValueError` if a selection at ``step`` would see NaN/Inf.
@@ -401,6 +434,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         """Forgets cached phase/penalty (after weights were restored)."""
         self._known_phase = None
         self._known_penalty = None
+        self._known_soft_keep = None
 
     def _layer_sparsity(self, state, step):
         own = (
@@ -509,6 +543,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             "unstructured_sparsity": self.unstructured_sparsity,
             "importance": self.importance,
             "importance_decay": self.importance_decay,
+            "soft_anneal": self.soft_anneal,
             "pattern_library": (
                 None if self.pattern_library is None else self.pattern_library.tolist()
             ),
