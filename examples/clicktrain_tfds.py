@@ -45,7 +45,7 @@ flags.DEFINE_integer("entries_per_kernel", 4, "Weights kept per 3x3 kernel.")
 flags.DEFINE_enum("importance", "magnitude",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
 flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
-flags.DEFINE_bool("soft_anneal", False,
+flags.DEFINE_bool("soft_anneal", True,
                   "Also fade removed weights out of the forward pass in the soft phase.")
 flags.DEFINE_float("penalty_travel", 0.1,
                    "With --penalty=0: how far the penalty moves a removed kernel's "

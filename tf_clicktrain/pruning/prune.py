@@ -80,7 +80,7 @@ def prune_pattern(
     importance="magnitude",
     importance_decay=0.99,
     pattern_library=None,
-    soft_anneal=False,
+    soft_anneal=True,
     skip_first_conv=True,
     skip_layers=(),
 ):
