@@ -273,8 +273,13 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         mask = keras.ops.cast(state.mask, state.weight.dtype)
         if not self.soft_anneal:
             return mask
-        target = keras.ops.cast(state.target_mask, state.weight.dtype)
-        return mask * (target + (1.0 - target) * self.soft_keep)
+        # Only the soft phase pays for the fade: before it the target is all
+        # ones, after it the mask already equals the target.
+        def faded():
+            target = keras.ops.cast(state.target_mask, state.weight.dtype)
+            return mask * (target + (1.0 - target) * self.soft_keep)
+
+        return tf.cond(self.pruning_phase == schedules_lib.SOFT, faded, lambda: mask)
 
     def _masked_value(self, state, training):
         weight = state.weight
