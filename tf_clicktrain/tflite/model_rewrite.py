@@ -8,8 +8,15 @@ pattern-sparse and worth it (see `replace_pattern_convs`) becomes a CUSTOM op
 `[input, pattern_masks, pattern_run_lengths, kernel_input_channels, values,
 bias]` and flexbuffer options; the dense filter and its buffer are removed.
 Anything else stays as it was.
+
+The rewrite loop is generic: for each builtin operator, the planners
+registered for its opcode in `_PLANNERS` each propose a `Rewrite` (a custom
+op that could replace it); a chooser (`choose_by_size`, or the speed-based
+one in `speed_decision`) picks one or keeps the builtin, and can build a
+one-operator .tflite of the builtin and of each candidate to time them.
 """
 
+import copy
 import dataclasses
 
 import flatbuffers
@@ -47,6 +54,16 @@ class LayerReport:
         num_patterns: size of the layer's pattern table (0 if kept).
         kept_weights: non-zero weights in the filter.
         total_weights: weights in the dense filter.
+        custom_op: the custom op that replaced the layer, or the one that
+            was considered and rejected ("" when none could express it).
+        decided_by: what made the decision: "size", "speed", "callable"
+            (`decide_by`), or "whole-model check" (replaced, then put back
+            because the whole file measured slower); "" when no custom op
+            could express the layer.
+        builtin_us: median time of the builtin operator alone, in
+            microseconds, measured at convert time (None when not timed).
+        custom_us: the same for the custom op (None when not timed).
+        location: `(subgraph index, operator index)` in the file.
     """
 
     name: str
@@ -58,6 +75,60 @@ class LayerReport:
     num_patterns: int = 0
     kept_weights: int = 0
     total_weights: int = 0
+    custom_op: str = ""
+    decided_by: str = ""
+    builtin_us: float | None = None
+    custom_us: float | None = None
+    location: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewrite:
+    """A custom op that can replace one builtin operator.
+
+    Attributes:
+        custom_op: the custom op's name.
+        report: the layer's `LayerReport` if this rewrite is applied.
+        timing_key: hashable; rewrites with equal keys (same op, shapes,
+            options and sparsity structure) run equally fast, so one timing
+            serves them all.
+        apply: `apply(editor, subgraph, operator)` rewrites `operator` in
+            place (new constants through the `ModelEditor`) and returns the
+            indices of tensors the operator no longer uses.
+    """
+
+    custom_op: str
+    report: LayerReport
+    timing_key: tuple
+    apply: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A chooser's verdict on one operator.
+
+    Attributes:
+        rewrite: the `Rewrite` to apply, or None to keep the builtin.
+        considered: the best rejected rewrite when `rewrite` is None.
+        decided_by: see `LayerReport.decided_by`.
+        reason: why the builtin was kept ("" when replaced).
+        builtin_us, custom_us: measured times, if any.
+    """
+
+    rewrite: Rewrite | None
+    decided_by: str
+    considered: Rewrite | None = None
+    reason: str = ""
+    builtin_us: float | None = None
+    custom_us: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanLimits:
+    """Limits every planner applies before proposing a rewrite."""
+
+    max_patterns: int
+    max_size_ratio: float
 
 
 class _AlignedBuffer(schema.BufferT):
@@ -79,20 +150,27 @@ class _AlignedBuffer(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
-def replace_pattern_convs(tflite_bytes, *, max_patterns=64, max_size_ratio=0.8):
+def replace_pattern_convs(
+    tflite_bytes, *, max_patterns=64, max_size_ratio=0.8, choose=None
+):
     """Replaces pattern-sparse 3x3 convolutions by compact custom ops.
 
-    A convolution is replaced when its filter is a constant float32 3x3
+    A convolution is a candidate when its filter is a constant float32 3x3
     filter, its input and output are float32, its fused activation is NONE,
     RELU, RELU_N1_TO_1 or RELU6, its non-zero positions form at most
     `max_patterns` distinct patterns, and its compact tensors take at most
-    `max_size_ratio` of the dense filter's bytes.
+    `max_size_ratio` of the dense filter's bytes. `choose` then decides
+    whether a candidate is replaced; by default every candidate is (the
+    decision by size).
 
     Args:
         tflite_bytes: a .tflite model (bytes), e.g. from `TFLiteConverter`.
         max_patterns: largest pattern table a replaced layer may have.
         max_size_ratio: largest compact/dense weight-size ratio worth
             replacing.
+        choose: None (`choose_by_size`) or a callable taking an
+            `OperatorCandidates` and returning a `Choice`, e.g.
+            `speed_decision.SpeedChooser`.
 
     Returns:
         A tuple `(new_tflite_bytes, reports)` with one `LayerReport` per 3x3
@@ -119,7 +197,9 @@ def replace_pattern_convs(tflite_bytes, *, max_patterns=64, max_size_ratio=0.8):
         # Weights stored outside the flatbuffer (models over 2 GB): not handled.
         return tflite_bytes, []
 
-    rewriter = _Rewriter(model, max_patterns, max_size_ratio)
+    rewriter = _Rewriter(
+        model, PlanLimits(max_patterns, max_size_ratio), choose or choose_by_size
+    )
     for subgraph_index, subgraph in enumerate(model.subgraphs):
         rewriter.rewrite_subgraph(subgraph_index, subgraph)
     if not any(report.replaced for report in rewriter.reports):
@@ -162,152 +242,129 @@ def _builtin_code(operator_code):
     return max(operator_code.builtinCode, operator_code.deprecatedBuiltinCode)
 
 
-class _Rewriter:
-    """Edits one model in place; see `replace_pattern_convs`."""
+def _report_of(choice, location):
+    chosen = choice.rewrite or choice.considered
+    return dataclasses.replace(
+        chosen.report,
+        replaced=choice.rewrite is not None,
+        reason=choice.reason,
+        decided_by=choice.decided_by,
+        builtin_us=choice.builtin_us,
+        custom_us=choice.custom_us,
+        location=location,
+    )
 
-    def __init__(self, model, max_patterns, max_size_ratio):
+
+def choose_by_size(candidates):
+    """Replaces every candidate: the smallest rewrite of an operator wins."""
+    smallest = min(candidates.rewrites, key=lambda rewrite: rewrite.report.compact_weight_bytes)
+    return Choice(rewrite=smallest, decided_by="size")
+
+
+class OperatorCandidates:
+    """One builtin operator and the rewrites proposed for it.
+
+    Given to a chooser. `builtin_model()` and `rewrite_model(rewrite)` build
+    one-operator .tflite files (the operator's constant inputs copied, its
+    other inputs made graph inputs) to time the candidates against each
+    other.
+
+    Attributes:
+        name: the layer's name (its weight tensor's).
+        op: the builtin operator's name, e.g. "CONV_2D".
+        location: `(subgraph index, operator index)` in the file.
+        rewrites: the proposed `Rewrite`s (at least one).
+    """
+
+    def __init__(self, model, subgraph, operator, location, rewrites):
+        self._model = model
+        self._subgraph = subgraph
+        self._operator = operator
+        self.location = location
+        self.rewrites = list(rewrites)
+        self.name = self.rewrites[0].report.name
+        self.op = self.rewrites[0].report.op
+
+    def builtin_model(self):
+        """The builtin operator alone, as .tflite bytes."""
+        return _pack(single_operator_model(self._model, self._subgraph, self._operator))
+
+    def rewrite_model(self, rewrite):
+        """The operator alone with `rewrite` applied, as .tflite bytes."""
+        model = single_operator_model(self._model, self._subgraph, self._operator)
+        (subgraph,) = model.subgraphs
+        (operator,) = subgraph.operators
+        rewrite.apply(ModelEditor(model), subgraph, operator)
+        # Extracting again leaves out the tensors the rewrite freed.
+        return _pack(single_operator_model(model, subgraph, operator))
+
+
+def single_operator_model(model, subgraph, operator):
+    """A `ModelT` holding only `operator` from `subgraph` of `model`.
+
+    Constant inputs keep their data; every other input becomes a graph
+    input, every output a graph output.
+    """
+    single = schema.ModelT()
+    single.version = model.version
+    single.buffers = [schema.BufferT()]  # Buffer 0: the empty sentinel.
+    single.operatorCodes = [copy.deepcopy(model.operatorCodes[operator.opcodeIndex])]
+    new_subgraph = schema.SubGraphT()
+    new_subgraph.tensors = []
+    new_index = {}
+
+    def take(index):
+        index = int(index)
+        if index < 0:
+            return index
+        if index not in new_index:
+            tensor = copy.deepcopy(subgraph.tensors[index])
+            data = model.buffers[tensor.buffer].data if tensor.buffer else None
+            tensor.buffer = 0
+            if data is not None:
+                buffer = schema.BufferT()
+                buffer.data = data
+                single.buffers.append(buffer)
+                tensor.buffer = len(single.buffers) - 1
+            new_index[index] = len(new_subgraph.tensors)
+            new_subgraph.tensors.append(tensor)
+        return new_index[index]
+
+    new_operator = copy.deepcopy(operator)
+    new_operator.opcodeIndex = 0
+    new_operator.inputs = np.array([take(i) for i in operator.inputs], np.int32)
+    new_operator.outputs = np.array([take(i) for i in operator.outputs], np.int32)
+    new_operator.intermediates = None
+    new_subgraph.inputs = np.array(
+        [
+            i
+            for i in new_operator.inputs
+            if i >= 0 and single.buffers[new_subgraph.tensors[i].buffer].data is None
+        ],
+        np.int32,
+    )
+    new_subgraph.outputs = new_operator.outputs.copy()
+    new_subgraph.operators = [new_operator]
+    single.subgraphs = [new_subgraph]
+    return single
+
+
+def _pack(model):
+    model.buffers = [_as_aligned(buffer) for buffer in model.buffers]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+class ModelEditor:
+    """Adds constants and custom opcodes to a `ModelT`, for `Rewrite.apply`."""
+
+    def __init__(self, model):
         self.model = model
-        self.max_patterns = max_patterns
-        self.max_size_ratio = max_size_ratio
-        self.reports = []
-        self.custom_opcodes = {}
-        self.orphaned_buffers = set()
+        self._custom_opcodes = {}
 
-    # -- one subgraph -------------------------------------------------------
-
-    def rewrite_subgraph(self, subgraph_index, subgraph):
-        orphaned_tensors = set()
-        for operator in subgraph.operators or []:
-            code = _builtin_code(self.model.operatorCodes[operator.opcodeIndex])
-            if code == schema.BuiltinOperator.CONV_2D:
-                replaced_filter = self._rewrite_conv(subgraph, operator, depthwise=False)
-            elif code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
-                replaced_filter = self._rewrite_conv(subgraph, operator, depthwise=True)
-            else:
-                continue
-            if replaced_filter is not None:
-                orphaned_tensors.add(replaced_filter)
-        self._drop_dead_tensors(subgraph_index, subgraph, orphaned_tensors)
-
-    def _rewrite_conv(self, subgraph, operator, depthwise):
-        """Replaces `operator` if worth it; returns the freed filter tensor."""
-        op_name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
-        inputs = [int(index) for index in operator.inputs]
-        outputs = [int(index) for index in operator.outputs]
-        tensors = subgraph.tensors
-        if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
-            return None
-        filter_tensor = tensors[inputs[1]]
-        shape = tuple(int(d) for d in filter_tensor.shape)
-        if len(shape) != 4 or shape[1:3] != (3, 3):
-            return None  # Not a 3x3 convolution: not ours to report.
-        name = (filter_tensor.name or b"").decode(errors="replace")
-
-        def keep(reason, dense_bytes=0):
-            self.reports.append(LayerReport(name, op_name, False, reason, dense_bytes))
-            return None
-
-        filter_data = self.model.buffers[filter_tensor.buffer].data
-        if filter_tensor.type != schema.TensorType.FLOAT32 or filter_data is None:
-            return keep("filter is not a constant float32 tensor")
-        dense = np.frombuffer(np.asarray(filter_data, np.uint8).tobytes(), np.float32)
-        if dense.size != np.prod(shape):
-            return keep("filter buffer size does not match its shape")
-        dense = dense.reshape(shape)
-        options = operator.builtinOptions
-        activation = _ACTIVATION_NAMES.get(options.fusedActivationFunction)
-        input_tensor, output_tensor = tensors[inputs[0]], tensors[outputs[0]]
-        input_shape = [int(d) for d in input_tensor.shape]
-        if activation is None:
-            return keep("fused activation is not NONE/RELU/RELU_N1_TO_1/RELU6", dense.nbytes)
-        if (
-            input_tensor.type != schema.TensorType.FLOAT32
-            or output_tensor.type != schema.TensorType.FLOAT32
-            or len(input_shape) != 4
-        ):
-            return keep("input/output is not a float32 NHWC tensor", dense.nbytes)
-        if depthwise:
-            input_channels = output_channels = shape[3]
-            if input_shape[3] != shape[3]:
-                return keep("depth multiplier is not 1", dense.nbytes)
-            compact = compact_format.encode_depthwise(dense)
-        else:
-            output_channels, input_channels = shape[0], shape[3]
-            if input_shape[3] != input_channels:
-                return keep("grouped convolution", dense.nbytes)
-            compact = compact_format.encode_conv(dense)
-        bias_index = inputs[2] if len(inputs) > 2 else _NO_TENSOR
-        if bias_index >= 0:
-            bias = tensors[bias_index]
-            if (
-                bias.type != schema.TensorType.FLOAT32
-                or self.model.buffers[bias.buffer].data is None
-                or [int(d) for d in bias.shape] != [output_channels]
-            ):
-                return keep("bias is not a constant float32 vector", dense.nbytes)
-        if compact is None:
-            return keep("no non-zero weight, or too many patterns", dense.nbytes)
-        if compact.num_patterns > self.max_patterns:
-            return keep(
-                f"{compact.num_patterns} patterns > max_patterns={self.max_patterns}",
-                dense.nbytes,
-            )
-        if compact.nbytes > self.max_size_ratio * dense.nbytes:
-            return keep(
-                f"compact/dense size {compact.nbytes / dense.nbytes:.2f} > "
-                f"max_size_ratio={self.max_size_ratio}",
-                dense.nbytes,
-            )
-
-        compact_inputs = [
-            self._add_constant(subgraph, f"{name}/pattern_masks", compact.pattern_masks),
-            self._add_constant(
-                subgraph, f"{name}/pattern_run_lengths", compact.pattern_run_lengths
-            ),
-            self._add_constant(
-                subgraph, f"{name}/kernel_input_channels", compact.kernel_input_channels
-            ),
-            self._add_constant(subgraph, f"{name}/values", compact.values),
-        ]
-        custom_options = flexbuffers.Dumps(
-            {
-                "format_version": compact_format.FORMAT_VERSION,
-                "input_channels": int(input_channels),
-                "output_channels": int(output_channels),
-                "stride_h": int(options.strideH),
-                "stride_w": int(options.strideW),
-                "dilation_h": int(options.dilationHFactor),
-                "dilation_w": int(options.dilationWFactor),
-                "padding": _PADDING_NAMES[options.padding],
-                "fused_activation": activation,
-            }
-        )
-        op_type = (
-            compact_format.DEPTHWISE_CONV_OP_NAME if depthwise else compact_format.CONV_OP_NAME
-        )
-        operator.opcodeIndex = self._custom_opcode(op_type)
-        operator.inputs = np.array([inputs[0], *compact_inputs, bias_index], np.int32)
-        operator.builtinOptionsType = schema.BuiltinOptions.NONE
-        operator.builtinOptions = None
-        operator.customOptions = np.frombuffer(bytes(custom_options), np.uint8)
-        operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
-        kept = int(np.count_nonzero(dense))
-        self.reports.append(
-            LayerReport(
-                name,
-                op_name,
-                True,
-                "",
-                dense.nbytes,
-                compact.nbytes,
-                compact.num_patterns,
-                kept,
-                int(dense.size),
-            )
-        )
-        return inputs[1]
-
-    def _add_constant(self, subgraph, name, array):
+    def add_constant(self, subgraph, name, array):
+        """Appends a constant tensor holding `array`; returns its index."""
         array = np.ascontiguousarray(array)
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(array.tobytes(), np.uint8)
@@ -324,16 +381,210 @@ class _Rewriter:
         subgraph.tensors.append(tensor)
         return len(subgraph.tensors) - 1
 
-    def _custom_opcode(self, op_type):
-        if op_type not in self.custom_opcodes:
+    def custom_opcode(self, op_type):
+        """Index of the CUSTOM opcode named `op_type`, added if new."""
+        if op_type not in self._custom_opcodes:
             code = schema.OperatorCodeT()
             code.builtinCode = schema.BuiltinOperator.CUSTOM
             code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
             code.customCode = op_type.encode()
             code.version = 1
             self.model.operatorCodes.append(code)
-            self.custom_opcodes[op_type] = len(self.model.operatorCodes) - 1
-        return self.custom_opcodes[op_type]
+            self._custom_opcodes[op_type] = len(self.model.operatorCodes) - 1
+        return self._custom_opcodes[op_type]
+
+
+# -- the pattern-conv planners ---------------------------------------------------
+
+
+def plan_pattern_conv(model, subgraph, operator, limits):
+    """Plans a CONV_2D as a `ClickTrainPatternConv2D` (see `_plan_pattern`)."""
+    return _plan_pattern(model, subgraph, operator, limits, depthwise=False)
+
+
+def plan_pattern_depthwise_conv(model, subgraph, operator, limits):
+    """Plans a DEPTHWISE_CONV_2D as a `ClickTrainPatternDepthwiseConv2D`."""
+    return _plan_pattern(model, subgraph, operator, limits, depthwise=True)
+
+
+def _plan_pattern(model, subgraph, operator, limits, depthwise):
+    """A `Rewrite`, a kept `LayerReport`, or None for a non-3x3 operator."""
+    op_name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
+    inputs = [int(index) for index in operator.inputs]
+    outputs = [int(index) for index in operator.outputs]
+    tensors = subgraph.tensors
+    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+        return None
+    filter_tensor = tensors[inputs[1]]
+    shape = tuple(int(d) for d in filter_tensor.shape)
+    if len(shape) != 4 or shape[1:3] != (3, 3):
+        return None  # Not a 3x3 convolution: not ours to report.
+    name = (filter_tensor.name or b"").decode(errors="replace")
+
+    def keep(reason, dense_bytes=0):
+        return LayerReport(name, op_name, False, reason, dense_bytes)
+
+    filter_data = model.buffers[filter_tensor.buffer].data
+    if filter_tensor.type != schema.TensorType.FLOAT32 or filter_data is None:
+        return keep("filter is not a constant float32 tensor")
+    dense = np.frombuffer(np.asarray(filter_data, np.uint8).tobytes(), np.float32)
+    if dense.size != np.prod(shape):
+        return keep("filter buffer size does not match its shape")
+    dense = dense.reshape(shape)
+    options = operator.builtinOptions
+    activation = _ACTIVATION_NAMES.get(options.fusedActivationFunction)
+    input_tensor, output_tensor = tensors[inputs[0]], tensors[outputs[0]]
+    input_shape = [int(d) for d in input_tensor.shape]
+    if activation is None:
+        return keep("fused activation is not NONE/RELU/RELU_N1_TO_1/RELU6", dense.nbytes)
+    if (
+        input_tensor.type != schema.TensorType.FLOAT32
+        or output_tensor.type != schema.TensorType.FLOAT32
+        or len(input_shape) != 4
+    ):
+        return keep("input/output is not a float32 NHWC tensor", dense.nbytes)
+    if depthwise:
+        input_channels = output_channels = shape[3]
+        if input_shape[3] != shape[3]:
+            return keep("depth multiplier is not 1", dense.nbytes)
+        compact = compact_format.encode_depthwise(dense)
+    else:
+        output_channels, input_channels = shape[0], shape[3]
+        if input_shape[3] != input_channels:
+            return keep("grouped convolution", dense.nbytes)
+        compact = compact_format.encode_conv(dense)
+    bias_index = inputs[2] if len(inputs) > 2 else _NO_TENSOR
+    if bias_index >= 0:
+        bias = tensors[bias_index]
+        if (
+            bias.type != schema.TensorType.FLOAT32
+            or model.buffers[bias.buffer].data is None
+            or [int(d) for d in bias.shape] != [output_channels]
+        ):
+            return keep("bias is not a constant float32 vector", dense.nbytes)
+    if compact is None:
+        return keep("no non-zero weight, or too many patterns", dense.nbytes)
+    if compact.num_patterns > limits.max_patterns:
+        return keep(
+            f"{compact.num_patterns} patterns > max_patterns={limits.max_patterns}",
+            dense.nbytes,
+        )
+    if compact.nbytes > limits.max_size_ratio * dense.nbytes:
+        return keep(
+            f"compact/dense size {compact.nbytes / dense.nbytes:.2f} > "
+            f"max_size_ratio={limits.max_size_ratio}",
+            dense.nbytes,
+        )
+
+    custom_options = flexbuffers.Dumps(
+        {
+            "format_version": compact_format.FORMAT_VERSION,
+            "input_channels": int(input_channels),
+            "output_channels": int(output_channels),
+            "stride_h": int(options.strideH),
+            "stride_w": int(options.strideW),
+            "dilation_h": int(options.dilationHFactor),
+            "dilation_w": int(options.dilationWFactor),
+            "padding": _PADDING_NAMES[options.padding],
+            "fused_activation": activation,
+        }
+    )
+    op_type = compact_format.DEPTHWISE_CONV_OP_NAME if depthwise else compact_format.CONV_OP_NAME
+
+    def apply(editor, target_subgraph, target_operator):
+        compact_inputs = [
+            editor.add_constant(target_subgraph, f"{name}/pattern_masks", compact.pattern_masks),
+            editor.add_constant(
+                target_subgraph, f"{name}/pattern_run_lengths", compact.pattern_run_lengths
+            ),
+            editor.add_constant(
+                target_subgraph, f"{name}/kernel_input_channels", compact.kernel_input_channels
+            ),
+            editor.add_constant(target_subgraph, f"{name}/values", compact.values),
+        ]
+        target_inputs = [int(index) for index in target_operator.inputs]
+        target_bias = target_inputs[2] if len(target_inputs) > 2 else _NO_TENSOR
+        target_operator.opcodeIndex = editor.custom_opcode(op_type)
+        target_operator.inputs = np.array(
+            [target_inputs[0], *compact_inputs, target_bias], np.int32
+        )
+        target_operator.builtinOptionsType = schema.BuiltinOptions.NONE
+        target_operator.builtinOptions = None
+        target_operator.customOptions = np.frombuffer(bytes(custom_options), np.uint8)
+        target_operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        return [target_inputs[1]]
+
+    report = LayerReport(
+        name,
+        op_name,
+        True,
+        "",
+        dense.nbytes,
+        compact.nbytes,
+        compact.num_patterns,
+        int(np.count_nonzero(dense)),
+        int(dense.size),
+        custom_op=op_type,
+    )
+    timing_key = (
+        op_type,
+        tuple(input_shape),
+        shape,
+        bytes(custom_options),
+        bias_index >= 0,
+        compact.num_patterns,
+        compact.num_kernels,
+        int(compact.values.size),
+    )
+    return Rewrite(op_type, report, timing_key, apply)
+
+
+# Planners by builtin opcode. A planner `(model, subgraph, operator, limits)`
+# returns a `Rewrite`, a `LayerReport` saying why the operator stays builtin,
+# or None when the operator is not of its kind.
+_PLANNERS = {
+    schema.BuiltinOperator.CONV_2D: (plan_pattern_conv,),
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D: (plan_pattern_depthwise_conv,),
+}
+
+
+class _Rewriter:
+    """Edits one model in place; see `replace_pattern_convs`."""
+
+    def __init__(self, model, limits, choose):
+        self.model = model
+        self.limits = limits
+        self.choose = choose
+        self.editor = ModelEditor(model)
+        self.reports = []
+        self.orphaned_buffers = set()
+
+    # -- one subgraph -------------------------------------------------------
+
+    def rewrite_subgraph(self, subgraph_index, subgraph):
+        orphaned_tensors = set()
+        for operator_index, operator in enumerate(subgraph.operators or []):
+            code = _builtin_code(self.model.operatorCodes[operator.opcodeIndex])
+            location = (subgraph_index, operator_index)
+            rewrites, kept = [], None
+            for planner in _PLANNERS.get(code, ()):
+                plan = planner(self.model, subgraph, operator, self.limits)
+                if isinstance(plan, Rewrite):
+                    rewrites.append(plan)
+                elif plan is not None and kept is None:
+                    kept = plan
+            if not rewrites:
+                if kept is not None:
+                    self.reports.append(dataclasses.replace(kept, location=location))
+                continue
+            choice = self.choose(
+                OperatorCandidates(self.model, subgraph, operator, location, rewrites)
+            )
+            self.reports.append(_report_of(choice, location))
+            if choice.rewrite is not None:
+                orphaned_tensors.update(choice.rewrite.apply(self.editor, subgraph, operator))
+        self._drop_dead_tensors(subgraph_index, subgraph, orphaned_tensors)
+
 
     # -- dead weights ---------------------------------------------------------
 
