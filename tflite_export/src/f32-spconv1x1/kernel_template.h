@@ -1,0 +1,103 @@
+/* The sparse 1x1 conv micro-kernels, written once for every ISA.
+ *
+ * Included by <variant>.c after it defines a small vector vocabulary:
+ *   VECTOR, LANES              vector type and its float lanes
+ *   VECTORS                    vectors per pixel tile (pixel_tile = LANES * VECTORS)
+ *   vector_load(p), vector_store(p, v), vector_broadcast(x),
+ *   vector_fma(w, x, acc) = acc + w * x, vector_add(a, b),
+ *   vector_max(a, b), vector_min(a, b)   (NaN in b propagates, as TFLite's clamp)
+ *   transpose_block(source, source_stride, destination, destination_stride)
+ *                              a LANES x LANES transpose
+ *   VARIANT                    the variant's name, a bare token
+ * Contract of the functions: include/clicktrain/sparse_conv1x1.h.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clicktrain/sparse_conv1x1.h"
+
+#define SPCONV1X1_PASTE(a, b) a##b
+#define SPCONV1X1_NAME(prefix, variant) SPCONV1X1_PASTE(prefix, variant)
+#define SPCONV1X1_STRING(x) #x
+#define SPCONV1X1_QUOTE(x) SPCONV1X1_STRING(x)
+
+enum { kPixelTile = LANES * VECTORS };
+
+static void transpose(size_t rows, size_t columns, const float* source,
+                      size_t source_stride, float* destination,
+                      size_t destination_stride) {
+  const size_t full_rows = rows - rows % LANES;
+  const size_t full_columns = columns - columns % LANES;
+  for (size_t r = 0; r < full_rows; r += LANES) {
+    for (size_t c = 0; c < full_columns; c += LANES) {
+      transpose_block(source + r * source_stride + c, source_stride,
+                      destination + c * destination_stride + r,
+                      destination_stride);
+    }
+    for (size_t c = full_columns; c < columns; ++c) {
+      for (size_t i = r; i < r + LANES; ++i) {
+        destination[c * destination_stride + i] = source[i * source_stride + c];
+      }
+    }
+  }
+  for (size_t r = full_rows; r < rows; ++r) {
+    for (size_t c = 0; c < columns; ++c) {
+      destination[c * destination_stride + r] = source[r * source_stride + c];
+    }
+  }
+}
+
+/* Two accumulator sets take alternate kept weights, so 2 * VECTORS FMA
+ * chains are in flight: enough to cover FMA latency at 2 FMAs per cycle. */
+static const clicktrain_spconv1x1_word* compute(
+    size_t filters, const clicktrain_spconv1x1_word* program,
+    const float* planar, float* tile, float output_min, float output_max) {
+  const VECTOR low = vector_broadcast(output_min);
+  const VECTOR high = vector_broadcast(output_max);
+  for (size_t f = 0; f < filters; ++f, tile += kPixelTile) {
+    uint32_t remaining = program[0].count;
+    VECTOR even[VECTORS], odd[VECTORS];
+    const VECTOR bias = vector_broadcast(program[1].weight);
+    const VECTOR zero = vector_broadcast(0.0f);
+#pragma GCC unroll 16
+    for (int v = 0; v < VECTORS; ++v) {
+      even[v] = bias;
+      odd[v] = zero;
+    }
+    program += 2;
+    for (; remaining >= 2; remaining -= 2, program += 4) {
+      const float* a = planar + program[0].offset;
+      const float* b = planar + program[2].offset;
+      const VECTOR wa = vector_broadcast(program[1].weight);
+      const VECTOR wb = vector_broadcast(program[3].weight);
+  #pragma GCC unroll 16
+    for (int v = 0; v < VECTORS; ++v) {
+        even[v] = vector_fma(wa, vector_load(a + v * LANES), even[v]);
+        odd[v] = vector_fma(wb, vector_load(b + v * LANES), odd[v]);
+      }
+    }
+    if (remaining != 0) {
+      const float* a = planar + program[0].offset;
+      const VECTOR wa = vector_broadcast(program[1].weight);
+  #pragma GCC unroll 16
+    for (int v = 0; v < VECTORS; ++v) {
+        even[v] = vector_fma(wa, vector_load(a + v * LANES), even[v]);
+      }
+      program += 2;
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < VECTORS; ++v) {
+      const VECTOR sum = vector_add(even[v], odd[v]);
+      vector_store(tile + v * LANES, vector_min(high, vector_max(low, sum)));
+    }
+  }
+  return program;
+}
+
+const clicktrain_spconv1x1_ukernels SPCONV1X1_NAME(
+    clicktrain_spconv1x1_ukernels__, VARIANT) = {
+    SPCONV1X1_QUOTE(VARIANT),
+    kPixelTile,
+    transpose,
+    compute,
+};

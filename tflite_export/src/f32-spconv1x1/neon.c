@@ -1,0 +1,43 @@
+/* NEON (arm64) sparse 1x1 conv micro-kernels (template: kernel_template.h). */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <stddef.h>
+
+typedef float32x4_t VECTOR;
+#define LANES 4
+#define VECTORS 4
+#define VARIANT neon
+
+static inline VECTOR vector_load(const float* p) { return vld1q_f32(p); }
+static inline void vector_store(float* p, VECTOR v) { vst1q_f32(p, v); }
+static inline VECTOR vector_broadcast(float x) { return vdupq_n_f32(x); }
+static inline VECTOR vector_fma(VECTOR w, VECTOR x, VECTOR acc) {
+  return vfmaq_f32(acc, w, x);
+}
+static inline VECTOR vector_add(VECTOR a, VECTOR b) { return vaddq_f32(a, b); }
+/* NEON's max/min return NaN when either operand is NaN. */
+static inline VECTOR vector_max(VECTOR a, VECTOR b) { return vmaxq_f32(a, b); }
+static inline VECTOR vector_min(VECTOR a, VECTOR b) { return vminq_f32(a, b); }
+
+static inline void transpose_block(const float* source, size_t source_stride,
+                                   float* destination,
+                                   size_t destination_stride) {
+  const float32x4_t r0 = vld1q_f32(source);
+  const float32x4_t r1 = vld1q_f32(source + source_stride);
+  const float32x4_t r2 = vld1q_f32(source + 2 * source_stride);
+  const float32x4_t r3 = vld1q_f32(source + 3 * source_stride);
+  const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));
+  const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+  const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
+  const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+  vst1q_f32(destination, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
+  vst1q_f32(destination + destination_stride,
+            vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+  vst1q_f32(destination + 2 * destination_stride,
+            vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+  vst1q_f32(destination + 3 * destination_stride,
+            vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
+}
+
+#include "f32-spconv1x1/kernel_template.h"
+#endif

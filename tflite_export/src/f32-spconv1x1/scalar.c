@@ -1,0 +1,28 @@
+/* Scalar sparse 1x1 conv micro-kernels: the portable variant, run by the
+ * same driver as the SIMD ones (template: kernel_template.h). */
+#include <stddef.h>
+
+typedef float VECTOR;
+#define LANES 1
+#define VECTORS 8
+#define VARIANT scalar
+
+static inline VECTOR vector_load(const float* p) { return *p; }
+static inline void vector_store(float* p, VECTOR v) { *p = v; }
+static inline VECTOR vector_broadcast(float x) { return x; }
+static inline VECTOR vector_fma(VECTOR w, VECTOR x, VECTOR acc) {
+  return acc + w * x;
+}
+static inline VECTOR vector_add(VECTOR a, VECTOR b) { return a + b; }
+/* The second operand wins when either is NaN, as x86's max/min do. */
+static inline VECTOR vector_max(VECTOR a, VECTOR b) { return a > b ? a : b; }
+static inline VECTOR vector_min(VECTOR a, VECTOR b) { return a < b ? a : b; }
+static inline void transpose_block(const float* source, size_t source_stride,
+                                   float* destination,
+                                   size_t destination_stride) {
+  (void)source_stride;
+  (void)destination_stride;
+  *destination = *source;
+}
+
+#include "f32-spconv1x1/kernel_template.h"

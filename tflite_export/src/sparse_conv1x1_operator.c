@@ -1,0 +1,255 @@
+#include "sparse_conv1x1_operator.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+  kAlignment = 64,
+  /* Output channels per compute call: rows of the planar output tile, and
+   * whole 16x16 blocks for the transpose back to NHWC. */
+  kFilterGroup = 16,
+  /* Tasks per thread when a layer has few pixel tiles: enough to balance
+   * load, few enough that re-packing a tile per task stays cheap. */
+  kTasksPerThread = 2,
+  kMaxPixelTile = 256,
+};
+
+static int fail(char* error, size_t error_size, const char* format, ...) {
+  if (error != NULL && error_size > 0) {
+    va_list args;
+    va_start(args, format);
+    vsnprintf(error, error_size, format, args);
+    va_end(args);
+  }
+  return -1;
+}
+
+static size_t align_floats(size_t floats) {
+  const size_t per_line = kAlignment / sizeof(float);
+  return (floats + per_line - 1) / per_line * per_line;
+}
+
+int clicktrain_spconv1x1_compute_geometry(
+    int batch, int input_height, int input_width, int input_channels,
+    int output_channels, int stride_h, int stride_w, float output_min,
+    float output_max, clicktrain_spconv1x1_geometry* geometry, char* error,
+    size_t error_size) {
+  memset(geometry, 0, sizeof(*geometry));
+  const int max_side = 1 << 24;
+  if (batch < 0 || input_height < 1 || input_width < 1 ||
+      input_height > max_side || input_width > max_side || stride_h < 1 ||
+      stride_w < 1) {
+    return fail(error, error_size,
+                "input must have batch >= 0, height and width in [1, 2^24] "
+                "and strides >= 1. Received: input [%d, %d, %d, %d], strides "
+                "%d, %d", batch, input_height, input_width, input_channels,
+                stride_h, stride_w);
+  }
+  geometry->batch = batch;
+  geometry->input_height = input_height;
+  geometry->input_width = input_width;
+  geometry->input_channels = input_channels;
+  geometry->output_height = (input_height - 1) / stride_h + 1;
+  geometry->output_width = (input_width - 1) / stride_w + 1;
+  geometry->output_channels = output_channels;
+  geometry->stride_h = stride_h;
+  geometry->stride_w = stride_w;
+  geometry->output_min = output_min;
+  geometry->output_max = output_max;
+  return 0;
+}
+
+int clicktrain_spconv1x1_operator_setup(
+    clicktrain_spconv1x1_operator* op,
+    const clicktrain_spconv1x1_geometry* geometry,
+    const clicktrain_spconv1x1_weights* weights,
+    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads) {
+  memset(op, 0, sizeof(*op));
+  const clicktrain_spconv1x1_geometry* g = geometry;
+  if ((uint32_t)g->input_channels != weights->input_channels ||
+      (uint32_t)g->output_channels != weights->output_channels ||
+      ukernels->pixel_tile == 0 || ukernels->pixel_tile > kMaxPixelTile) {
+    return -1;
+  }
+  op->geometry = *geometry;
+  op->ukernels = ukernels;
+  op->max_threads = max_threads < 1 ? 1
+                    : max_threads > CLICKTRAIN_SPCONV1X1_MAX_THREADS
+                        ? CLICKTRAIN_SPCONV1X1_MAX_THREADS
+                        : max_threads;
+  /* Every factor is below 2^24 (sides) or 2^31 (batch): overflow-checked. */
+  const size_t image = (size_t)g->output_height * (size_t)g->output_width;
+  if ((size_t)g->batch > SIZE_MAX / 2 / (image == 0 ? 1 : image)) return -1;
+  op->pixels = (size_t)g->batch * image;
+  const size_t tile = ukernels->pixel_tile;
+  op->pixel_tiles = (op->pixels + tile - 1) / tile;
+
+  const size_t input_channels = weights->input_channels;
+  const size_t output_channels = weights->output_channels;
+  if (input_channels * tile > (size_t)INT32_MAX) return -1;
+  const size_t nonzeros = weights->num_nonzeros;
+  if (nonzeros > (SIZE_MAX / sizeof(clicktrain_spconv1x1_word) - 2 * output_channels) / 2 -
+                     kAlignment) {
+    return -1;
+  }
+  const size_t program_words = align_floats(2 * output_channels + 2 * nonzeros);
+  const size_t starts_words =
+      align_floats((output_channels + 1) * sizeof(size_t) / sizeof(float));
+  op->slot_floats = align_floats(input_channels * tile + kFilterGroup * tile);
+  const size_t scratch_floats = op->slot_floats * (size_t)op->max_threads;
+  char* memory = (char*)aligned_alloc(
+      kAlignment, (program_words + starts_words + scratch_floats) * sizeof(float));
+  if (memory == NULL) return -1;
+  op->memory = memory;
+  op->program = (clicktrain_spconv1x1_word*)memory;
+  op->filter_program_start = (size_t*)(memory + program_words * sizeof(float));
+  op->scratch =
+      (float*)(memory + (program_words + starts_words) * sizeof(float));
+  /* Tile tails past the last pixel are computed but never copied out; zero
+   * them once so they hold finite values. */
+  memset(op->scratch, 0, scratch_floats * sizeof(float));
+
+  clicktrain_spconv1x1_word* word = op->program;
+  for (size_t o = 0; o < output_channels; ++o) {
+    op->filter_program_start[o] = (size_t)(word - op->program);
+    const uint32_t begin = weights->row_start[o];
+    const uint32_t end = weights->row_start[o + 1];
+    word[0].count = end - begin;
+    word[1].weight = weights->bias[o];
+    word += 2;
+    for (uint32_t k = begin; k < end; ++k, word += 2) {
+      word[0].offset = (int32_t)(weights->input_channel[k] * tile);
+      word[1].weight = weights->values[k];
+    }
+  }
+  op->filter_program_start[output_channels] = (size_t)(word - op->program);
+  return 0;
+}
+
+void clicktrain_spconv1x1_operator_release(clicktrain_spconv1x1_operator* op) {
+  free(op->memory);
+  memset(op, 0, sizeof(*op));
+}
+
+/* ------------------------------------------------------------------------ */
+
+typedef struct run_context {
+  clicktrain_spconv1x1_operator* op;
+  const float* input;
+  float* output;
+  size_t filter_chunks;
+  size_t chunk_filters;
+} run_context;
+
+/* At most max_threads tasks run at once, so a free slot always exists. */
+static int claim_slot(clicktrain_spconv1x1_operator* op) {
+  for (;;) {
+    uint64_t used = __atomic_load_n(&op->slots_in_use, __ATOMIC_RELAXED);
+    for (int slot = 0; slot < op->max_threads; ++slot) {
+      const uint64_t bit = (uint64_t)1 << slot;
+      if (used & bit) continue;
+      if (__atomic_compare_exchange_n(&op->slots_in_use, &used, used | bit, 0,
+                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        return slot;
+      }
+      break;  /* `used` was refreshed: rescan */
+    }
+  }
+}
+
+static void release_slot(clicktrain_spconv1x1_operator* op, int slot) {
+  __atomic_fetch_and(&op->slots_in_use, ~((uint64_t)1 << slot),
+                     __ATOMIC_RELEASE);
+}
+
+/* Output pixels [first, first + count) -> planar[channel][pixel - first]. */
+static void pack_tile(const clicktrain_spconv1x1_operator* op,
+                      const float* input, size_t first, size_t count,
+                      float* planar) {
+  const clicktrain_spconv1x1_geometry* g = &op->geometry;
+  const size_t channels = (size_t)g->input_channels;
+  const size_t tile = op->ukernels->pixel_tile;
+  if (g->stride_h == 1 && g->stride_w == 1) {
+    op->ukernels->transpose(count, channels, input + first * channels,
+                            channels, planar, tile);
+    return;
+  }
+  const size_t width = (size_t)g->output_width;
+  const size_t height = (size_t)g->output_height;
+  for (size_t done = 0; done < count;) {
+    const size_t pixel = first + done;
+    const size_t row = pixel / width;  /* over batch * output_height */
+    const size_t x = pixel % width;
+    size_t segment = width - x;
+    if (segment > count - done) segment = count - done;
+    const size_t n = row / height;
+    const size_t y = row % height;
+    const float* source =
+        input + ((n * (size_t)g->input_height + y * (size_t)g->stride_h) *
+                     (size_t)g->input_width +
+                 x * (size_t)g->stride_w) * channels;
+    op->ukernels->transpose(segment, channels, source,
+                            (size_t)g->stride_w * channels, planar + done,
+                            tile);
+    done += segment;
+  }
+}
+
+static void run_task(void* context, size_t index) {
+  const run_context* run = (const run_context*)context;
+  clicktrain_spconv1x1_operator* op = run->op;
+  const clicktrain_spconv1x1_geometry* g = &op->geometry;
+  const clicktrain_spconv1x1_ukernels* ukernels = op->ukernels;
+  const size_t tile = ukernels->pixel_tile;
+  const size_t first = index / run->filter_chunks * tile;
+  size_t count = op->pixels - first;
+  if (count > tile) count = tile;
+  const size_t output_channels = (size_t)g->output_channels;
+  const size_t first_filter = index % run->filter_chunks * run->chunk_filters;
+  size_t end_filter = first_filter + run->chunk_filters;
+  if (end_filter > output_channels) end_filter = output_channels;
+
+  const int slot = claim_slot(op);
+  float* planar = op->scratch + (size_t)slot * op->slot_floats;
+  float* results = planar + (size_t)g->input_channels * tile;
+  pack_tile(op, run->input, first, count, planar);
+  for (size_t f = first_filter; f < end_filter; f += kFilterGroup) {
+    size_t filters = end_filter - f;
+    if (filters > kFilterGroup) filters = kFilterGroup;
+    ukernels->compute(filters, op->program + op->filter_program_start[f],
+                      planar, results, g->output_min, g->output_max);
+    ukernels->transpose(filters, count, results, tile,
+                        run->output + first * output_channels + f,
+                        output_channels);
+  }
+  release_slot(op, slot);
+}
+
+void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
+                                       const float* input, float* output,
+                                       clicktrain_thread_pool* pool) {
+  if (op->pixels == 0) return;
+  int threads = clicktrain_thread_pool_threads(pool);
+  if (threads > op->max_threads) {
+    pool = NULL;
+    threads = 1;
+  }
+  const size_t groups =
+      ((size_t)op->geometry.output_channels + kFilterGroup - 1) / kFilterGroup;
+  /* Split output channels only when pixel tiles alone cannot keep every
+   * thread busy: each chunk re-packs its tile. */
+  size_t chunks = 1;
+  const size_t wanted_tasks = (size_t)threads * kTasksPerThread;
+  if (threads > 1 && op->pixel_tiles < wanted_tasks) {
+    chunks = (wanted_tasks + op->pixel_tiles - 1) / op->pixel_tiles;
+    if (chunks > groups) chunks = groups;
+  }
+  const size_t groups_per_chunk = (groups + chunks - 1) / chunks;
+  run_context run = {op, input, output, 0, groups_per_chunk * kFilterGroup};
+  run.filter_chunks = (groups + groups_per_chunk - 1) / groups_per_chunk;
+  clicktrain_thread_pool_parallelize(pool, run_task, &run,
+                                     op->pixel_tiles * run.filter_chunks);
+}

@@ -1,0 +1,84 @@
+/* Runs a sparse 1x1 conv with the micro-kernels of
+ * include/clicktrain/sparse_conv1x1.h: NHWC input -> planar pixel tiles ->
+ * SpMM -> NHWC output, spread over a thread pool.
+ *
+ * Set up once per geometry (at Prepare): the filter program and per-thread
+ * scratch. Pure C with no TFLite types, shared by the delegate, the unit
+ * test and the fuzz target.
+ */
+#ifndef CLICKTRAIN_SPARSE_CONV1X1_OPERATOR_H_
+#define CLICKTRAIN_SPARSE_CONV1X1_OPERATOR_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clicktrain/sparse_conv1x1.h"
+#include "thread_pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct clicktrain_spconv1x1_geometry {
+  int batch;
+  int input_height;
+  int input_width;
+  int input_channels;
+  int output_height;
+  int output_width;
+  int output_channels;
+  int stride_h;
+  int stride_w;
+  /* Fused activation as a clamp: NONE is [-inf, inf], RELU6 is [0, 6]. */
+  float output_min;
+  float output_max;
+} clicktrain_spconv1x1_geometry;
+
+/* Most threads one operator runs on (scratch slots are claimed by bit). */
+#define CLICKTRAIN_SPCONV1X1_MAX_THREADS 64
+
+typedef struct clicktrain_spconv1x1_operator {
+  clicktrain_spconv1x1_geometry geometry;
+  const clicktrain_spconv1x1_ukernels* ukernels;
+  size_t pixels;        /* batch * output_height * output_width */
+  size_t pixel_tiles;
+  clicktrain_spconv1x1_word* program;
+  size_t* filter_program_start;  /* [output_channels + 1] */
+  float* scratch;                /* max_threads slots of slot_floats */
+  size_t slot_floats;
+  int max_threads;
+  uint64_t slots_in_use;         /* bit s: slot s is taken (atomic) */
+  void* memory;
+} clicktrain_spconv1x1_operator;
+
+/* Fills `geometry` for an NHWC input; output size follows TFLite's 1x1
+ * CONV_2D. Returns 0, or -1 with a message in `error`. */
+int clicktrain_spconv1x1_compute_geometry(
+    int batch, int input_height, int input_width, int input_channels,
+    int output_channels, int stride_h, int stride_w, float output_min,
+    float output_max, clicktrain_spconv1x1_geometry* geometry, char* error,
+    size_t error_size);
+
+/* Prepares `op` for `geometry` and validated `weights` (which must agree on
+ * channel counts and outlive nothing: the program copies what it needs).
+ * Later runs may use pools of at most `max_threads` threads (others run
+ * serially). Returns 0, or -1 on allocation failure or a layer too large
+ * for 32-bit program offsets. */
+int clicktrain_spconv1x1_operator_setup(
+    clicktrain_spconv1x1_operator* op,
+    const clicktrain_spconv1x1_geometry* geometry,
+    const clicktrain_spconv1x1_weights* weights,
+    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads);
+
+/* output = sparse_conv1x1(input), NHWC, spread over `pool` (may be NULL). */
+void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
+                                       const float* input, float* output,
+                                       clicktrain_thread_pool* pool);
+
+void clicktrain_spconv1x1_operator_release(clicktrain_spconv1x1_operator* op);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* CLICKTRAIN_SPARSE_CONV1X1_OPERATOR_H_ */

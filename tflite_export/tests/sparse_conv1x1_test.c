@@ -1,0 +1,270 @@
+/* Native unit test of the sparse 1x1 conv: every micro-kernel variant, run
+ * through the operator serially and on 2 threads, against a dense NHWC
+ * convolution in double precision; and the weight validator against
+ * malformed tensors.
+ *
+ * Build and run with `make test`. Exits non-zero on any failure.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clicktrain/sparse_conv1x1.h"
+#include "sparse_conv1x1_operator.h"
+#include "sparse_conv1x1_weights.h"
+#include "thread_pool.h"
+
+static const clicktrain_spconv1x1_ukernels* variants[8];
+static size_t num_variants = 0;
+static clicktrain_thread_pool* two_threads = NULL;
+static int failures = 0;
+
+#define EXPECT(condition, ...)                              \
+  do {                                                      \
+    if (!(condition)) {                                     \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);  \
+      fprintf(stderr, __VA_ARGS__);                         \
+      fprintf(stderr, "\n");                                \
+      ++failures;                                           \
+    }                                                       \
+  } while (0)
+
+static uint32_t rng_state = 2024;
+static uint32_t next_random(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+static float random_float(void) {
+  return (float)(next_random() % 20001) / 10000.0f - 1.0f;
+}
+
+/* A random sparse layer: the dense [out][in] matrix and its compact form,
+ * encoded the way the exporter encodes it. Row 1 is left empty. */
+typedef struct layer {
+  int in_channels, out_channels;
+  float* dense;
+  float* bias;
+  uint8_t* mask;
+  float* values;
+  size_t num_values;
+} layer;
+
+static void make_layer(layer* l, int in_channels, int out_channels,
+                       int percent_kept) {
+  memset(l, 0, sizeof(*l));
+  l->in_channels = in_channels;
+  l->out_channels = out_channels;
+  const size_t row_bytes = ((size_t)in_channels + 7) / 8;
+  l->dense = calloc((size_t)out_channels * in_channels, sizeof(float));
+  l->bias = malloc(sizeof(float) * out_channels);
+  l->mask = calloc((size_t)out_channels * row_bytes, 1);
+  l->values = malloc(sizeof(float) * ((size_t)out_channels * in_channels + 1));
+  for (int o = 0; o < out_channels; ++o) {
+    l->bias[o] = random_float();
+    for (int i = 0; i < in_channels; ++i) {
+      if (o == 1 || (int)(next_random() % 100) >= percent_kept) continue;
+      const float w = random_float();
+      l->dense[(size_t)o * in_channels + i] = w;
+      l->mask[o * row_bytes + i / 8] |= (uint8_t)(1u << (i % 8));
+      l->values[l->num_values++] = w;
+    }
+  }
+}
+
+static void free_layer(layer* l) {
+  free(l->dense);
+  free(l->bias);
+  free(l->mask);
+  free(l->values);
+}
+
+static clicktrain_spconv1x1_tensors tensors_of(const layer* l) {
+  clicktrain_spconv1x1_tensors t;
+  t.nonzero_mask = l->mask;
+  t.mask_rows = (size_t)l->out_channels;
+  t.mask_columns = ((size_t)l->in_channels + 7) / 8;
+  t.values = l->values;
+  t.values_count = l->num_values;
+  t.bias = l->bias;
+  t.bias_count = (size_t)l->out_channels;
+  return t;
+}
+
+static void dense_reference(const clicktrain_spconv1x1_geometry* g,
+                            const layer* l, const float* input,
+                            float* output) {
+  for (int n = 0; n < g->batch; ++n)
+    for (int y = 0; y < g->output_height; ++y)
+      for (int x = 0; x < g->output_width; ++x) {
+        const float* pixel =
+            input + (((size_t)n * g->input_height + (size_t)y * g->stride_h) *
+                         g->input_width +
+                     (size_t)x * g->stride_w) * g->input_channels;
+        float* out = output + (((size_t)n * g->output_height + y) *
+                                   g->output_width + x) * g->output_channels;
+        for (int o = 0; o < g->output_channels; ++o) {
+          double sum = l->bias[o];
+          for (int i = 0; i < g->input_channels; ++i) {
+            sum += (double)l->dense[(size_t)o * g->input_channels + i] * pixel[i];
+          }
+          float value = (float)sum;
+          if (value < g->output_min) value = g->output_min;
+          if (value > g->output_max) value = g->output_max;
+          out[o] = value;
+        }
+      }
+}
+
+static void check_case(int batch, int height, int width, int in_channels,
+                       int out_channels, int stride_h, int stride_w,
+                       int percent_kept, float output_min, float output_max) {
+  layer l;
+  make_layer(&l, in_channels, out_channels, percent_kept);
+  char error[256] = "";
+  clicktrain_spconv1x1_geometry g;
+  EXPECT(clicktrain_spconv1x1_compute_geometry(
+             batch, height, width, in_channels, out_channels, stride_h,
+             stride_w, output_min, output_max, &g, error, sizeof(error)) == 0,
+         "%s", error);
+  EXPECT(g.output_height == (height + stride_h - 1) / stride_h &&
+             g.output_width == (width + stride_w - 1) / stride_w,
+         "output size %dx%d for %dx%d at strides %d, %d", g.output_height,
+         g.output_width, height, width, stride_h, stride_w);
+  clicktrain_spconv1x1_tensors t = tensors_of(&l);
+  clicktrain_spconv1x1_weight_storage storage;
+  EXPECT(clicktrain_build_spconv1x1_weights(&t, (size_t)in_channels,
+                                            (size_t)out_channels, &storage,
+                                            error, sizeof(error)) == 0,
+         "%s", error);
+  const size_t in_size = (size_t)batch * height * width * in_channels;
+  const size_t out_size =
+      (size_t)batch * g.output_height * g.output_width * out_channels;
+  float* input = malloc(sizeof(float) * (in_size + 1));
+  float* expected = malloc(sizeof(float) * (out_size + 1));
+  float* actual = malloc(sizeof(float) * (out_size + 1));
+  for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
+  dense_reference(&g, &l, input, expected);
+  for (size_t run = 0; run < 2 * num_variants; ++run) {
+    const clicktrain_spconv1x1_ukernels* ukernels = variants[run / 2];
+    clicktrain_thread_pool* pool = run % 2 ? two_threads : NULL;
+    memset(actual, 0xFF, sizeof(float) * (out_size + 1));
+    clicktrain_spconv1x1_operator op;
+    EXPECT(clicktrain_spconv1x1_operator_setup(&op, &g, &storage.weights,
+                                               ukernels, 2) == 0,
+           "%s: operator setup failed", ukernels->name);
+    clicktrain_spconv1x1_operator_run(&op, input, actual, pool);
+    clicktrain_spconv1x1_operator_release(&op);
+    double largest_error = 0.0, largest_output = 1e-30;
+    for (size_t i = 0; i < out_size; ++i) {
+      const double diff = fabs((double)actual[i] - expected[i]);
+      if (!(diff <= largest_error)) largest_error = diff;
+      if (fabs(expected[i]) > largest_output) largest_output = fabs(expected[i]);
+    }
+    uint32_t guard;
+    memcpy(&guard, &actual[out_size], sizeof(guard));
+    EXPECT(guard == 0xFFFFFFFFu, "%s wrote past the output", ukernels->name);
+    EXPECT(largest_error / largest_output <= 1e-5,
+           "%s threads=%d batch=%d %dx%dx%d->%d strides=%d,%d kept=%d%% "
+           "clamp=[%g, %g]: max relative error %g",
+           ukernels->name, pool ? 2 : 1, batch, height, width, in_channels,
+           out_channels, stride_h, stride_w, percent_kept, output_min,
+           output_max, largest_error / largest_output);
+  }
+  free(input);
+  free(expected);
+  free(actual);
+  clicktrain_free_spconv1x1_weights(&storage);
+  free_layer(&l);
+}
+
+static void expect_rejected(const clicktrain_spconv1x1_tensors* t, size_t in,
+                            size_t out, const char* what) {
+  clicktrain_spconv1x1_weight_storage storage;
+  char error[256] = "";
+  EXPECT(clicktrain_build_spconv1x1_weights(t, in, out, &storage, error,
+                                            sizeof(error)) != 0,
+         "validator accepted %s", what);
+  EXPECT(storage.memory == NULL, "validator kept memory for %s", what);
+  EXPECT(error[0] != '\0', "validator gave no message for %s", what);
+}
+
+static void check_validation(void) {
+  layer l;
+  make_layer(&l, 13, 5, 40);
+  const clicktrain_spconv1x1_tensors t = tensors_of(&l);
+  clicktrain_spconv1x1_tensors bad;
+  bad = t; bad.values_count -= 1;
+  expect_rejected(&bad, 13, 5, "a short values tensor");
+  bad = t; bad.values_count += 1;
+  expect_rejected(&bad, 13, 5, "a long values tensor");
+  bad = t; bad.mask_rows = 4;
+  expect_rejected(&bad, 13, 5, "a mask with too few rows");
+  bad = t; bad.mask_columns = 1;
+  expect_rejected(&bad, 13, 5, "a mask too narrow for 13 channels");
+  bad = t; bad.bias_count = 4;
+  expect_rejected(&bad, 13, 5, "a short bias");
+  bad = t; bad.nonzero_mask = NULL;
+  expect_rejected(&bad, 13, 5, "a missing mask");
+  expect_rejected(&t, 0, 5, "zero input channels");
+  expect_rejected(&t, 13, 0, "zero output channels");
+  expect_rejected(&t, 13, 70000, "70000 output channels");
+  /* Bit 13 of a row of 13 channels names channel 13: out of range. */
+  uint8_t* mask = malloc(5 * 2);
+  memcpy(mask, l.mask, 5 * 2);
+  bad = t; bad.nonzero_mask = mask;
+  mask[2 * 2 + 1] |= 1u << 5;
+  bad.values_count += (l.mask[2 * 2 + 1] >> 5) & 1u ? 0 : 1;
+  expect_rejected(&bad, 13, 5, "a mask bit past the last input channel");
+  free(mask);
+
+  clicktrain_spconv1x1_weight_storage storage;
+  char error[256];
+  bad = t; bad.bias = NULL; bad.bias_count = 0;
+  EXPECT(clicktrain_build_spconv1x1_weights(&bad, 13, 5, &storage, error,
+                                            sizeof(error)) == 0,
+         "a layer without bias was rejected: %s", error);
+  EXPECT(storage.weights.bias[3] == 0.0f, "absent bias is not zero");
+  EXPECT(storage.weights.num_nonzeros == l.num_values,
+         "counted %u kept weights, expected %zu", storage.weights.num_nonzeros,
+         l.num_values);
+  clicktrain_free_spconv1x1_weights(&storage);
+  free_layer(&l);
+}
+
+int main(void) {
+  num_variants = clicktrain_available_spconv1x1_ukernels(variants, 8);
+  two_threads = clicktrain_thread_pool_create(2);
+  EXPECT(two_threads != NULL, "could not start a thread pool");
+  printf("sparse_conv1x1_test: variants:");
+  for (size_t i = 0; i < num_variants; ++i) printf(" %s", variants[i]->name);
+  printf("\n");
+  const float inf = INFINITY;
+  /* Channel counts around every block size, remainders of every pixel
+   * tile, strides, batches, all four clamps, dense to empty layers. */
+  const int channels[][2] = {{1, 1}, {3, 17}, {16, 16}, {17, 33},
+                             {40, 7}, {64, 48}, {100, 130}};
+  for (size_t c = 0; c < sizeof(channels) / sizeof(channels[0]); ++c) {
+    check_case(1, 9, 7, channels[c][0], channels[c][1], 1, 1, 25, -inf, inf);
+    check_case(2, 5, 13, channels[c][0], channels[c][1], 2, 1, 60, 0.0f, inf);
+    check_case(1, 11, 10, channels[c][0], channels[c][1], 3, 2, 10, 0.0f, 6.0f);
+  }
+  check_case(1, 7, 7, 96, 40, 1, 1, 100, -1.0f, 1.0f);
+  check_case(1, 8, 8, 32, 20, 1, 1, 0, -inf, inf);
+  check_case(3, 1, 1, 24, 19, 1, 1, 30, -inf, inf);
+  check_case(0, 4, 4, 8, 8, 1, 1, 30, -inf, inf);
+  check_case(1, 14, 14, 96, 144, 1, 1, 20, 0.0f, 6.0f);
+  check_case(1, 7, 7, 320, 96, 1, 1, 15, -inf, inf);
+  check_validation();
+  clicktrain_thread_pool_destroy(two_threads);
+  if (failures != 0) {
+    fprintf(stderr, "%d failure(s)\n", failures);
+    return 1;
+  }
+  printf("sparse_conv1x1_test: all checks passed (variant: %s)\n",
+         clicktrain_select_spconv1x1_ukernels()->name);
+  return 0;
+}
