@@ -25,6 +25,7 @@
 #include "litert_abi.h"
 #include "op_options.h"
 #include "pattern_conv_operator.h"
+#include "sparse_conv1x1_node.h"
 #include "thread_pool.h"
 
 #define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
@@ -448,6 +449,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
     return Report(context, "cannot read the execution plan");
   }
   std::vector<int> claimed;
+  std::vector<bool> claimed_sparse_1x1;
   for (int i = 0; i < plan->size; ++i) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* registration = nullptr;
@@ -457,22 +459,28 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
       continue;
     }
     bool depthwise = false;
+    const bool sparse_1x1 =
+        ClickTrainIsSparseConv1x1(registration->custom_name);
     if (registration->builtin_code == CLICKTRAIN_TFLITE_BUILTIN_CUSTOM &&
-        IsPatternConvName(registration->custom_name, &depthwise)) {
+        (sparse_1x1 ||
+         IsPatternConvName(registration->custom_name, &depthwise))) {
       claimed.push_back(plan->data[i]);
+      claimed_sparse_1x1.push_back(sparse_1x1);
     }
   }
   // One call per node keeps each claimed op its own kernel, so tensors
   // between two adjacent pattern convs stay runtime-allocated.
   const TfLiteRegistration registration = KernelRegistration();
+  const TfLiteRegistration sparse_1x1 = ClickTrainSparseConv1x1Registration();
   alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
                                                        sizeof(int)];
   auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
-  for (int node_index : claimed) {
+  for (size_t c = 0; c < claimed.size(); ++c) {
     single->size = 1;
-    single->data[0] = node_index;
+    single->data[0] = claimed[c];
     TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
-        context, registration, single, delegate);
+        context, claimed_sparse_1x1[c] ? sparse_1x1 : registration, single,
+        delegate);
     if (status != kTfLiteOk) return status;
   }
   // The registration crossed the ABI by value: check that it arrived intact.
@@ -486,9 +494,13 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
       TfLiteRegistration* replaced = nullptr;
       if (context->GetNodeAndRegistration(context, plan->data[i], &node,
                                           &replaced) == kTfLiteOk &&
-          replaced != nullptr && replaced->invoke == KernelInvoke) {
-        if (replaced->prepare != KernelPrepare ||
-            replaced->custom_name != kDelegateKernelName) {
+          replaced != nullptr &&
+          (replaced->invoke == KernelInvoke ||
+           replaced->invoke == sparse_1x1.invoke)) {
+        const TfLiteRegistration& ours =
+            replaced->invoke == KernelInvoke ? registration : sparse_1x1;
+        if (replaced->prepare != ours.prepare ||
+            replaced->custom_name != ours.custom_name) {
           return Report(context, "TfLiteRegistration layout differs from the "
                                  "runtime's");
         }
@@ -506,6 +518,12 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
 }
 
 }  // namespace
+
+clicktrain_thread_pool* ClickTrainDelegateThreadPool(TfLiteDelegate* delegate,
+                                                     int threads) {
+  if (delegate == nullptr || delegate->data_ == nullptr) return nullptr;
+  return static_cast<DelegateState*>(delegate->data_)->Pool(threads);
+}
 
 // ---------------------------------------------------------------------------
 // External-delegate plugin interface, as loaded by

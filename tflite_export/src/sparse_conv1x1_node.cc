@@ -1,0 +1,293 @@
+#include "sparse_conv1x1_node.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "clicktrain/sparse_conv1x1.h"
+#include "sparse_conv1x1_operator.h"
+#include "sparse_conv1x1_options.h"
+#include "sparse_conv1x1_weights.h"
+
+namespace {
+
+// Operator inputs, see the format in include/clicktrain/sparse_conv1x1.h.
+enum InputIndex {
+  kInput = 0,
+  kNonzeroMask = 1,
+  kValues = 2,
+  kBias = 3,
+  kNumInputs = 4,
+};
+
+constexpr const char* kKernelName = "ClickTrainSparseConv1x1Kernel";
+constexpr size_t kErrorSize = 512;
+
+struct SparseConv1x1Node {
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+  clicktrain_spconv1x1_options options{};
+  std::string error;  // set when the node cannot run; reported by Prepare
+  bool weights_ready = false;
+  clicktrain_spconv1x1_weight_storage weights{};
+  bool operator_ready = false;
+  clicktrain_spconv1x1_operator conv{};
+  TfLiteDelegate* delegate = nullptr;
+
+  ~SparseConv1x1Node() {
+    clicktrain_spconv1x1_operator_release(&conv);
+    clicktrain_free_spconv1x1_weights(&weights);
+  }
+};
+
+TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
+  char message[kErrorSize];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof(message), format, args);
+  va_end(args);
+  context->ReportError(context, "%s: %s\n", kKernelName, message);
+  return kTfLiteError;
+}
+
+TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
+  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
+    return nullptr;
+  }
+  return &context->tensors[index];
+}
+
+// Checks a constant input of `type`, `rank` dimensions and exactly the bytes
+// its shape needs; returns its dimensions in `shape`.
+TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
+                           const char* name, TfLiteType type,
+                           size_t element_size, int rank, size_t* shape) {
+  if (tensor == nullptr) {
+    return Report(context, "input tensor '%s' is missing", name);
+  }
+  if (tensor->type != type) {
+    return Report(context, "input '%s' has the wrong TFLite type %d", name,
+                  static_cast<int>(tensor->type));
+  }
+  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
+    return Report(context, "input '%s' must be a constant tensor", name);
+  }
+  if (tensor->sparsity != nullptr) {
+    return Report(context, "input '%s' must be dense, not a TFLite sparse "
+                  "tensor", name);
+  }
+  if (tensor->dims == nullptr || tensor->dims->size != rank) {
+    return Report(context, "input '%s' must have rank %d", name, rank);
+  }
+  size_t bytes = element_size;
+  for (int d = 0; d < rank; ++d) {
+    if (tensor->dims->data[d] < 0) {
+      return Report(context, "input '%s' has a negative dimension", name);
+    }
+    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
+    if (__builtin_mul_overflow(bytes, shape[d], &bytes)) {
+      return Report(context, "input '%s' has an impossible shape", name);
+    }
+  }
+  if (bytes != tensor->bytes) {
+    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
+                  name, tensor->bytes, bytes);
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
+  size_t mask_shape[2] = {0, 0}, values_shape[1] = {0}, bias_shape[1] = {0};
+  const TfLiteTensor* mask = TensorAt(context, op->inputs[kNonzeroMask]);
+  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
+  if (CheckConstant(context, mask, "nonzero_mask", kTfLiteUInt8, 1, 2,
+                    mask_shape) != kTfLiteOk ||
+      CheckConstant(context, values, "values", kTfLiteFloat32, 4, 1,
+                    values_shape) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* bias = nullptr;
+  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, op->inputs[kBias]);
+    if (CheckConstant(context, bias, "bias", kTfLiteFloat32, 4, 1,
+                      bias_shape) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  clicktrain_spconv1x1_tensors tensors{};
+  tensors.nonzero_mask = mask->data;
+  tensors.mask_rows = mask_shape[0];
+  tensors.mask_columns = mask_shape[1];
+  tensors.values = values->data;
+  tensors.values_count = values_shape[0];
+  tensors.bias = bias == nullptr ? nullptr : bias->data;
+  tensors.bias_count = bias_shape[0];
+  char error[kErrorSize];
+  if (clicktrain_build_spconv1x1_weights(
+          &tensors, static_cast<size_t>(op->options.input_channels),
+          static_cast<size_t>(op->options.output_channels), &op->weights,
+          error, sizeof(error)) != 0) {
+    return Report(context, "invalid sparse weights: %s", error);
+  }
+  op->weights_ready = true;
+  return kTfLiteOk;
+}
+
+void* Init(TfLiteContext* context, const char* buffer, size_t) {
+  auto* op = new (std::nothrow) SparseConv1x1Node();
+  if (op == nullptr) return nullptr;
+  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->nodes_to_replace == nullptr ||
+      params->nodes_to_replace->size != 1) {
+    op->error = "expected exactly one node per delegate kernel";
+    return op;
+  }
+  TfLiteNode* node = nullptr;
+  TfLiteRegistration* registration = nullptr;
+  if (context->GetNodeAndRegistration(context,
+                                      params->nodes_to_replace->data[0], &node,
+                                      &registration) != kTfLiteOk ||
+      node == nullptr || registration == nullptr ||
+      !ClickTrainIsSparseConv1x1(registration->custom_name)) {
+    op->error = "delegated node is not a ClickTrain sparse 1x1 conv";
+    return op;
+  }
+  if (node->inputs != nullptr && node->inputs->size >= 0) {
+    op->inputs.assign(node->inputs->data,
+                      node->inputs->data + node->inputs->size);
+  }
+  if (node->outputs != nullptr && node->outputs->size >= 0) {
+    op->outputs.assign(node->outputs->data,
+                       node->outputs->data + node->outputs->size);
+  }
+  char error[kErrorSize];
+  const size_t options_size =
+      node->custom_initial_data_size < 0
+          ? 0
+          : static_cast<size_t>(node->custom_initial_data_size);
+  if (clicktrain_parse_spconv1x1_options(node->custom_initial_data,
+                                         options_size, &op->options, error,
+                                         sizeof(error)) != 0) {
+    op->error = error;
+    return op;
+  }
+  op->delegate = params->delegate;
+  return op;
+}
+
+void Free(TfLiteContext*, void* buffer) {
+  delete static_cast<SparseConv1x1Node*>(buffer);
+}
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<SparseConv1x1Node*>(node->user_data);
+  if (op == nullptr) return Report(context, "kernel was not initialised");
+  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+    return Report(context,
+                  "op must have %d inputs and 1 output. Received: %zu and %zu",
+                  kNumInputs, op->inputs.size(), op->outputs.size());
+  }
+  if (!op->weights_ready && BuildWeights(context, op) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  if (input == nullptr || output == nullptr) {
+    return Report(context, "input or output tensor index out of range");
+  }
+  if (input->type != kTfLiteFloat32 || output->type != kTfLiteFloat32) {
+    return Report(context, "input and output must be float32");
+  }
+  if (input->dims == nullptr || input->dims->size != 4) {
+    return Report(context, "input must be 4-D NHWC");
+  }
+  const int* in = input->dims->data;
+  if (in[3] != op->options.input_channels) {
+    return Report(context,
+                  "input has %d channels but the layer was exported for %d",
+                  in[3], op->options.input_channels);
+  }
+  clicktrain_spconv1x1_geometry geometry;
+  char error[kErrorSize];
+  if (clicktrain_spconv1x1_compute_geometry(
+          in[0], in[1], in[2], in[3], op->options.output_channels,
+          op->options.stride_h, op->options.stride_w, op->options.output_min,
+          op->options.output_max, &geometry, error, sizeof(error)) != 0) {
+    return Report(context, "%s", error);
+  }
+  clicktrain_spconv1x1_operator_release(&op->conv);
+  op->operator_ready = false;
+  if (clicktrain_spconv1x1_operator_setup(
+          &op->conv, &geometry, &op->weights.weights,
+          clicktrain_select_spconv1x1_ukernels(),
+          context->recommended_num_threads) != 0) {
+    return Report(context, "cannot prepare the layer: out of memory, or a "
+                           "layer too large for 32-bit offsets");
+  }
+  op->operator_ready = true;
+  const int shape[4] = {geometry.batch, geometry.output_height,
+                        geometry.output_width, geometry.output_channels};
+  if (output->dims != nullptr && output->dims->size == 4 &&
+      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
+    return kTfLiteOk;
+  }
+  if (context->ResizeTensorExplicit != nullptr) {
+    return context->ResizeTensorExplicit(context, output, 4, shape);
+  }
+  // ResizeTensor takes ownership and releases the array with free().
+  auto* dims = static_cast<TfLiteIntArray*>(
+      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
+  if (dims == nullptr) return Report(context, "out of memory");
+  dims->size = 4;
+  std::memcpy(dims->data, shape, sizeof(shape));
+  return context->ResizeTensor(context, output, dims);
+}
+
+TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<SparseConv1x1Node*>(node->user_data);
+  if (op == nullptr || !op->weights_ready || !op->operator_ready) {
+    return Report(context, "op was not prepared");
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  const clicktrain_spconv1x1_geometry& g = op->conv.geometry;
+  const size_t input_bytes = sizeof(float) * g.batch * g.input_height *
+                             g.input_width * g.input_channels;
+  const size_t output_bytes = sizeof(float) * op->conv.pixels *
+                              static_cast<size_t>(g.output_channels);
+  if (input == nullptr || output == nullptr || input->bytes != input_bytes ||
+      output->bytes != output_bytes ||
+      (input_bytes != 0 && input->data == nullptr) ||
+      (output_bytes != 0 && output->data == nullptr)) {
+    return Report(context, "tensors changed size since Prepare");
+  }
+  clicktrain_spconv1x1_operator_run(
+      &op->conv, static_cast<const float*>(input->data),
+      static_cast<float*>(output->data),
+      ClickTrainDelegateThreadPool(op->delegate,
+                                   context->recommended_num_threads));
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+bool ClickTrainIsSparseConv1x1(const char* custom_name) {
+  return custom_name != nullptr &&
+         std::strcmp(custom_name, CLICKTRAIN_SPARSE_CONV1X1_OP_NAME) == 0;
+}
+
+TfLiteRegistration ClickTrainSparseConv1x1Registration() {
+  TfLiteRegistration registration{};
+  registration.init = Init;
+  registration.free = Free;
+  registration.prepare = Prepare;
+  registration.invoke = Invoke;
+  registration.custom_name = kKernelName;
+  registration.version = 1;
+  return registration;
+}
