@@ -10,6 +10,8 @@ Public API, mirroring tensorflow-model-optimization's sparsity API:
 - `model_stats`: compression figures
 - `load_pretrained_weights`: dense weights into a wrapped model
 - `save_model`, `save_weights`: atomic saves
+- `quantize_model`, `QuantizeWrapper`, `quantize_scope`: int8
+  quantization-aware training that keeps the patterns
 - `distribute`: multi-worker helpers
 - loaded on first use: `tflite` (export, interpreter), `datasets` (tfds,
   offline-capable), `report` (pattern report PNG), `applications`
@@ -33,6 +35,9 @@ from tf_clicktrain.pruning.schedules import ConstantSparsity
 from tf_clicktrain.pruning.schedules import PolynomialDecay
 from tf_clicktrain.pruning.stats import model_stats
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
+from tf_clicktrain.quantization import QuantizeWrapper
+from tf_clicktrain.quantization import quantize_model
+from tf_clicktrain.quantization import quantize_scope
 from tf_clicktrain.saving import save_model
 from tf_clicktrain.saving import save_weights
 
