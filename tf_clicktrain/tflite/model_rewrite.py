@@ -212,7 +212,9 @@ def replace_pattern_convs(
 
 
 def count_pattern_ops(tflite_bytes):
-    """Returns how many pattern-conv custom ops a .tflite model holds."""
+    """Returns how many ClickTrain custom ops a .tflite model holds.
+
+    Pattern convs (3x3, depthwise) and sparse 1x1 convs are counted."""
     tflite_bytes = bytes(tflite_bytes)
     if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _FILE_IDENTIFIER:
         raise ValueError("tflite_bytes is not a TFLite flatbuffer (no 'TFL3' identifier).")
@@ -221,7 +223,11 @@ def count_pattern_ops(tflite_bytes):
         index
         for index in range(model.OperatorCodesLength())
         if (model.OperatorCodes(index).CustomCode() or b"").decode()
-        in (compact_format.CONV_OP_NAME, compact_format.DEPTHWISE_CONV_OP_NAME)
+        in (
+            compact_format.CONV_OP_NAME,
+            compact_format.DEPTHWISE_CONV_OP_NAME,
+            pointwise_format.OP_NAME,
+        )
     }
     count = 0
     for s in range(model.SubgraphsLength()):
@@ -539,11 +545,14 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
     return Rewrite(op_type, report, timing_key, apply)
 
 
+from tf_clicktrain.tflite import pointwise_format  # noqa: E402
+from tf_clicktrain.tflite import pointwise_rewrite  # noqa: E402  (imports this module)
+
 # Planners by builtin opcode. A planner `(model, subgraph, operator, limits)`
 # returns a `Rewrite`, a `LayerReport` saying why the operator stays builtin,
 # or None when the operator is not of its kind.
 _PLANNERS = {
-    schema.BuiltinOperator.CONV_2D: (plan_pattern_conv,),
+    schema.BuiltinOperator.CONV_2D: (plan_pattern_conv, pointwise_rewrite.plan_sparse_conv1x1),
     schema.BuiltinOperator.DEPTHWISE_CONV_2D: (plan_pattern_depthwise_conv,),
 }
 
