@@ -96,7 +96,7 @@ def pattern_sparsify(model, compression, rng):
 
 def _convert(model, **kwargs):
     with contextlib.redirect_stdout(io.StringIO()):
-        return ct_tflite.convert(model, max_size_ratio=1.0, **kwargs)
+        return ct_tflite.convert(model, decide_by="size", max_size_ratio=1.0, **kwargs)
 
 
 def _invoker(interpreter, inputs):

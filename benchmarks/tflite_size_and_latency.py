@@ -48,7 +48,7 @@ def _pattern_sparsify(model, kept_kernel_fraction, rng):
 
 def _convert(model, **kwargs):
     with contextlib.redirect_stdout(io.StringIO()):  # the converter's export log
-        return ct_tflite.convert(model, **kwargs)
+        return ct_tflite.convert(model, decide_by="size", **kwargs)
 
 
 def _single_layer(size=56, channels=64):

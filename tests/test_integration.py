@@ -62,7 +62,7 @@ def test_clicktrain_on_mnist_trains_exports_and_runs_in_litert(tmp_path):
     np.testing.assert_allclose(reloaded.predict(x_test[:8], verbose=0),
                                final.predict(x_test[:8], verbose=0), rtol=1e-6)
 
-    tflite_bytes = ct.tflite.convert(final)
+    tflite_bytes = ct.tflite.convert(final, decide_by="size")
     dense_bytes = ct.tflite.convert(final, custom_ops=False)
     assert len(tflite_bytes) < len(dense_bytes)
     interpreter = ct.tflite.Interpreter(model_content=tflite_bytes, num_threads=1)

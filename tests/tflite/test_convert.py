@@ -57,7 +57,7 @@ def test_pattern_conv_matches_keras(case):
     input_shape = (11, 10, config.pop("inputs"))
     model = keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(kernel_size=3, **config)])
     tflite_helpers.sparsify_model(model, np.random.default_rng(0))
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     assert _custom_op_names(tflite_bytes) == [ct_tflite.compact_format.CONV_OP_NAME]
     _assert_matches_keras(model, tflite_bytes, input_shape, 1)
 
@@ -77,7 +77,7 @@ def test_pattern_depthwise_conv_matches_keras(config):
         [keras.Input(input_shape), keras.layers.DepthwiseConv2D(kernel_size=3, **config)]
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(1))
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     assert _custom_op_names(tflite_bytes) == [ct_tflite.compact_format.DEPTHWISE_CONV_OP_NAME]
     _assert_matches_keras(model, tflite_bytes, input_shape, 1)
 
@@ -94,7 +94,7 @@ def test_folded_batch_norm_and_relu_survive_export():
         ]
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(2))
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     # BatchNorm folded into the first conv, activations fused: only our ops.
     assert _custom_op_names(tflite_bytes) == [ct_tflite.compact_format.CONV_OP_NAME] * 2
     assert len(schema.ModelT.InitFromPackedBuf(tflite_bytes, 0).subgraphs[0].operators) == 2
@@ -106,7 +106,7 @@ def test_filter_with_all_kernels_removed_outputs_its_bias():
     conv = keras.layers.Conv2D(5, 3, padding="same")
     model = keras.Sequential([keras.Input(input_shape), conv])
     tflite_helpers.sparsify_layer(conv, np.random.default_rng(3), removed_filter=2)
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     interpreter = _assert_matches_keras(model, tflite_bytes, input_shape, 1)
     outputs = tflite_helpers.run_interpreter(
         interpreter, np.ones((1, *input_shape), np.float32)
@@ -137,7 +137,7 @@ def _residual_model(input_shape):
 def test_functional_model_with_residual_adds_and_nested_sequential():
     input_shape = (12, 12, 3)
     model = tflite_helpers.sparsify_model(_residual_model(input_shape), np.random.default_rng(4))
-    tflite_bytes, reports = ct_tflite.convert(model, return_report=True)
+    tflite_bytes, reports = ct_tflite.convert(model, decide_by="size", return_report=True)
     assert sum(report.replaced for report in reports) == 4
     _assert_matches_keras(model, tflite_bytes, input_shape, 4)
 
@@ -166,7 +166,7 @@ def test_signature_is_preserved():
     input_shape = (12, 12, 3)
     model = tflite_helpers.sparsify_model(_residual_model(input_shape), np.random.default_rng(7))
     builtin_bytes = ct_tflite.convert(model, custom_ops=False)
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     interpreter = ct_tflite.Interpreter(model_content=tflite_bytes)
     stock = litert_interpreter.Interpreter(model_content=builtin_bytes)
     assert interpreter.get_signature_list() == stock.get_signature_list()
@@ -186,7 +186,7 @@ def test_model_path_and_file_size_shrink_with_compression(tmp_path):
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(9))
     dense_bytes = ct_tflite.convert(model, custom_ops=False)
-    tflite_bytes, reports = ct_tflite.convert(model, return_report=True)
+    tflite_bytes, reports = ct_tflite.convert(model, decide_by="size", return_report=True)
     kept = sum(report.kept_weights for report in reports)
     total = sum(report.total_weights for report in reports)
     compression = total / kept
@@ -220,7 +220,7 @@ def test_model_pruned_by_the_core_trains_exports_and_runs():
     labels = rng.integers(0, 4, size=64)
     pruned.fit(images, labels, batch_size=8, epochs=1, verbose=0, callbacks=[ct.UpdatePruningStep()])
     final = ct.strip_pruning(pruned)
-    tflite_bytes, reports = ct_tflite.convert(final, return_report=True)
+    tflite_bytes, reports = ct_tflite.convert(final, decide_by="size", return_report=True)
     assert sum(report.replaced for report in reports) == 2  # the first conv stays dense
     _assert_matches_keras(final, tflite_bytes, input_shape, 2)
 

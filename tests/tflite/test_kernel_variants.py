@@ -60,7 +60,7 @@ def exported(tmp_path_factory):
     tflite_helpers.sparsify_model(model, np.random.default_rng(5))
     directory = tmp_path_factory.mktemp("variants")
     model_path = directory / "model.tflite"
-    model_path.write_bytes(ct_tflite.convert(model, max_size_ratio=1.0))
+    model_path.write_bytes(ct_tflite.convert(model, decide_by="size", max_size_ratio=1.0))
     inputs = np.random.default_rng(6).normal(size=(2, 13, 11, 7)).astype(np.float32)
     inputs_path = directory / "inputs.npy"
     np.save(inputs_path, inputs)

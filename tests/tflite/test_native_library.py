@@ -51,7 +51,7 @@ def test_abi_delegate_claims_every_pattern_node_and_runs_them():
         ]
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(0))
-    tflite_bytes = ct_tflite.convert(model, max_size_ratio=1.0)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size", max_size_ratio=1.0)
     delegate = native_library.load_delegate()
     interpreter = litert_interpreter.Interpreter(
         model_content=tflite_bytes, experimental_delegates=[delegate]
@@ -65,7 +65,7 @@ def test_abi_delegate_claims_every_pattern_node_and_runs_them():
 def test_stock_interpreter_without_the_delegate_refuses_the_custom_ops():
     model = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3)])
     tflite_helpers.sparsify_model(model, np.random.default_rng(2))
-    tflite_bytes = ct_tflite.convert(model)
+    tflite_bytes = ct_tflite.convert(model, decide_by="size")
     with pytest.raises((ValueError, RuntimeError), match="ClickTrainPatternConv2D"):
         interpreter = litert_interpreter.Interpreter(model_content=tflite_bytes)
         interpreter.allocate_tensors()

@@ -30,7 +30,7 @@ def tflite_bytes():
         [keras.Input((6, 6, INPUT_CHANNELS)), keras.layers.Conv2D(7, 3, padding="same")]
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(0))
-    return ct_tflite.convert(model)
+    return ct_tflite.convert(model, decide_by="size")
 
 
 def _edit(tflite_bytes, change):
