@@ -15,6 +15,9 @@ def convert(
     max_size_ratio=0.8,
     return_report=False,
     verbose=False,
+    representative_dataset=None,
+    inference_input_type="float32",
+    inference_output_type="float32",
 ):
     """Converts a pattern-sparse Keras model to a TFLite flatbuffer.
 
@@ -64,6 +67,12 @@ def convert(
             whether it was replaced, what decided (`decided_by`, `reason`)
             and the measured times (`builtin_us`, `custom_us`).
         verbose: print one line per timed layer and per whole-model timing.
+        representative_dataset: as TFLiteConverter's: full-integer int8
+            quantization of weights and activations, calibrated on this data
+            (`int8_export.convert_int8`). A model from `ct.quantize_model`
+            converts to int8 without it, from its trained ranges.
+        inference_input_type, inference_output_type: "float32" or "int8",
+            for int8 files.
 
     Returns:
         The .tflite model as `bytes`; with `return_report=True`, a tuple
@@ -84,6 +93,7 @@ def convert(
     """
     import tensorflow as tf  # Deferred: the runtime side needs no TensorFlow.
 
+    from tf_clicktrain.tflite import int8_export
     from tf_clicktrain.tflite import model_rewrite
 
     if not hasattr(model, "layers") or not callable(model):
@@ -97,11 +107,22 @@ def convert(
         )
     # The Keras 3 path exports a SavedModel first and prints its signature
     # ("Saved artifact at ..."); that is noise to a caller of convert().
-    with contextlib.redirect_stdout(io.StringIO()):
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        tflite_bytes = converter.convert()
+    int8_file = representative_dataset is not None or int8_export.is_quantization_aware(model)
+    if int8_file:
+        tflite_bytes = int8_export.convert_int8(
+            model, representative_dataset, inference_input_type, inference_output_type)
+    else:
+        if (inference_input_type, inference_output_type) != ("float32", "float32"):
+            raise ValueError(
+                "int8 inputs/outputs need an int8 file: pass representative_dataset, "
+                "or a model from ct.quantize_model."
+            )
+        with contextlib.redirect_stdout(io.StringIO()):
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            tflite_bytes = converter.convert()
     reports = []
-    if custom_ops:
+    # No int8 pattern-conv op yet: int8 files stay builtin-only.
+    if custom_ops and not int8_file:
         tflite_bytes, reports = rewrite_builtin_file(
             tflite_bytes,
             decide_by=decide_by,
