@@ -152,6 +152,17 @@ def test_equal_shapes_and_sparsity_are_timed_once():
     assert len({report.custom_us for report in reports}) == 1
 
 
+def test_a_custom_op_that_fails_to_run_leaves_the_layer_builtin(builtin_bytes):
+    def refusing_custom_ops(models):
+        if any(speed_decision.has_custom_ops(content) for content in models.values()):
+            raise RuntimeError("the delegate refused the node")
+        return FakeTimer(COSTS)(models)
+
+    _, reports = _rewrite(builtin_bytes, layer_timer=refusing_custom_ops)
+    assert not any(report.replaced for report in reports)
+    assert all("failed to run: the delegate refused" in report.reason for report in reports)
+
+
 def test_decide_by_size_replaces_every_candidate_without_timing(builtin_bytes, sparse_model):
     tflite_bytes, reports = _rewrite(
         builtin_bytes, decide_by="size", layer_timer=RefusingTimer(), model_timer=RefusingTimer()

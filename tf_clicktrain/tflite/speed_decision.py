@@ -159,7 +159,7 @@ class SpeedChooser:
     def __init__(self, timer, verbose=False):
         self.timer = timer
         self.verbose = verbose
-        self._timings = {}  # timing_key -> _Timing
+        self._timings = {}  # timing_key -> _Timing, or the error that stopped it
         self._unavailable = None
 
     def __call__(self, candidates):
@@ -184,7 +184,19 @@ class SpeedChooser:
                 considered=rewrites[0],
                 reason=f"speed could not be measured: {self._unavailable}",
             )
-        best = max(rewrites, key=lambda rewrite: self._timings[rewrite.timing_key].speedup)
+        timed = [
+            rewrite
+            for rewrite in rewrites
+            if isinstance(self._timings[rewrite.timing_key], _Timing)
+        ]
+        if not timed:
+            return model_rewrite.Choice(
+                rewrite=None,
+                decided_by="speed",
+                considered=rewrites[0],
+                reason=f"custom op failed to run: {self._timings[rewrites[0].timing_key]}",
+            )
+        best = max(timed, key=lambda rewrite: self._timings[rewrite.timing_key].speedup)
         timing = self._timings[best.timing_key]
         timings = dict(builtin_us=timing.builtin_us, custom_us=timing.custom_us)
         if timing.speedup >= MIN_SPEEDUP:
@@ -204,7 +216,18 @@ class SpeedChooser:
         models = {"builtin": candidates.builtin_model()}
         for index, rewrite in enumerate(candidates.rewrites):
             models[index] = candidates.rewrite_model(rewrite)
-        samples = self.timer(models)
+        try:
+            samples = self.timer(models)
+        except TimingUnavailable:
+            raise
+        except (RuntimeError, ValueError) as error:
+            # The native library refused the candidate (e.g. a layout it does
+            # not run): not a candidate here.
+            for rewrite in candidates.rewrites:
+                self._timings[rewrite.timing_key] = str(error)
+            if self.verbose:
+                print(f"convert: {candidates.name} ({candidates.op}): {error}", flush=True)
+            return
         for index, rewrite in enumerate(candidates.rewrites):
             timing = _Timing(
                 builtin_us=fastest(samples["builtin"]) * 1e6,
