@@ -1,0 +1,231 @@
+"""Sparse 1x1 convs export as ClickTrainSparseConv1x1 ops and run correctly.
+
+Covers the bit-mask format (pointwise_format), the rewrite of 1x1 CONV_2D
+(pointwise_rewrite through model_rewrite), Keras-vs-LiteRT agreement through
+the native op, and clean errors for corrupted options and weights (loaded in
+a subprocess, as in test_robustness.py).
+"""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import flatbuffers
+import keras
+import numpy as np
+import pytest
+import tflite_helpers
+from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import flexbuffers
+
+from tf_clicktrain import tflite as ct_tflite
+from tf_clicktrain.tflite import model_rewrite
+from tf_clicktrain.tflite import pointwise_format
+from tf_clicktrain.tflite import pointwise_rewrite
+
+SPARSITY = 0.8
+# Operator inputs of ClickTrainSparseConv1x1.
+NONZERO_MASK, VALUES = 1, 2
+
+
+def _sparsify_pointwise(model, rng, sparsity=SPARSITY):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
+            weights = layer.get_weights()
+            weights[0] = weights[0] * (rng.random(weights[0].shape) >= sparsity)
+            if len(weights) > 1:
+                weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)
+            layer.set_weights(weights)
+    return model
+
+
+def _builtin_bytes(model):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ct_tflite.convert(model, custom_ops=False)
+
+
+@pytest.fixture(scope="module")
+def pointwise_model():
+    """1x1 convs with odd channel counts, strides 1 and 2, every clamp."""
+    inputs = keras.Input((11, 9, 13))
+    x = keras.layers.Conv2D(40, 1, activation="relu")(inputs)
+    x = keras.layers.Conv2D(24, 1, strides=2, use_bias=False)(x)
+    x = keras.layers.Conv2D(70, 1, activation="relu6")(x)
+    x = keras.layers.Conv2D(17, 1)(x)
+    model = keras.Model(inputs, x)
+    return _sparsify_pointwise(model, np.random.default_rng(0))
+
+
+def test_format_round_trip_keeps_every_weight():
+    rng = np.random.default_rng(1)
+    dense = rng.normal(size=(9, 21)).astype(np.float32) * (rng.random((9, 21)) > 0.7)
+    dense[3] = 0.0
+    compact = pointwise_format.encode(dense.reshape(9, 1, 1, 21))
+    assert compact.nonzero_mask.shape == (9, 3)
+    assert compact.num_nonzeros == np.count_nonzero(dense)
+    assert compact.nbytes == 9 * 3 + 4 * np.count_nonzero(dense)
+    np.testing.assert_array_equal(pointwise_format.decode(compact, 21), dense)
+
+
+def test_format_rejects_bad_shapes_and_inconsistent_tensors():
+    with pytest.raises(ValueError, match="filter_oi must have shape"):
+        pointwise_format.encode(np.ones((4, 3, 3, 2)))
+    compact = pointwise_format.encode(np.eye(4, 13, dtype=np.float32))
+    with pytest.raises(ValueError, match="nonzero_mask must have shape"):
+        pointwise_format.decode(compact, 17)
+    short = pointwise_format.SparsePointwiseWeights(compact.nonzero_mask, compact.values[:-1])
+    with pytest.raises(ValueError, match="one weight per set bit"):
+        pointwise_format.decode(short, 13)
+    mask = compact.nonzero_mask.copy()
+    mask[0, 1] |= 1 << 7  # channel 15 of 13
+    with pytest.raises(ValueError, match="input channels >= 13"):
+        pointwise_format.decode(pointwise_format.SparsePointwiseWeights(mask, compact.values), 13)
+
+
+def test_sparse_1x1_model_matches_keras_and_shrinks(pointwise_model):
+    builtin = _builtin_bytes(pointwise_model)
+    rewritten, reports = model_rewrite.replace_pattern_convs(builtin)
+    assert [report.replaced for report in reports] == [True] * 4, reports
+    assert {report.custom_op for report in reports} == {pointwise_format.OP_NAME}
+    assert ct_tflite.count_pattern_ops(rewritten) == 4
+    assert len(rewritten) < 0.45 * len(builtin)
+    rng = np.random.default_rng(2)
+    for batch, threads in ((1, 1), (2, 2)):
+        images = rng.normal(size=(batch, 11, 9, 13)).astype(np.float32)
+        interpreter = ct_tflite.Interpreter(model_content=rewritten, num_threads=threads)
+        actual = tflite_helpers.run_interpreter(interpreter, images)
+        expected = pointwise_model.predict(images, verbose=0)
+        assert actual.shape == expected.shape == (batch, 6, 5, 17)
+        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+
+
+def test_barely_sparse_1x1_stays_builtin():
+    model = keras.Sequential([keras.Input((4, 4, 16)), keras.layers.Conv2D(16, 1)])
+    _sparsify_pointwise(model, np.random.default_rng(3), sparsity=0.3)
+    rewritten, (report,) = model_rewrite.replace_pattern_convs(_builtin_bytes(model))
+    assert not report.replaced
+    assert "sparsity" in report.reason and str(pointwise_rewrite.MIN_SPARSITY) in report.reason
+    assert ct_tflite.count_pattern_ops(rewritten) == 0
+
+
+# -- corrupted files -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single_layer_bytes():
+    model = keras.Sequential([keras.Input((5, 5, 13)), keras.layers.Conv2D(6, 1)])
+    _sparsify_pointwise(model, np.random.default_rng(4), sparsity=0.85)
+    rewritten, (report,) = model_rewrite.replace_pattern_convs(_builtin_bytes(model))
+    assert report.replaced
+    return rewritten
+
+
+def _edit(tflite_bytes, change):
+    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    (operator,) = model.subgraphs[0].operators
+    change(model, operator)
+    builder = flatbuffers.Builder(len(tflite_bytes))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _with_options(**changes):
+    def change(_, operator):
+        options = flexbuffers.Loads(bytes(operator.customOptions))
+        operator.customOptions = np.frombuffer(bytes(flexbuffers.Dumps({**options, **changes})), np.uint8)
+
+    return change
+
+
+def _with_raw_options(data):
+    def change(_, operator):
+        operator.customOptions = np.frombuffer(bytes(data), np.uint8)
+
+    return change
+
+
+def _with_tensor(position, transform, shape=None, tensor_type=None):
+    def change(model, operator):
+        tensor = model.subgraphs[0].tensors[operator.inputs[position]]
+        buffer = model.buffers[tensor.buffer]
+        buffer.data = np.frombuffer(transform(bytes(buffer.data)), np.uint8)
+        if shape is not None:
+            tensor.shape = np.array(shape, np.int32)
+        if tensor_type is not None:
+            tensor.type = tensor_type
+
+    return change
+
+
+def _values_one_short(model, operator):
+    tensor = model.subgraphs[0].tensors[operator.inputs[VALUES]]
+    buffer = model.buffers[tensor.buffer]
+    buffer.data = buffer.data[:-4]
+    tensor.shape = np.array([len(buffer.data) // 4], np.int32)
+
+
+def _set_bit(data, byte, bit):
+    data = bytearray(data)
+    data[byte] |= 1 << bit
+    return bytes(data)
+
+
+def _load_in_subprocess(tmp_path, models):
+    paths = []
+    for name, content in models.items():
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(content)
+        paths.append(str(path))
+    script = os.path.join(os.path.dirname(__file__), "load_models.py")
+    completed = subprocess.run(
+        [sys.executable, script, *paths], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            result = json.loads(line)
+            results[os.path.basename(result["file"])[: -len(".tflite")]] = result
+    assert len(results) == len(paths)
+    return results
+
+
+def test_corrupted_options_and_weights_give_clean_errors(tmp_path, single_layer_bytes):
+    cases = {
+        "format_version_2": (_with_options(format_version=2), "format_version"),
+        "input_channels_wrong": (_with_options(input_channels=12), "channels"),
+        "output_channels_zero": (_with_options(output_channels=0), "output_channels"),
+        "stride_0": (_with_options(stride_w=0), "stride_w"),
+        "activation_unknown": (_with_options(fused_activation="TANH"), "fused_activation"),
+        "options_not_a_map": (_with_raw_options(flexbuffers.Dumps([1, 2])), "map"),
+        "options_empty": (_with_raw_options(b""), "custom options"),
+        "options_too_long": (_with_raw_options(b"\0" * 5000), "custom options"),
+        # Row 0, byte 1 holds channels 8..15 of 13: bit 5 is channel 13.
+        "mask_bit_past_last_channel": (
+            _with_tensor(NONZERO_MASK, lambda d: _set_bit(d, 1, 5)),
+            "input channel >= 13",
+        ),
+        "mask_extra_kept_weight": (
+            _with_tensor(NONZERO_MASK, lambda d: bytes([0xFF, 0x1F]) + d[2:]),
+            "values",
+        ),
+        "mask_wrong_shape": (
+            _with_tensor(NONZERO_MASK, lambda d: d[:-2], shape=[5, 2]),
+            "nonzero_mask must have shape",
+        ),
+        "mask_as_int8": (
+            _with_tensor(NONZERO_MASK, lambda d: d, tensor_type=schema.TensorType.INT8),
+            "nonzero_mask",
+        ),
+        "values_one_short": (_values_one_short, "values"),
+    }
+    models = {name: _edit(single_layer_bytes, change) for name, (change, _) in cases.items()}
+    models["unchanged"] = single_layer_bytes
+    results = _load_in_subprocess(tmp_path, models)
+    assert results["unchanged"]["outcome"] == "ok", results["unchanged"]
+    for name, (_, expected_text) in cases.items():
+        assert results[name]["outcome"] == "error", f"{name} was accepted"
+        assert expected_text in results[name]["message"], (name, results[name]["message"])
