@@ -1,0 +1,164 @@
+"""Sparse 1x1 conv op vs XNNPACK's dense 1x1 CONV_2D in LiteRT, per layer.
+
+One Keras Conv2D 1x1 (batch 1) of MobileNetV2 / ResNet-50 pointwise shapes,
+its weights zeroed at random (unstructured, as `prune_pattern` prunes 1x1
+convs) to 70%, 80% and 90% sparsity. The builtin-only file (zeros kept) runs
+in LiteRT's stock Interpreter, whose CONV_2D is XNNPACK's; the same file
+with the layer rewritten to `ClickTrainSparseConv1x1` runs in
+ct.tflite.Interpreter.
+
+Timing: both files of one row run in the same process, interleaved round
+by round (rotating the order), each sample the mean of enough invokes to
+last ~20 ms; the figure is the median of the samples.
+
+GFLOP/s: XNNPACK = dense FLOPs / time (2 * Cin * Cout * H * W); ours
+effective = the same dense FLOPs / our time; ours useful = 2 * (kept
+weights) * H * W / our time.
+
+Usage:
+  python benchmarks/pointwise_speed.py [--rounds 9] [--threads 1 2]
+      [--sparsities 0.7 0.8 0.9] [--kernels scalar|avx2|avx512]
+"""
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="samples per variant")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.7, 0.8, 0.9])
+    parser.add_argument(
+        "--kernels", default=None, help="force a kernel variant (TF_CLICKTRAIN_KERNELS)"
+    )
+    return parser.parse_args()
+
+
+ARGS = _parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.kernels:
+    os.environ["TF_CLICKTRAIN_KERNELS"] = ARGS.kernels  # read once, at library load
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
+
+from tf_clicktrain import tflite as ct_tflite  # noqa: E402
+from tf_clicktrain.tflite import model_rewrite  # noqa: E402
+
+LAYERS = (  # (network, size, input channels, output channels)
+    ("ResNet-50", 56, 64, 256),
+    ("ResNet-50", 56, 256, 64),
+    ("ResNet-50", 28, 128, 512),
+    ("ResNet-50", 28, 512, 128),
+    ("ResNet-50", 14, 256, 1024),
+    ("ResNet-50", 7, 512, 2048),
+    ("MobileNetV2", 56, 24, 144),
+    ("MobileNetV2", 14, 96, 576),
+    ("MobileNetV2", 14, 576, 96),
+    ("MobileNetV2", 7, 960, 160),
+)
+
+
+def _interpreter_run(interpreter, inputs):
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs)
+    interpreter.invoke()  # warm-up: lazy delegate application, caches
+    output = interpreter.get_output_details()[0]["index"]
+    return interpreter.invoke, lambda: interpreter.get_tensor(output)
+
+
+def time_interleaved(invokes, rounds, sample_seconds=0.02):
+    """Median ms per invoke of each callable, sampled round-robin."""
+    repeats = {}
+    for name, invoke in invokes.items():
+        start = time.perf_counter()
+        invoke()
+        repeats[name] = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-6)))
+    samples = {name: [] for name in invokes}
+    names = list(invokes)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            for _ in range(repeats[name]):
+                invokes[name]()
+            samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def sparse_pointwise_model(size, cin, cout, sparsity, rng):
+    model = keras.Sequential([keras.Input((size, size, cin)), keras.layers.Conv2D(cout, 1)])
+    kernel, bias = model.layers[0].get_weights()
+    removed = rng.permutation(kernel.size)[: math.ceil(sparsity * kernel.size)]
+    kernel.reshape(-1)[removed] = 0.0
+    model.layers[0].set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
+    return model, int(np.count_nonzero(kernel))
+
+
+def bench_layers(threads, sparsities, rounds, rng):
+    print(f"\n== one 1x1 conv, batch 1, {threads} thread(s), median of {rounds} "
+          "interleaved samples ==")
+    print(f"{'layer':<28}{'sparsity':>9}{'XNNPACK ms':>11}{'ours ms':>9}{'speedup':>9}"
+          f"{'XNNPACK GF/s':>13}{'ours eff.':>10}{'ours useful':>12}{'rel err':>9}")
+    rows = []
+    for network, size, cin, cout in LAYERS:
+        name = f"{network} {size}x{size}x{cin}->{cout}"
+        inputs = rng.normal(size=(1, size, size, cin)).astype(np.float32)
+        invokes, outputs, layers = {}, {}, {}
+        for sparsity in sparsities:
+            model, kept = sparse_pointwise_model(size, cin, cout, sparsity, rng)
+            with contextlib.redirect_stdout(io.StringIO()):
+                builtin = ct_tflite.convert(model, custom_ops=False)
+            ours, (report,) = model_rewrite.replace_pattern_convs(builtin, max_size_ratio=1.0)
+            if not report.replaced:
+                raise RuntimeError(f"{name} at {sparsity} stayed builtin: {report.reason}")
+            if not invokes:  # XNNPACK's dense time does not depend on the zeros
+                dense = litert_interpreter.Interpreter(model_content=builtin, num_threads=threads)
+                invokes["dense"], outputs["dense"] = _interpreter_run(dense, inputs)
+            interpreter = ct_tflite.Interpreter(model_content=ours, num_threads=threads)
+            invokes[sparsity], outputs[sparsity] = _interpreter_run(interpreter, inputs)
+            layers[sparsity] = (model, kept)
+        times = time_interleaved(invokes, rounds)
+        dense_flops = 2.0 * size * size * cin * cout
+        for sparsity in sparsities:
+            model, kept = layers[sparsity]
+            expected = model.predict(inputs, verbose=0)
+            error = float(np.abs(outputs[sparsity]() - expected).max() / np.abs(expected).max())
+            ms = times[sparsity]
+            row = dict(layer=name, threads=threads, sparsity=sparsity, dense_ms=times["dense"],
+                       ours_ms=ms, speedup=times["dense"] / ms,
+                       dense_gflops=dense_flops / times["dense"] / 1e6,
+                       effective_gflops=dense_flops / ms / 1e6,
+                       useful_gflops=2.0 * size * size * kept / ms / 1e6, error=error)
+            rows.append(row)
+            print(f"{name:<28}{sparsity:>9.0%}{row['dense_ms']:>11.3f}{ms:>9.3f}"
+                  f"{row['speedup']:>8.2f}x{row['dense_gflops']:>13.1f}"
+                  f"{row['effective_gflops']:>10.1f}{row['useful_gflops']:>12.1f}{error:>9.1e}")
+        sys.stdout.flush()
+    return rows
+
+
+def main():
+    args = ARGS
+    rng = np.random.default_rng(0)
+    print("kernels:", ct_tflite.native_library.library_info()["kernels"])
+    for threads in args.threads:
+        rows = bench_layers(threads, args.sparsities, args.rounds, rng)
+        for sparsity in args.sparsities:
+            speedups = [row["speedup"] for row in rows if row["sparsity"] == sparsity]
+            print(f"{threads} thread(s), {sparsity:.0%} sparse: speedup min "
+                  f"{min(speedups):.2f}x, median {statistics.median(speedups):.2f}x, "
+                  f"max {max(speedups):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
