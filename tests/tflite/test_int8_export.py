@@ -144,3 +144,28 @@ def test_bad_int8_requests_raise(qat_model):
         ct.tflite.convert(conv_bn_net(), representative_dataset=[images(1)])
     with pytest.raises(ValueError, match="needs representative_dataset"):
         int8_export.convert_int8(conv_bn_net())
+
+
+def test_depthwise_relu6_and_residual_add_export_matches_keras():
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(8, 1, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, keras.layers.Conv2D(8, 1)(x)]))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    depthwise = model.get_layer("depthwise")
+    mask = np.random.default_rng(0).random(depthwise.kernel.shape) < 0.5
+    depthwise.kernel.assign(depthwise.kernel.numpy() * mask)
+    qat = ct.quantize_model(model)
+    x = np.random.default_rng(1).uniform(size=(16, 8, 8, 4)).astype("float32")
+    qat(x, training=True)
+    tflite_bytes = ct.tflite.convert(qat)
+    assert int8_export.float_operators(tflite_bytes) == []
+    expected = qat.predict(x[:4], verbose=0)
+    output_step = (expected.max() - expected.min()) / 255
+    assert np.abs(run(tflite_bytes, x[:4]) - expected).max() <= 3 * output_step
+    assert np.all(qat.get_layer("depthwise").kernel.numpy()[~mask] == 0)
