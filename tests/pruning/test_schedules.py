@@ -10,16 +10,30 @@ def test_clicktrain_schedule_phases_and_events():
         selection_step=10, hard_pruning_step=20, connectivity_sparsity=0.5,
         reselection_steps=[15], penalty=1e-3,
     )
-    assert schedule(9) == (False, 0.0)
-    assert schedule(10) == (True, 0.5)
-    assert schedule(15) == (True, 0.5)
-    assert schedule(16) == (False, 0.5)
-    assert [schedule.phase(s) for s in (0, 10, 19, 20, 1000)] == [
-        schedules.DENSE, schedules.SOFT, schedules.SOFT, schedules.HARD, schedules.HARD,
+    # Steps are tfmot's (the first batch is step 1); the schedule's numbers
+    # count steps already taken: selection on step 11, after 10 dense steps.
+    assert schedule(10) == (False, 0.0)
+    assert schedule(11) == (True, 0.5)
+    assert schedule(16) == (True, 0.5)
+    assert schedule(17) == (False, 0.5)
+    assert [schedule.phase(s) for s in (0, 1, 10, 11, 20, 21, 1000)] == [
+        schedules.DENSE, schedules.DENSE, schedules.DENSE, schedules.SOFT,
+        schedules.SOFT, schedules.HARD, schedules.HARD,
     ]
     assert schedule.penalty(5) == 0.0
     assert schedule.penalty(12) == 1e-3
-    assert schedule.penalty(20) == 0.0
+    assert schedule.penalty(21) == 0.0
+
+
+def test_one_question_per_step_answers_everything():
+    schedule = ct.ClickTrainSchedule(selection_step=4, hard_pruning_step=8, penalty=1e-3)
+    decision = schedule.at(5)
+    assert decision == schedules.ScheduleStep(
+        should_prune=True, sparsity=0.5, phase=schedules.SOFT, penalty=1e-3, fade=0.75)
+    assert [schedule.at(s).fade for s in (4, 6, 8, 9)] == [1.0, 0.5, 0.0, 0.0]
+    constant = ct.ConstantSparsity(0.3, begin_step=2)
+    assert constant.at(1).fade == 1.0 and constant.at(2).fade == 0.0
+    assert constant.at(2).phase == schedules.HARD
 
 
 def test_from_epochs():
@@ -89,14 +103,49 @@ def test_schedules_serialize_round_trip(schedule):
 
 
 def test_from_budget_places_phases_at_fractions():
-    paper = ct.ClickTrainSchedule.from_budget(190, 10)
+    paper = ct.ClickTrainSchedule.from_budget(190, 10, selection_fraction=65 / 190,
+                                              hard_fraction=143 / 190)
     assert (paper.selection_step, paper.hard_pruning_step) == (650, 1430)
-    early = ct.ClickTrainSchedule.from_budget(6, 10, selection_fraction=1 / 6, hard_fraction=1 / 3)
-    assert (early.selection_step, early.hard_pruning_step) == (10, 20)
     short = ct.ClickTrainSchedule.from_budget(3, 10)
     assert short.selection_step < short.hard_pruning_step < 30
     with pytest.raises(ValueError, match="selection_fraction"):
         ct.ClickTrainSchedule.from_budget(6, 10, selection_fraction=0.8, hard_fraction=0.5)
+
+
+@pytest.mark.parametrize(
+    "epochs, selection_epoch, hard_epoch",
+    [(4, 1, 2), (6, 1, 2), (12, 2, 4), (24, 4, 8), (2, 1, 1)],
+)
+def test_from_budget_defaults_select_at_a_sixth_and_harden_at_a_third(
+        epochs, selection_epoch, hard_epoch):
+    # The measured recipe (benchmarks/README.md): two thirds of the run fine-tune.
+    schedule = ct.ClickTrainSchedule.from_budget(epochs, 469)
+    assert (schedule.selection_step, schedule.hard_pruning_step) == (
+        selection_epoch * 469, hard_epoch * 469)
+
+
+def test_default_penalty_is_sized_to_the_soft_phase():
+    # The README main job: 4 epochs of 469 steps, one soft epoch -> 2 / 469.
+    main_job = ct.ClickTrainSchedule.from_budget(4, 469)
+    assert main_job.penalty_value == pytest.approx(2.0 / 469) == pytest.approx(4.26e-3, abs=1e-5)
+    # The same total over a longer soft phase: the weight halves.
+    assert ct.ClickTrainSchedule.from_budget(12, 469).penalty_value == pytest.approx(
+        main_job.penalty_value / 2)
+    by_epochs = ct.ClickTrainSchedule.from_epochs(100, selection_epoch=1, hard_pruning_epoch=5)
+    assert by_epochs.penalty_value == pytest.approx(schedules.SOFT_PENALTY_TOTAL / 400)
+    assert by_epochs.penalty(150) == by_epochs.penalty_value
+    assert by_epochs.penalty(50) == by_epochs.penalty(600) == 0.0
+    # No soft phase, no penalty; an explicit penalty wins.
+    assert ct.ClickTrainSchedule(10, 10).penalty_value == 0.0
+    assert ct.ClickTrainSchedule.from_budget(4, 469, penalty=1e-4).penalty_value == 1e-4
+
+
+def test_default_penalty_survives_serialization_as_the_default():
+    schedule = ct.ClickTrainSchedule(100, 300)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(schedule))
+    assert restored.get_config()["penalty"] is None
+    assert restored.penalty_value == schedule.penalty_value == pytest.approx(0.01)
 
 
 def test_sparsity_for_compression():
