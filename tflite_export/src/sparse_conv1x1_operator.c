@@ -220,7 +220,7 @@ static void run_task(void* context, size_t index) {
     size_t filters = end_filter - f;
     if (filters > kFilterGroup) filters = kFilterGroup;
     ukernels->compute(filters, op->program + op->filter_program_start[f],
-                      planar, results, g->output_min, g->output_max);
+                      planar, results, count, g->output_min, g->output_max);
     ukernels->transpose(filters, count, results, tile,
                         run->output + first * output_channels + f,
                         output_channels);

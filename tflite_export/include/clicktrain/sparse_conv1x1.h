@@ -70,8 +70,9 @@ typedef struct clicktrain_spconv1x1_weights {
  * `compute` runs a filter program, per output channel, in 32-bit words:
  *   count n, weight bias, then n times: offset (input_channel * pixel_tile,
  *   in floats, into the planar tile), weight value.
- * It always computes all `pixel_tile` pixels (the scratch tail past the
- * valid pixels holds finite values the glue never copies out).
+ * It computes the first `pixels` of the tile's pixels and may compute more,
+ * up to `pixel_tile` (the scratch tail past the valid pixels holds finite
+ * values the glue never copies out).
  */
 typedef union clicktrain_spconv1x1_word {
   int32_t offset;
@@ -89,11 +90,12 @@ typedef struct clicktrain_spconv1x1_ukernels {
                     size_t source_stride, float* destination,
                     size_t destination_stride);
   /* tile[f * pixel_tile + p] = clamp(bias_f + sum_k w_k * planar[off_k + p])
-   * for f < filters and p < pixel_tile; returns the program past the last
-   * filter. */
+   * for f < filters and p < pixels (1 <= pixels <= pixel_tile); returns
+   * the program past the last filter. */
   const clicktrain_spconv1x1_word* (*compute)(
       size_t filters, const clicktrain_spconv1x1_word* program,
-      const float* planar, float* tile, float output_min, float output_max);
+      const float* planar, float* tile, size_t pixels, float output_min,
+      float output_max);
 } clicktrain_spconv1x1_ukernels;
 
 extern const clicktrain_spconv1x1_ukernels clicktrain_spconv1x1_ukernels__scalar;

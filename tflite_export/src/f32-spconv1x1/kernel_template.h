@@ -47,20 +47,21 @@ static void transpose(size_t rows, size_t columns, const float* source,
   }
 }
 
-/* Two accumulator sets take alternate kept weights, so 2 * VECTORS FMA
- * chains are in flight: enough to cover FMA latency at 2 FMAs per cycle. */
-static const clicktrain_spconv1x1_word* compute(
-    size_t filters, const clicktrain_spconv1x1_word* program,
-    const float* planar, float* tile, float output_min, float output_max) {
-  const VECTOR low = vector_broadcast(output_min);
-  const VECTOR high = vector_broadcast(output_max);
+/* Two accumulator sets take alternate kept weights, so 2 * vectors FMA
+ * chains are in flight: enough to cover FMA latency at 2 FMAs per cycle.
+ * `vectors` is a constant in every caller, so each count compiles to its
+ * own register-allocated loop. */
+static inline __attribute__((always_inline)) const clicktrain_spconv1x1_word*
+compute_vectors(size_t filters, const clicktrain_spconv1x1_word* program,
+                const float* planar, float* tile, const int vectors,
+                VECTOR low, VECTOR high) {
   for (size_t f = 0; f < filters; ++f, tile += kPixelTile) {
     uint32_t remaining = program[0].count;
     VECTOR even[VECTORS], odd[VECTORS];
     const VECTOR bias = vector_broadcast(program[1].weight);
     const VECTOR zero = vector_broadcast(0.0f);
 #pragma GCC unroll 16
-    for (int v = 0; v < VECTORS; ++v) {
+    for (int v = 0; v < vectors; ++v) {
       even[v] = bias;
       odd[v] = zero;
     }
@@ -70,8 +71,8 @@ static const clicktrain_spconv1x1_word* compute(
       const float* b = planar + program[2].offset;
       const VECTOR wa = vector_broadcast(program[1].weight);
       const VECTOR wb = vector_broadcast(program[3].weight);
-  #pragma GCC unroll 16
-    for (int v = 0; v < VECTORS; ++v) {
+#pragma GCC unroll 16
+      for (int v = 0; v < vectors; ++v) {
         even[v] = vector_fma(wa, vector_load(a + v * LANES), even[v]);
         odd[v] = vector_fma(wb, vector_load(b + v * LANES), odd[v]);
       }
@@ -79,19 +80,56 @@ static const clicktrain_spconv1x1_word* compute(
     if (remaining != 0) {
       const float* a = planar + program[0].offset;
       const VECTOR wa = vector_broadcast(program[1].weight);
-  #pragma GCC unroll 16
-    for (int v = 0; v < VECTORS; ++v) {
+#pragma GCC unroll 16
+      for (int v = 0; v < vectors; ++v) {
         even[v] = vector_fma(wa, vector_load(a + v * LANES), even[v]);
       }
       program += 2;
     }
 #pragma GCC unroll 16
-    for (int v = 0; v < VECTORS; ++v) {
+    for (int v = 0; v < vectors; ++v) {
       const VECTOR sum = vector_add(even[v], odd[v]);
       vector_store(tile + v * LANES, vector_min(high, vector_max(low, sum)));
     }
   }
   return program;
+}
+
+/* A tile's last pixels take only the vectors they need. */
+static const clicktrain_spconv1x1_word* compute(
+    size_t filters, const clicktrain_spconv1x1_word* program,
+    const float* planar, float* tile, size_t pixels, float output_min,
+    float output_max) {
+  const VECTOR low = vector_broadcast(output_min);
+  const VECTOR high = vector_broadcast(output_max);
+  const size_t needed = (pixels + LANES - 1) / LANES;
+#define SPCONV1X1_VECTORS(count) \
+  compute_vectors(filters, program, planar, tile, count, low, high)
+  switch (needed) {
+#if VECTORS > 1
+    case 1: return SPCONV1X1_VECTORS(1);
+#endif
+#if VECTORS > 2
+    case 2: return SPCONV1X1_VECTORS(2);
+#endif
+#if VECTORS > 3
+    case 3: return SPCONV1X1_VECTORS(3);
+#endif
+#if VECTORS > 4
+    case 4: return SPCONV1X1_VECTORS(4);
+#endif
+#if VECTORS > 5
+    case 5: return SPCONV1X1_VECTORS(5);
+#endif
+#if VECTORS > 6
+    case 6: return SPCONV1X1_VECTORS(6);
+#endif
+#if VECTORS > 7
+    case 7: return SPCONV1X1_VECTORS(7);
+#endif
+    default: return SPCONV1X1_VECTORS(VECTORS);
+  }
+#undef SPCONV1X1_VECTORS
 }
 
 const clicktrain_spconv1x1_ukernels SPCONV1X1_NAME(
