@@ -82,7 +82,7 @@ def quantize_model(to_quantize, *, preserve_sparsity=True, ema_decay=0.99):
     ```
     """
     if not isinstance(to_quantize, keras.Model) or not (
-        isinstance(to_quantize, keras.Sequential) or prune_lib._is_functional(to_quantize)
+        isinstance(to_quantize, keras.Sequential) or _is_functional(to_quantize)
     ):
         raise ValueError(
             "quantize_model takes a built Sequential or Functional Keras model. "
@@ -208,10 +208,20 @@ def _is_fusable_relu(layer):
     return False
 
 
+def _is_functional(model):
+    # Functional models are the ones with a graph of inputs and outputs.
+    return type(model).__name__ == "Functional"
+
+
 def quantize_wrappers(model):
-    """All `QuantizeWrapper` layers of a model."""
-    return [layer for layer in prune_lib._walk_layers(model)
-            if isinstance(layer, QuantizeWrapper)]
+    """All `QuantizeWrapper` layers of a model (nested models included)."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, QuantizeWrapper):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(quantize_wrappers(layer))
+    return found
 
 
 @contextlib.contextmanager
