@@ -242,7 +242,7 @@ def test_non_finite_weights_at_selection_stop_with_no_wrapper_updated(layer, bad
 def test_non_finite_gradients_at_selection_stop_with_clear_error():
     pruned, x, y = _pruned_before_selection("taylor_accumulated")
     wrapper = pruned.get_layer("prune_pattern_conv1")
-    importance = wrapper._states[0].importance  # pylint: disable=protected-access
+    importance = wrapper.pruned[0].importance
     value = importance.numpy()
     value[1, 1, 0, 0] = np.inf  # What an overflowing gradient leaves behind.
     importance.assign(value)

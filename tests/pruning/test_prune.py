@@ -136,3 +136,53 @@ def test_per_layer_connectivity_list_and_rule():
     ruled = ct.prune_pattern(small_cnn(), connectivity_sparsity=ct.patterns.depth_increasing(0.3, 0.6))
     values = {w.layer.name: w.connectivity_sparsity for w in ct.pruning_wrappers(ruled)}
     assert values["conv1"] == pytest.approx(0.3) and values["conv2"] == pytest.approx(0.6)
+
+
+def _model_with_ops_nodes():
+    inputs = keras.Input((10, 10, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    gate = keras.layers.Conv2D(8, 3, padding="same", name="gate")(x)
+    x = x * keras.ops.relu6(gate + 3.0) / 6.0  # MobileNetV3's hard sigmoid.
+    block = keras.layers.Conv2D(8, 3, padding="same", name="block")(x)
+    x = x + block  # ConvNeXt's residual.
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_functional_model_with_keras_ops_nodes_wraps_trains_and_strips():
+    model = _model_with_ops_nodes()
+    pruned = ct.prune_pattern(model, schedule=ct.ConstantSparsity(0.5, begin_step=0))
+    assert _wrapped_names(pruned) == ["block", "gate"]
+    x = np.random.default_rng(0).standard_normal((4, 10, 10, 4)).astype("float32")
+    np.testing.assert_allclose(pruned(x), model(x), rtol=1e-5, atol=1e-5)
+    pruned.compile("sgd", "mse")
+    pruned.fit(x, np.zeros((4, 3)), verbose=0, callbacks=[ct.UpdatePruningStep()])
+    stripped = ct.strip_pruning(pruned)
+    assert not ct.pruning_wrappers(stripped)
+    np.testing.assert_allclose(stripped(x), pruned(x), rtol=1e-5, atol=1e-5)
+
+
+def test_already_wrapped_layer_in_a_model_is_kept_as_it_is():
+    wrapped = ct.prune_pattern(keras.layers.Conv2D(8, 3, padding="same", name="done"),
+                               num_patterns=2, schedule=ct.ConstantSparsity(0.3, 0))
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, padding="same", name="stem"),
+        wrapped, keras.layers.Conv2D(8, 3, padding="same", name="next"),
+    ])
+    wrapped.pruned[0].mask.assign(np.zeros(wrapped.pruned[0].mask.shape))
+    pruned = ct.prune_pattern(model, num_patterns=4)
+    kept = pruned.get_layer("prune_pattern_done")
+    assert kept.num_patterns == 2 and kept is not wrapped
+    np.testing.assert_array_equal(kept.pruned[0].mask.numpy(), 0.0)
+    assert _wrapped_names(pruned) == ["done", "next"]  # "stem" is the first conv.
+
+
+def test_tfmot_argument_names_and_layer_kwargs_pass_through():
+    schedule = ct.PolynomialDecay(0.1, 0.5, begin_step=0, end_step=10)
+    pruned = ct.prune_pattern(small_cnn(), pruning_schedule=schedule, dtype="float32")
+    assert all(w.schedule is schedule for w in ct.pruning_wrappers(pruned))
+    single = ct.prune_pattern(keras.layers.Conv2D(4, 3), pruning_schedule=schedule,
+                              name="custom_name")
+    assert single.name == "custom_name" and single.pruning_schedule is schedule
+    with pytest.raises(ValueError, match="not both"):
+        ct.prune_pattern(small_cnn(), schedule=schedule, pruning_schedule=schedule)

@@ -1,6 +1,7 @@
 """Saving and loading wrapped and stripped models."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -166,3 +167,17 @@ def test_strip_before_training_warns_and_returns_dense(caplog):
 def test_strip_rejects_non_models():
     with pytest.raises(ValueError, match="strip_pruning"):
         ct.strip_pruning("model.keras")
+
+
+def test_keras_file_saved_by_version_0_1_0_still_loads_and_trains():
+    # Saved mid-hard-phase by tf-clicktrain 0.1.0 (before the checkpoint
+    # tracking change): same variables in the same order.
+    data = os.path.join(os.path.dirname(__file__), "data")
+    loaded = keras.saving.load_model(os.path.join(data, "saved_by_0.1.0.keras"))
+    x, y = random_data(32)
+    expected = np.load(os.path.join(data, "saved_by_0.1.0.expected.npy"))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[ct.UpdatePruningStep()])
+    for wrapper in ct.pruning_wrappers(loaded):
+        if wrapper.layer.name != "pointwise":
+            assert_wrapper_consistent(wrapper)

@@ -10,16 +10,30 @@ def test_clicktrain_schedule_phases_and_events():
         selection_step=10, hard_pruning_step=20, connectivity_sparsity=0.5,
         reselection_steps=[15], penalty=1e-3,
     )
-    assert schedule(9) == (False, 0.0)
-    assert schedule(10) == (True, 0.5)
-    assert schedule(15) == (True, 0.5)
-    assert schedule(16) == (False, 0.5)
-    assert [schedule.phase(s) for s in (0, 10, 19, 20, 1000)] == [
-        schedules.DENSE, schedules.SOFT, schedules.SOFT, schedules.HARD, schedules.HARD,
+    # Steps are tfmot's (the first batch is step 1); the schedule's numbers
+    # count steps already taken: selection on step 11, after 10 dense steps.
+    assert schedule(10) == (False, 0.0)
+    assert schedule(11) == (True, 0.5)
+    assert schedule(16) == (True, 0.5)
+    assert schedule(17) == (False, 0.5)
+    assert [schedule.phase(s) for s in (0, 1, 10, 11, 20, 21, 1000)] == [
+        schedules.DENSE, schedules.DENSE, schedules.DENSE, schedules.SOFT,
+        schedules.SOFT, schedules.HARD, schedules.HARD,
     ]
     assert schedule.penalty(5) == 0.0
     assert schedule.penalty(12) == 1e-3
-    assert schedule.penalty(20) == 0.0
+    assert schedule.penalty(21) == 0.0
+
+
+def test_one_question_per_step_answers_everything():
+    schedule = ct.ClickTrainSchedule(selection_step=4, hard_pruning_step=8, penalty=1e-3)
+    decision = schedule.at(5)
+    assert decision == schedules.ScheduleStep(
+        should_prune=True, sparsity=0.5, phase=schedules.SOFT, penalty=1e-3, fade=0.75)
+    assert [schedule.at(s).fade for s in (4, 6, 8, 9)] == [1.0, 0.5, 0.0, 0.0]
+    constant = ct.ConstantSparsity(0.3, begin_step=2)
+    assert constant.at(1).fade == 1.0 and constant.at(2).fade == 0.0
+    assert constant.at(2).phase == schedules.HARD
 
 
 def test_from_epochs():

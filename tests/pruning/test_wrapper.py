@@ -1,5 +1,7 @@
 """Behaviour of wrapped layers during and after training."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -96,7 +98,7 @@ def test_soft_phase_penalty_shrinks_what_will_be_removed():
                   schedule=schedule)
     wrapper = pruned.get_layer("prune_pattern_conv2")
     kernel = wrapper.layer.kernel.numpy()
-    target = wrapper.pruned_weights() and wrapper._states[0].target_mask.numpy()
+    target = wrapper.pruned[0].target_mask.numpy()
     removed = np.abs(kernel[target == 0]).mean()
     kept = np.abs(kernel[target == 1]).mean()
     assert removed < 0.5 * kept
@@ -109,7 +111,7 @@ def test_taylor_importance_accumulates_from_the_training_step():
     pruned = _fit(small_cnn(), importance="taylor_accumulated", epochs=1,
                   schedule=ct.ClickTrainSchedule(selection_step=100, hard_pruning_step=200))
     wrapper = pruned.get_layer("prune_pattern_conv1")
-    importance = wrapper._states[0].importance.numpy()
+    importance = wrapper.pruned[0].importance.numpy()
     assert np.all(importance >= 0) and importance.sum() > 0
 
 
@@ -168,7 +170,7 @@ def test_nan_weights_at_selection_are_a_clear_error():
     kernel = wrapper.layer.kernel
     kernel.assign(np.full(kernel.shape, np.nan, np.float32))
     with pytest.raises(ValueError, match="conv1.*NaN"):
-        wrapper.update_pruning(0)
+        wrapper.update_pruning(1)
 
 
 def test_polynomial_decay_ramps_connectivity():
@@ -193,7 +195,7 @@ def test_one_minibatch_taylor_keeps_only_the_last_step():
         loss = keras.ops.mean(loss)
     gradient = tape.gradient(loss, kernel)
     expected = np.square(kernel.numpy() * gradient.numpy())
-    np.testing.assert_allclose(wrapper._states[0].importance.numpy(), expected,
+    np.testing.assert_allclose(wrapper.pruned[0].importance.numpy(), expected,
                                rtol=1e-3, atol=1e-9)
 
 
@@ -202,12 +204,12 @@ def test_soft_anneal_fades_removed_weights_out_of_the_forward_pass():
     pruned = ct.prune_pattern(small_cnn(), schedule=schedule, soft_anneal=True)
     pruned.build((None, 12, 12, 3))
     wrapper = pruned.get_layer("prune_pattern_conv1")
-    state = wrapper._states[0]
+    state = wrapper.pruned[0]
     keeps = []
-    for step in range(12):
+    for step in range(1, 13):  # tfmot numbering: the first batch is step 1.
         wrapper.update_pruning(step)
         keeps.append(float(wrapper.soft_keep.numpy()))
-        if step == 5:
+        if step == 6:
             # Mid soft phase: removed entries are scaled, kept ones whole.
             forward = wrapper._forward_mask(state).numpy()
             target = state.target_mask.numpy()
@@ -224,3 +226,57 @@ def test_soft_anneal_fades_removed_weights_out_of_the_forward_pass():
 def test_soft_anneal_trains_to_pattern_sparse_layers():
     pruned = _fit(small_cnn(), soft_anneal=True)
     assert_wrapper_consistent(pruned.get_layer("prune_pattern_conv1"))
+
+
+def test_wrapper_refuses_an_unprunable_layer_at_construction():
+    with pytest.raises(ValueError, match="'words'.*Embedding"):
+        ct.PatternPruningWrapper(keras.layers.Embedding(10, 4, name="words"))
+
+
+def test_from_config_leaves_the_callers_dict_alone():
+    config = ct.prune_pattern(keras.layers.Conv2D(4, 3, name="c")).get_config()
+    before = json.dumps(config, sort_keys=True)
+    first = ct.PatternPruningWrapper.from_config(config)
+    second = ct.PatternPruningWrapper.from_config(config)
+    assert json.dumps(config, sort_keys=True) == before
+    assert first.layer.name == second.layer.name == "c"
+
+
+def _dense_model():
+    return keras.Sequential([keras.Input((10,)), keras.layers.Dense(10, name="dense")])
+
+
+def _fit_dense(schedule, batches):
+    pruned = ct.prune_pattern(_dense_model(), schedule=schedule, unstructured="all")
+    pruned.compile("sgd", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batches, 10)).astype("float32")
+    pruned.fit(x, x, batch_size=1, epochs=1, shuffle=False, verbose=0,
+               callbacks=[ct.UpdatePruningStep()])
+    wrapper = ct.pruning_wrappers(pruned)[0]
+    return wrapper, np.count_nonzero(wrapper.pruned[0].mask.numpy() == 0)
+
+
+def test_steps_are_numbered_as_in_tfmot():
+    # tfmot: the first batch is step 1, so this schedule reaches its end
+    # step, and its final sparsity, on the fourth batch.
+    schedule = ct.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=2)
+    wrapper, removed = _fit_dense(schedule, batches=4)
+    assert int(wrapper.pruning_step.numpy()) == 4
+    assert removed == 80
+
+
+@pytest.mark.parametrize("schedule, removed", [
+    (ct.ConstantSparsity(0.29, begin_step=0), 29),
+    (ct.PolynomialDecay(0.2, 0.5, begin_step=1, end_step=100), 20),
+])
+def test_sparsity_counts_are_not_rounded_down_by_floating_point(schedule, removed):
+    assert _fit_dense(schedule, batches=1)[1] == removed
+
+
+def test_kernel_counts_are_not_rounded_down_by_floating_point():
+    layer = ct.prune_pattern(keras.layers.Conv2D(10, 3, name="c"),
+                             schedule=ct.ConstantSparsity(0.29, begin_step=0))
+    layer.build((None, 6, 6, 10))
+    layer.update_pruning(1)
+    assert int((layer.pattern_state(0)[1] == -1).sum()) == 29

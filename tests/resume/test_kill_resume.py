@@ -37,8 +37,9 @@ KILL_POINTS = (
 )
 
 
-def _phase(step):
-    return ct.ClickTrainSchedule(**train.SCHEDULE).phase(step)
+def _phase(batch_index):
+    # Batch index b (from 0) is the pruning step b + 1 (tfmot's numbering).
+    return ct.ClickTrainSchedule(**train.SCHEDULE).phase(batch_index + 1)
 
 
 def _run_and_kill(args, log, marker):

@@ -16,6 +16,17 @@ def validate_sparsity(value, name):
         )
 
 
+def removed_count(sparsity, size):
+    """How many of ``size`` entries a ``sparsity`` fraction removes.
+
+    ``floor(sparsity * size)``, computed so that a product that is an
+    integer on paper is not rounded down by floating point:
+    ``removed_count(0.29, 100)`` is 29 (``0.29 * 100`` is 28.999999999999996)
+    and so is ``removed_count(0.2 + 0.09, 100)``.
+    """
+    return int(np.floor(round(float(sparsity) * size, 6)))
+
+
 def kernels_to_keep(kernel_scores, sparsity):
     """Keeps the highest-scoring kernels, removing a ``sparsity`` fraction.
 
@@ -23,7 +34,7 @@ def kernels_to_keep(kernel_scores, sparsity):
         kernel_scores: ``(num_kernels,)`` scores, e.g. the importance summed
             over each kernel's 9 entries.
         sparsity: fraction in [0, 1) of kernels to remove;
-            ``floor(sparsity * num_kernels)`` are removed.
+            ``floor(sparsity * num_kernels)`` are removed (`removed_count`).
 
     Returns:
         bool array ``(num_kernels,)``, True for kept kernels. Ties are broken
@@ -31,7 +42,7 @@ def kernels_to_keep(kernel_scores, sparsity):
     """
     validate_sparsity(sparsity, "sparsity")
     kernel_scores = np.asarray(kernel_scores, np.float64)
-    num_removed = int(np.floor(sparsity * kernel_scores.size))
+    num_removed = removed_count(sparsity, kernel_scores.size)
     keep = np.ones(kernel_scores.size, bool)
     if num_removed > 0:
         order = np.argsort(kernel_scores, kind="stable")

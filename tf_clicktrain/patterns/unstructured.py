@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tf_clicktrain.patterns.connectivity import removed_count
+
 
 def magnitude_mask(importance, sparsity):
     """Keeps the highest-importance weights, removing ``sparsity`` of them.
@@ -12,12 +14,12 @@ def magnitude_mask(importance, sparsity):
 
     Returns:
         float32 0/1 mask with the shape of ``importance`` and exactly
-        ``floor(sparsity * size)`` zeros (ties broken by position, so the
-        result is deterministic).
+        ``floor(sparsity * size)`` zeros (`removed_count`; ties broken by
+        position, so the result is deterministic).
     """
     importance = np.asarray(importance, np.float64)
     flat = importance.reshape(-1)
-    num_removed = int(np.floor(sparsity * flat.size))
+    num_removed = removed_count(sparsity, flat.size)
     mask = np.ones(flat.size, np.float32)
     if num_removed > 0:
         order = np.argsort(flat, kind="stable")

@@ -1,8 +1,23 @@
 """Which layers are pruned, and how: the policy from layer to weights."""
 
+import logging
+
 import keras
 
 from tf_clicktrain.pruning.prunable_layer import is_prunable_layer
+
+logger = logging.getLogger(__name__)
+
+# Layers with weight matrices or kernels: a user pruning a model expects
+# these to be pruned, so leaving one dense is logged with the reason.
+_WEIGHT_LAYERS = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D, keras.layers.Dense, keras.layers.EinsumDense,
+    keras.layers.Embedding, keras.layers.RNN, keras.layers.MultiHeadAttention,
+)
 
 PATTERN = "pattern"
 UNSTRUCTURED = "unstructured"
@@ -25,6 +40,11 @@ def _kernel_size(layer):
 def is_conv(layer):
     """True for the convolutions whose first layer the paper leaves dense."""
     return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+
+
+def is_depthwise(layer):
+    """True for depthwise convolutions (no kernel removal by default)."""
+    return isinstance(layer, keras.layers.DepthwiseConv2D)
 
 
 def pruning_kind(layer, unstructured="pointwise", explicit=False):
@@ -80,6 +100,11 @@ def pruning_kind(layer, unstructured="pointwise", explicit=False):
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) cannot be pruned: "
             f"{reason}."
+        )
+    if isinstance(layer, _WEIGHT_LAYERS):
+        logger.warning(
+            "prune_pattern: layer '%s' (%s) is left dense: %s.",
+            layer.name, type(layer).__name__, reason,
         )
     return None
 

@@ -8,6 +8,8 @@ import keras
 
 from tf_clicktrain.pruning import eligibility
 from tf_clicktrain.pruning import schedules as schedules_lib
+from tf_clicktrain.pruning.config import PruningConfig
+from tf_clicktrain.pruning.config import resolve_schedule
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,13 @@ def _walk_layers(layer):
 
 
 def _copy_layer(layer):
-    """A fresh layer with the same config and, if built, the same weights."""
+    """A fresh layer with the same config and, if built, the same weights.
+
+    Operations of a Functional model that are not layers (``x + 3.0``,
+    ``keras.ops`` calls) hold no state and are returned as they are.
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        return layer
     copy = layer.__class__.from_config(layer.get_config())
     if layer.built:
         build_config = layer.get_build_config()
@@ -83,6 +91,8 @@ def prune_pattern(
     soft_anneal=True,
     skip_first_conv=True,
     skip_layers=(),
+    pruning_schedule=None,
+    **kwargs,
 ):
     """Wraps the eligible layers of a layer, list of layers or model.
 
@@ -101,8 +111,10 @@ def prune_pattern(
     Models (Sequential or Functional, nested models included) are cloned:
     the input model is left untouched and the copy keeps its weights, so
     pretrained weights can be loaded before wrapping (or after, into the
-    returned model). In a model, other layers are left alone; a layer or
-    list of layers passed directly must all be prunable.
+    returned model). In a model, other layers are left alone, and layers
+    already wrapped are kept as they are (copied with their pruning state,
+    as tfmot keeps them); a layer or list of layers passed directly must all
+    be prunable.
 
     Args:
         to_prune: a layer, a list of layers, or a Sequential/Functional model.
@@ -129,6 +141,10 @@ def prune_pattern(
         skip_first_conv: leave a model's first convolution dense (as the
             paper does).
         skip_layers: names of layers to leave dense.
+        pruning_schedule: tensorflow-model-optimization's name for
+            ``schedule`` (give one of the two).
+        **kwargs: passed to every `PatternPruningWrapper` (base layer
+            arguments such as ``dtype``), as ``prune_low_magnitude`` does.
 
     Returns:
         The same kind of object with eligible layers wrapped in
@@ -163,7 +179,7 @@ def prune_pattern(
         )
     skip_layers = set(skip_layers)
     wrapper_kwargs = dict(
-        schedule=schedules_lib.deserialize(schedule) if schedule is not None else None,
+        schedule=resolve_schedule(schedule, pruning_schedule),
         num_patterns=num_patterns,
         entries_per_kernel=entries_per_kernel,
         force_centre=force_centre,
@@ -174,7 +190,8 @@ def prune_pattern(
         soft_anneal=soft_anneal,
     )
     # Validates every argument once, before anything is cloned or built.
-    PatternPruningWrapper(keras.layers.Identity(), **wrapper_kwargs)
+    PruningConfig(**wrapper_kwargs)
+    wrapper_kwargs.update(kwargs)
 
     if isinstance(to_prune, PatternPruningWrapper):
         raise ValueError(f"Layer '{to_prune.name}' is already wrapped for pruning.")
@@ -232,11 +249,11 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
         raise ValueError(
             f"skip_layers names layers that are not in the model: {sorted(unknown)}"
         )
-    first_conv = next((layer for layer in layers if eligibility.is_conv(layer)), None)
+    first_conv = next(
+        (layer for layer in layers if eligibility.is_conv(_unwrapped(layer))), None
+    )
     chosen = {}
     for layer in layers:
-        if isinstance(layer, PatternPruningWrapper):
-            raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
         if layer.name in skip_layers or (skip_first_conv and layer is first_conv):
             continue
         kind = eligibility.pruning_kind(layer, unstructured)
@@ -263,6 +280,10 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
 
     pruned = keras.models.clone_model(model, clone_function=clone, recursive=True)
     return pruned
+
+
+def _unwrapped(layer):
+    return layer.layer if isinstance(layer, PatternPruningWrapper) else layer
 
 
 def _is_functional(model):
@@ -311,6 +332,7 @@ def strip_pruning(model):
 
 
 def _strip_layer(wrapper):
+    wrapper.check_state()
     if wrapper.built and int(wrapper.pruning_phase.numpy()) != schedules_lib.HARD:
         logger.warning(
             "strip_pruning: layer '%s' has not reached the hard pruning phase "

@@ -2,8 +2,13 @@
 
 Every schedule is a serializable object with
 ``__call__(step) -> (should_prune, sparsity)`` as in
-tensorflow-model-optimization, plus two questions the ClickTrain wrapper
-asks: `phase(step)` and `penalty(step)`.
+tensorflow-model-optimization; the wrapper asks it one question per step,
+`at(step)`, whose `ScheduleStep` also holds the phase, the group-lasso
+penalty and the soft phase's fade.
+
+Steps are numbered as in tensorflow-model-optimization: the first training
+batch is step 1 (step 0 is before training), so after ``n`` batches the
+wrapper's ``pruning_step`` is ``n``.
 
 Phases:
 - ``DENSE``: ordinary training; Taylor importance accumulates.
@@ -19,6 +24,7 @@ fraction of whole 3x3 kernels removed; the kept kernels then keep
 Dense) it is the fraction of weights removed.
 """
 
+import dataclasses
 import math
 
 import keras
@@ -48,11 +54,32 @@ def _validate_end_step(begin_step, end_step):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleStep:
+    """What a schedule says about one step.
+
+    Attributes:
+        should_prune: masks (patterns, kept kernels, weights) are recomputed.
+        sparsity: the target sparsity at this step.
+        phase: `DENSE`, `SOFT` or `HARD`.
+        penalty: the group-lasso weight.
+        fade: the factor, in [0, 1], by which the forward pass scales what
+            the target masks will remove (1 before the soft phase, 0 in the
+            hard phase; used with ``soft_anneal``).
+    """
+
+    should_prune: bool
+    sparsity: float
+    phase: int
+    penalty: float
+    fade: float
+
+
 class PruningSchedule:
     """Base class of the pruning schedules.
 
     Subclasses implement `__call__`, `phase`, `get_config` and may override
-    `penalty` (0 by default), `final_sparsity` and `patterns_frozen`.
+    `penalty` (0 by default), `fade` and `final_sparsity`.
     """
 
     def __call__(self, step):
@@ -71,6 +98,21 @@ class PruningSchedule:
         """The group-lasso weight at ``step``; 0 outside the soft phase."""
         del step
         return 0.0
+
+    def fade(self, step):
+        """The forward-pass factor of what the masks will remove, in [0, 1]."""
+        return 1.0 if self.phase(step) == DENSE else 0.0
+
+    def at(self, step):
+        """Everything the schedule says about ``step``, as a `ScheduleStep`."""
+        should_prune, sparsity = self(step)
+        return ScheduleStep(
+            should_prune=bool(should_prune),
+            sparsity=float(sparsity),
+            phase=self.phase(step),
+            penalty=float(self.penalty(step)),
+            fade=float(self.fade(step)),
+        )
 
     @property
     def final_sparsity(self):
@@ -238,13 +280,18 @@ class PolynomialDecay(PruningSchedule):
 class ClickTrainSchedule(PruningSchedule):
     """ClickTrain's phases: dense warm-up, selection, soft, hard.
 
-    - steps ``[0, selection_step)``: dense training while importance
+    Its step arguments count optimizer steps already taken, so phases start
+    on epoch boundaries (`from_epochs`):
+
+    - the first ``selection_step`` steps: dense training while importance
       accumulates;
-    - at ``selection_step``: pattern generation and selection plus
-      connectivity pruning (again at every step in ``reselection_steps``);
-    - steps ``[selection_step, hard_pruning_step)``: soft phase, group-lasso
+    - after ``selection_step`` steps (on tfmot-numbered step
+      ``selection_step + 1``): pattern generation and selection plus
+      connectivity pruning (again after every count in
+      ``reselection_steps``);
+    - until ``hard_pruning_step`` steps are taken: soft phase, group-lasso
       penalty of weight ``penalty`` on what the masks will remove;
-    - from ``hard_pruning_step``: masks applied, patterns frozen,
+    - after ``hard_pruning_step`` steps: masks applied, patterns kept,
       fine-tuning to the end.
 
     Args:
@@ -393,19 +440,30 @@ class ClickTrainSchedule(PruningSchedule):
         )
 
     def __call__(self, step):
-        should_prune = step == self.selection_step or step in self.reselection_steps
-        sparsity = self.connectivity_sparsity if step >= self.selection_step else 0.0
+        taken = step - 1  # Optimizer steps before this one.
+        should_prune = taken == self.selection_step or taken in self.reselection_steps
+        sparsity = self.connectivity_sparsity if taken >= self.selection_step else 0.0
         return should_prune, sparsity
 
     def phase(self, step):
-        if step < self.selection_step:
+        taken = step - 1
+        if taken < self.selection_step:
             return DENSE
-        if step < self.hard_pruning_step:
+        if taken < self.hard_pruning_step:
             return SOFT
         return HARD
 
     def penalty(self, step):
         return self.penalty_value if self.phase(step) == SOFT else 0.0
+
+    def fade(self, step):
+        """1 before the soft phase, down to 0 at its last step, in 1% steps."""
+        phase = self.phase(step)
+        if phase != SOFT:
+            return 1.0 if phase == DENSE else 0.0
+        length = max(1, self.hard_pruning_step - self.selection_step)
+        progress = (step - self.selection_step) / length
+        return round(1.0 - min(1.0, progress), 2)
 
     @property
     def final_sparsity(self):

@@ -1,21 +1,19 @@
 """The Keras layer wrapper that owns a layer's pruning state."""
 
+import copy
 import inspect
-import logging
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_clicktrain import patterns
-from tf_clicktrain.patterns.connectivity import validate_sparsity
-from tf_clicktrain.patterns.library import validate_entries_per_kernel
 from tf_clicktrain.pruning import eligibility
 from tf_clicktrain.pruning import schedules as schedules_lib
-
-logger = logging.getLogger(__name__)
-
-IMPORTANCE_METHODS = ("magnitude", "taylor", "taylor_accumulated")
+from tf_clicktrain.pruning import state_checks
+from tf_clicktrain.pruning.config import PruningConfig
+from tf_clicktrain.pruning.config import resolve_schedule
+from tf_clicktrain.pruning.controller import PruningController
 
 # Keeps the gradient of sqrt finite for groups that are already zero.
 GROUP_LASSO_EPSILON = 1e-8
@@ -44,8 +42,20 @@ class MaskConstraint(keras.constraints.Constraint):
         return weight * keras.ops.cast(self.mask, weight.dtype)
 
 
-class _WeightState:
-    """The pruning variables of one pruned weight (held by the wrapper)."""
+class PrunedWeight:
+    """The pruning variables of one pruned weight (owned by the wrapper).
+
+    Attributes:
+        weight: the layer's variable being pruned.
+        kind: `eligibility.PATTERN` or `eligibility.UNSTRUCTURED`.
+        mask: the applied 0/1 mask (all ones before the hard phase).
+        target_mask: the selection's 0/1 mask.
+        pattern_set: ``(K, 9)`` 0/1 patterns (pattern kind only).
+        pattern_ids: per-kernel index into ``pattern_set``, -1 for removed
+            kernels (pattern kind only).
+        importance: the Taylor importance accumulator, or None for
+            magnitude importance.
+    """
 
     def __init__(self, weight, kind):
         self.weight = weight
@@ -55,7 +65,11 @@ class _WeightState:
         self.pattern_set = None
         self.pattern_ids = None
         self.importance = None
-        self.original_constraint = None
+
+    def variables(self):
+        """``(name, variable)`` of the pruning variables that exist."""
+        names = ("mask", "target_mask", "pattern_set", "pattern_ids", "importance")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
 
 
 def _global_gradient(gradient):
@@ -73,16 +87,13 @@ def _global_gradient(gradient):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, gradient)
 
 
-def _is_positive_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
-
-
 @keras.saving.register_keras_serializable(package="tf_clicktrain")
 class PatternPruningWrapper(keras.layers.Wrapper):
     """Prunes a layer's weights to patterns (3x3) or by magnitude (others).
 
-    The wrapper owns all pruning state as Keras variables, so it is saved in
-    checkpoints and `.keras` files: per pruned weight the applied mask, the
+    The wrapper owns all pruning state as Keras variables, tracked by every
+    saver (`.keras`, `.weights.h5`, `tf.train.Checkpoint`, SavedModel) and
+    checked against its invariants on load: per pruned weight the applied mask, the
     selection's target mask, the layer's pattern set and per-kernel pattern
     ids, and the importance accumulator; plus the step, the phase and the
     group-lasso weight. The wrapped layer computes with ``weight * mask`` in
@@ -90,11 +101,14 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     step, so masked weights are exactly zero from the hard phase on.
 
     Use `tf_clicktrain.prune_pattern` rather than this class directly; drive
-    it with the `tf_clicktrain.UpdatePruningStep` callback.
+    it with the `tf_clicktrain.UpdatePruningStep` callback. The decisions
+    (selection, phases, masks) are made by its `PruningController`.
 
     Args:
-        layer: the layer to prune.
-        schedule: a `tf_clicktrain.schedules.PruningSchedule`.
+        layer: the layer to prune; a layer that cannot be pruned raises
+            `ValueError` here, naming it.
+        schedule: a `tf_clicktrain.schedules.PruningSchedule`; default
+            ``ConstantSparsity(0.5, begin_step=0)``.
         num_patterns: K, patterns per layer.
         entries_per_kernel: weights kept in each kept 3x3 kernel.
         force_centre: only generate patterns that keep the kernel's centre.
@@ -113,6 +127,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             (default; +0.6 pp at 8x in benchmarks/README.md).
         pattern_library: optional fixed ``(K, 9)`` 0/1 pattern set used
             instead of generating one from the data.
+        pruning_schedule: tensorflow-model-optimization's name for
+            ``schedule`` (give one of the two).
         **kwargs: base layer arguments (e.g. ``name``).
     """
 
@@ -129,6 +145,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         importance_decay=0.99,
         pattern_library=None,
         soft_anneal=True,
+        pruning_schedule=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -138,97 +155,66 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             )
         if isinstance(layer, PatternPruningWrapper):
             raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
-        if not _is_positive_int(num_patterns):
-            raise ValueError(
-                "num_patterns must be a positive integer. "
-                f"Received: num_patterns={num_patterns!r}"
-            )
-        validate_entries_per_kernel(entries_per_kernel)
-        for name, value in (
-            ("connectivity_sparsity", connectivity_sparsity),
-            ("unstructured_sparsity", unstructured_sparsity),
-        ):
-            if value is not None:
-                validate_sparsity(value, name)
-        if importance not in IMPORTANCE_METHODS:
-            raise ValueError(
-                f"importance must be one of {IMPORTANCE_METHODS}. "
-                f"Received: importance={importance!r}"
-            )
-        validate_sparsity(importance_decay, "importance_decay")
-        self.candidates = None
-        if pattern_library is not None:
-            pattern_library = np.asarray(pattern_library, np.float32)
-            if (
-                pattern_library.ndim != 2
-                or pattern_library.shape[1] != 9
-                or not np.all(np.isin(pattern_library, (0.0, 1.0)))
-                or np.any(pattern_library.sum(axis=1) != entries_per_kernel)
-            ):
-                raise ValueError(
-                    "pattern_library must be a (K, 9) array of 0/1 rows with "
-                    f"entries_per_kernel={entries_per_kernel} ones each. "
-                    f"Received: pattern_library with shape {pattern_library.shape}"
-                )
-            num_patterns = len(pattern_library)
-        else:
-            self.candidates = patterns.candidate_patterns(entries_per_kernel, force_centre)
-            if num_patterns > len(self.candidates):
-                raise ValueError(
-                    f"num_patterns must be at most {len(self.candidates)}, the "
-                    f"number of patterns with entries_per_kernel={entries_per_kernel} "
-                    f"and force_centre={force_centre}. Received: num_patterns={num_patterns}"
-                )
-        if schedule is None:
-            schedule = schedules_lib.ConstantSparsity(0.5, begin_step=0)
-        schedule = schedules_lib.deserialize(schedule)
+        eligibility.pruning_kind(layer, explicit=True)  # Raises, naming the layer.
+        self.config = PruningConfig(
+            schedule=resolve_schedule(schedule, pruning_schedule),
+            num_patterns=num_patterns,
+            entries_per_kernel=entries_per_kernel,
+            force_centre=force_centre,
+            connectivity_sparsity=connectivity_sparsity,
+            unstructured_sparsity=unstructured_sparsity,
+            importance=importance,
+            importance_decay=importance_decay,
+            pattern_library=pattern_library,
+            soft_anneal=soft_anneal,
+        )
         kwargs.setdefault("name", f"prune_pattern_{layer.name}")
         super().__init__(layer, **kwargs)
-        self.schedule = schedule
-        self.num_patterns = int(num_patterns)
-        self.entries_per_kernel = int(entries_per_kernel)
-        self.force_centre = bool(force_centre)
-        self.connectivity_sparsity = connectivity_sparsity
-        self.unstructured_sparsity = unstructured_sparsity
-        self.importance = importance
-        self.importance_decay = float(importance_decay)
-        self.pattern_library = pattern_library
-        self.soft_anneal = bool(soft_anneal)
-        self._states = []
-        # Python-side copies of the phase and penalty, so the per-step
-        # callback writes a variable only when something changes.
-        self._known_phase = None
-        self._known_penalty = None
-        self._known_soft_keep = None
-        self._known_selections = 0
+        self.pruned = []
+        self.soft_keep = None
+        self.controller = None
         self._layer_takes_training = (
             "training" in inspect.signature(layer.call).parameters
         )
+
+    # Read-only views of the config, under tfmot's and the constructor's names.
+    schedule = property(lambda self: self.config.schedule)
+    pruning_schedule = schedule
+    num_patterns = property(lambda self: self.config.num_patterns)
+    entries_per_kernel = property(lambda self: self.config.entries_per_kernel)
+    force_centre = property(lambda self: self.config.force_centre)
+    connectivity_sparsity = property(lambda self: self.config.connectivity_sparsity)
+    unstructured_sparsity = property(lambda self: self.config.unstructured_sparsity)
+    importance = property(lambda self: self.config.importance)
+    importance_decay = property(lambda self: self.config.importance_decay)
+    pattern_library = property(lambda self: self.config.pattern_library)
+    soft_anneal = property(lambda self: self.config.soft_anneal)
 
     # ------------------------------------------------------------------ build
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        weights = eligibility.prunable_weights(self.layer)
-        self._states = []
-        for index, weight in enumerate(weights):
-            state = _WeightState(weight, eligibility.weight_kind(weight))
+        self.pruned = []
+        # The creation order below is the order of the variables in .keras and
+        # .weights.h5 files: keep it, or files saved before will not load.
+        for index, weight in enumerate(eligibility.prunable_weights(self.layer)):
+            pruned = PrunedWeight(weight, eligibility.weight_kind(weight))
             base = f"{index}_{weight.name}"
-            state.mask = self.add_weight(
+            pruned.mask = self.add_weight(
                 name=f"{base}_mask", shape=weight.shape, initializer="ones",
                 trainable=False,
             )
-            state.target_mask = self.add_weight(
+            pruned.target_mask = self.add_weight(
                 name=f"{base}_target_mask", shape=weight.shape, initializer="ones",
                 trainable=False,
             )
-            if state.kind == eligibility.PATTERN:
+            if pruned.kind == eligibility.PATTERN:
                 num_kernels = int(np.prod(weight.shape[2:]))
-                state.pattern_set = self.add_weight(
+                pruned.pattern_set = self.add_weight(
                     name=f"{base}_pattern_set", shape=(self.num_patterns, 9),
                     initializer="zeros", trainable=False,
                 )
-                state.pattern_ids = self.add_weight(
+                pruned.pattern_ids = self.add_weight(
                     name=f"{base}_pattern_ids", shape=(num_kernels,),
                     initializer=keras.initializers.Constant(patterns.selection.REMOVED),
                     dtype="int32", trainable=False,
@@ -237,15 +223,18 @@ class PatternPruningWrapper(keras.layers.Wrapper):
                 # Written locally by every replica from the all-reduced
                 # gradient (see _global_gradient), so all copies are equal;
                 # reads average them (a no-op without a strategy).
-                state.importance = keras.Variable(
+                pruned.importance = keras.Variable(
                     np.zeros(weight.shape, np.float32), trainable=False,
                     name=f"{base}_importance", aggregation="mean",
                     synchronization="on_read",
                 )
-                setattr(self, f"_importance_{index}", state.importance)
-            state.original_constraint = weight.constraint
-            weight.constraint = MaskConstraint(state.mask, weight.constraint)
-            self._states.append(state)
+            # Attributes make every saver see the variables: TensorFlow's
+            # tracking (tf.train.Checkpoint, SavedModel) follows attributes,
+            # not the Python list `pruned`.
+            for name, variable in pruned.variables():
+                setattr(self, f"{name}_{index}", variable)
+            weight.constraint = MaskConstraint(pruned.mask, weight.constraint)
+            self.pruned.append(pruned)
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), dtype="int64", trainable=False,
             initializer=keras.initializers.Constant(-1),
@@ -265,28 +254,29 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             self.soft_keep = self.add_weight(
                 name="soft_keep", shape=(), trainable=False, initializer="ones",
             )
+        self.controller = PruningController(self)
         self.built = True
 
     # ------------------------------------------------------------ forward pass
 
-    def _forward_mask(self, state):
-        mask = keras.ops.cast(state.mask, state.weight.dtype)
+    def _forward_mask(self, pruned):
+        mask = keras.ops.cast(pruned.mask, pruned.weight.dtype)
         if not self.soft_anneal:
             return mask
         # Only the soft phase pays for the fade: before it the target is all
         # ones, after it the mask already equals the target.
         def faded():
-            target = keras.ops.cast(state.target_mask, state.weight.dtype)
+            target = keras.ops.cast(pruned.target_mask, pruned.weight.dtype)
             return mask * (target + (1.0 - target) * self.soft_keep)
 
         return tf.cond(self.pruning_phase == schedules_lib.SOFT, faded, lambda: mask)
 
-    def _masked_value(self, state, training):
-        weight = state.weight
-        mask = self._forward_mask(state)
-        if not training or state.importance is None:
+    def _masked_value(self, pruned, training):
+        weight = pruned.weight
+        mask = self._forward_mask(pruned)
+        if not training or pruned.importance is None:
             return weight * mask
-        importance = state.importance
+        importance = pruned.importance
         phase = self.pruning_phase
         # "taylor" keeps only the latest minibatch's term.
         decay = self.importance_decay if self.importance == "taylor_accumulated" else 0.0
@@ -318,20 +308,20 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         if training:
             checks.append(
                 tf.debugging.assert_greater_equal(
-                    self.pruning_step, tf.constant(0, tf.int64),
+                    self.pruning_step, tf.constant(1, tf.int64),
                     message=MISSING_CALLBACK_MESSAGE,
                 )
             )
         with tf.control_dependencies(checks):
-            mapping = [(s.weight, self._masked_value(s, training)) for s in self._states]
+            mapping = [(s.weight, self._masked_value(s, training)) for s in self.pruned]
         layer_kwargs = dict(kwargs)
         if self._layer_takes_training:
             layer_kwargs["training"] = training
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = self.layer(inputs, **layer_kwargs)
-        pruned = {id(s.weight) for s in self._states}
+        pruned_ids = {id(s.weight) for s in self.pruned}
         for variable in self.layer.variables:
-            if id(variable) in pruned:
+            if id(variable) in pruned_ids:
                 continue
             new_value = scope.get_current_value(variable)
             if new_value is not None:
@@ -351,9 +341,9 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     def _group_lasso(self):
         """Sum of group norms of what the target masks will remove."""
         total = 0.0
-        for state in self._states:
-            removed = state.weight * (1.0 - state.target_mask)
-            if state.kind == eligibility.PATTERN:
+        for pruned in self.pruned:
+            removed = pruned.weight * (1.0 - pruned.target_mask)
+            if pruned.kind == eligibility.PATTERN:
                 squares = keras.ops.sum(keras.ops.square(removed), axis=(0, 1))
             else:
                 squares = keras.ops.square(removed)
@@ -371,187 +361,80 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     def update_pruning(self, step):
         """Advances the pruning state to ``step``; called by the callback.
 
-        Selects patterns and kernels when the schedule says so (or when a
-        resumed run reaches a pruned phase with no selection made yet),
-        switches phases, and applies masks in the hard phase. Cheap on steps
-        where the schedule changes nothing.
+        See `PruningController.update`. A no-op before the layer is built.
         """
-        if not self.built:
-            return
-        self.pruning_step.assign(step)
-        if self._known_phase is None:
-            self._known_phase = int(self.pruning_phase.numpy())
-            self._known_selections = int(self.selection_count.numpy())
-        phase = self.schedule.phase(step)
-        should_prune, _ = self.schedule(step)
-        needs_selection = phase != schedules_lib.DENSE and (
-            should_prune or self._known_selections == 0
-        )
-        if needs_selection:
-            self._select(step)
-        if phase != self._known_phase or (needs_selection and phase == schedules_lib.HARD):
-            self.pruning_phase.assign(phase)
-            self._known_phase = phase
-            if phase == schedules_lib.HARD:
-                self._apply_masks()
-        penalty = self.schedule.penalty(step)
-        if penalty != self._known_penalty:
-            self.penalty_weight.assign(penalty)
-            self._known_penalty = penalty
-        if self.soft_anneal:
-            keep = self._soft_keep_at(step, phase)
-            if keep != self._known_soft_keep:
-                self.soft_keep.assign(keep)
-                self._known_soft_keep = keep
-
-    def _soft_keep_at(self, step, phase):
-        """1 before the soft phase, down to 0 at its end, in 1% steps."""
-        schedule = self.schedule
-        if phase != schedules_lib.SOFT or not isinstance(
-            schedule, schedules_lib.ClickTrainSchedule
-        ):
-            return 1.0 if phase == schedules_lib.DENSE else 0.0
-        length = max(1, schedule.hard_pruning_step - schedule.selection_step)
-        progress = (step - schedule.selection_step + 1) / length
-        return round(1.0 - min(1.0, progress), 2)
+        if self.built:
+            self.controller.update(step)
 
     def check_selection_inputs(self, step):
-        """Raises `ValueError` if a selection at ``step`` would see NaN/Inf.
+        """Raises `ValueError` if a selection at ``step`` would see NaN/Inf."""
+        if self.built:
+            self.controller.check_selection_inputs(step)
 
-        The callback asks every wrapper before any of them selects, so a
-        diverged layer stops training with no wrapper half-updated.
+    def check_state(self):
+        """Raises `ValueError` if a pruning variable breaks its invariants.
+
+        Run on every load (`.keras`, `.weights.h5`) and by the step callback
+        and `strip_pruning`, which also catch a `tf.train.Checkpoint`
+        restore. The message names the layer and the variable.
         """
-        if not self.built or self.schedule.phase(step) == schedules_lib.DENSE:
-            return
-        should_prune, _ = self.schedule(step)
-        if self._known_phase is None:
-            selections = int(self.selection_count.numpy())
-        else:
-            selections = self._known_selections
-        if should_prune or selections == 0:
-            for state in self._states:
-                finite = np.all(np.isfinite(state.weight.numpy())) and (
-                    state.importance is None or np.all(np.isfinite(state.importance.numpy()))
-                )
-                if not finite:
-                    self._importance_of(state)  # Raises, naming the layer and weight.
+        if self.built:
+            state_checks.check_wrapper_state(self)
 
     def reset_known_state(self):
-        """Forgets cached phase/penalty (after weights were restored)."""
-        self._known_phase = None
-        self._known_penalty = None
-        self._known_soft_keep = None
-
-    def _layer_sparsity(self, state, step):
-        own = (
-            self.connectivity_sparsity
-            if state.kind == eligibility.PATTERN
-            else self.unstructured_sparsity
-        )
-        if own is None:
-            if state.kind == eligibility.PATTERN and isinstance(
-                self.layer, keras.layers.DepthwiseConv2D
-            ):
-                return 0.0
-            _, sparsity = self.schedule(step)
-            return sparsity
-        return own * self.schedule.ramp(step)
-
-    def _importance_of(self, state):
-        weight = state.weight.numpy()
-        if not np.all(np.isfinite(weight)):
-            raise ValueError(
-                f"Layer '{self.layer.name}': weight '{state.weight.name}' contains "
-                "NaN or Inf at pattern selection; training has diverged (lower "
-                "the learning rate or check the data)."
-            )
-        if state.importance is not None:
-            accumulated = np.asarray(state.importance.numpy(), np.float64)
-            if not np.all(np.isfinite(accumulated)):
-                raise ValueError(
-                    f"Layer '{self.layer.name}': Taylor importance of "
-                    f"'{state.weight.name}' contains NaN or Inf (non-finite "
-                    "gradients) at pattern selection."
-                )
-            if accumulated.any():
-                return accumulated
-            logger.warning(
-                "Layer '%s': no gradient has been accumulated yet, selecting "
-                "patterns by magnitude.", self.layer.name,
-            )
-        return np.square(weight.astype(np.float64))
-
-    def _select(self, step):
-        for state in self._states:
-            importance = self._importance_of(state)
-            sparsity = self._layer_sparsity(state, step)
-            if state.kind == eligibility.PATTERN:
-                selection = patterns.select_patterns_and_kernels(
-                    patterns.to_kernel_rows(importance),
-                    num_patterns=self.num_patterns,
-                    connectivity_sparsity=sparsity,
-                    candidates=self.candidates,
-                    pattern_library=self.pattern_library,
-                )
-                state.pattern_set.assign(selection.pattern_set)
-                state.pattern_ids.assign(selection.pattern_ids)
-                target = patterns.from_kernel_rows(selection.mask_rows, state.weight.shape)
-            else:
-                target = patterns.magnitude_mask(importance, sparsity)
-            state.target_mask.assign(target.astype(np.float32))
-        self.selection_count.assign_add(1)
-        self._known_selections += 1
-
-    def _apply_masks(self):
-        for state in self._states:
-            state.mask.assign(state.target_mask)
-        self.reapply_masks()
+        """Re-reads the pruning variables (after they were restored)."""
+        if self.built:
+            self.check_state()
+            self.controller.forget()
 
     def reapply_masks(self):
         """Zeroes the masked entries of the weights (no-op before hard)."""
-        for state in self._states:
+        for state in self.pruned:
             state.weight.assign(state.weight * state.mask)
 
     # ------------------------------------------------------------- inspection
 
     def pruned_weights(self):
         """Pairs ``(weight, kind)`` of the weights this wrapper prunes."""
-        return [(s.weight, s.kind) for s in self._states]
+        return [(s.weight, s.kind) for s in self.pruned]
 
     def masked_weight_values(self):
         """NumPy values of the pruned weights with their applied masks."""
-        return [s.weight.numpy() * s.mask.numpy() for s in self._states]
+        return [s.weight.numpy() * s.mask.numpy() for s in self.pruned]
 
     def pattern_state(self, index=0):
         """``(pattern_set, pattern_ids)`` of a pattern-pruned weight."""
-        state = self._states[index]
-        if state.kind != eligibility.PATTERN:
+        pruned = self.pruned[index]
+        if pruned.kind != eligibility.PATTERN:
             raise ValueError(
                 f"Weight {index} of '{self.layer.name}' is pruned unstructured "
                 "and has no patterns."
             )
-        return state.pattern_set.numpy(), state.pattern_ids.numpy()
-
-    def restore_original_constraints(self):
-        for state in self._states:
-            state.weight.constraint = state.original_constraint
+        return pruned.pattern_set.numpy(), pruned.pattern_ids.numpy()
 
     # ---------------------------------------------------------- serialization
 
     def get_config(self):
         base_config = super().get_config()
-        config = {
-            "schedule": schedules_lib.serialize(self.schedule),
-            "num_patterns": self.num_patterns,
-            "entries_per_kernel": self.entries_per_kernel,
-            "force_centre": self.force_centre,
-            "connectivity_sparsity": self.connectivity_sparsity,
-            "unstructured_sparsity": self.unstructured_sparsity,
-            "importance": self.importance,
-            "importance_decay": self.importance_decay,
-            "soft_anneal": self.soft_anneal,
-            "pattern_library": (
-                None if self.pattern_library is None else self.pattern_library.tolist()
-            ),
-        }
-        return {**base_config, **config}
+        return {**base_config, **self.config.to_config()}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = copy.deepcopy(config)
+        name = config.get("name", "?")
+        if "schedule" in config and config["schedule"] is None:
+            raise ValueError(
+                f"Layer '{name}': its config has schedule=None; a saved "
+                "pruning wrapper always records its schedule."
+            )
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        try:
+            return cls(layer, **config)
+        except ValueError as error:
+            raise ValueError(f"Layer '{name}': {error}") from error
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.reset_known_state()
