@@ -1,5 +1,6 @@
 #include "sparse_conv1x1_operator.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,11 @@ enum {
    * load, few enough that re-packing a tile per task stays cheap. */
   kTasksPerThread = 2,
   kMaxPixelTile = 256,
+  /* Bytes of planar input one channel block may take: half of a 48 KiB L1,
+   * room left for the program and the results. */
+  kBlockBytes = 24 * 1024,
+  /* Most filters whose partial sums one slot keeps across channel blocks. */
+  kMaxChunkFilters = 2048,
 };
 
 static int fail(char* error, size_t error_size, const char* format, ...) {
@@ -91,14 +97,26 @@ int clicktrain_spconv1x1_operator_setup(
   const size_t output_channels = weights->output_channels;
   if (input_channels * tile > (size_t)INT32_MAX) return -1;
   const size_t nonzeros = weights->num_nonzeros;
-  if (nonzeros > (SIZE_MAX / sizeof(clicktrain_spconv1x1_word) - 2 * output_channels) / 2 -
-                     kAlignment) {
+  size_t blocks = (input_channels * tile * sizeof(float) + kBlockBytes - 1) / kBlockBytes;
+  if (blocks < 1) blocks = 1;
+  op->block_channels = (input_channels + blocks - 1) / blocks;
+  op->channel_blocks = (input_channels + op->block_channels - 1) / op->block_channels;
+  blocks = op->channel_blocks;
+  /* Word and index counts: nonzeros < 2^32, blocks * channels < 2^17. */
+  if (nonzeros > SIZE_MAX / 16 || blocks * output_channels > SIZE_MAX / 16) {
     return -1;
   }
-  const size_t program_words = align_floats(2 * output_channels + 2 * nonzeros);
+  const size_t program_words =
+      align_floats(2 * blocks * output_channels + 2 * nonzeros);
   const size_t starts_words =
-      align_floats((output_channels + 1) * sizeof(size_t) / sizeof(float));
-  op->slot_floats = align_floats(input_channels * tile + kFilterGroup * tile);
+      align_floats(blocks * output_channels * sizeof(size_t) / sizeof(float));
+  const size_t groups = (output_channels + kFilterGroup - 1) / kFilterGroup;
+  op->max_chunk_filters =
+      blocks == 1 ? kFilterGroup
+      : groups * kFilterGroup < kMaxChunkFilters ? groups * kFilterGroup
+                                                 : kMaxChunkFilters;
+  op->slot_floats =
+      align_floats(input_channels * tile + op->max_chunk_filters * tile);
   const size_t scratch_floats = op->slot_floats * (size_t)op->max_threads;
   char* memory = (char*)aligned_alloc(
       kAlignment, (program_words + starts_words + scratch_floats) * sizeof(float));
@@ -112,20 +130,27 @@ int clicktrain_spconv1x1_operator_setup(
    * them once so they hold finite values. */
   memset(op->scratch, 0, scratch_floats * sizeof(float));
 
+  /* Row o's kept weights ascend by input channel: block b's are a run. */
   clicktrain_spconv1x1_word* word = op->program;
-  for (size_t o = 0; o < output_channels; ++o) {
-    op->filter_program_start[o] = (size_t)(word - op->program);
-    const uint32_t begin = weights->row_start[o];
-    const uint32_t end = weights->row_start[o + 1];
-    word[0].count = end - begin;
-    word[1].weight = weights->bias[o];
-    word += 2;
-    for (uint32_t k = begin; k < end; ++k, word += 2) {
-      word[0].offset = (int32_t)(weights->input_channel[k] * tile);
-      word[1].weight = weights->values[k];
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t block_end = (b + 1) * op->block_channels;
+    for (size_t o = 0; o < output_channels; ++o) {
+      op->filter_program_start[b * output_channels + o] =
+          (size_t)(word - op->program);
+      uint32_t k = weights->row_start[o];
+      const uint32_t end = weights->row_start[o + 1];
+      while (k < end && weights->input_channel[k] < b * op->block_channels) ++k;
+      clicktrain_spconv1x1_word* count = word;
+      count->count = 0;
+      word[1].weight = weights->bias[o];
+      word += 2;
+      for (; k < end && weights->input_channel[k] < block_end; ++k, word += 2) {
+        word[0].offset = (int32_t)(weights->input_channel[k] * tile);
+        word[1].weight = weights->values[k];
+        ++count->count;
+      }
     }
   }
-  op->filter_program_start[output_channels] = (size_t)(word - op->program);
   return 0;
 }
 
@@ -216,13 +241,30 @@ static void run_task(void* context, size_t index) {
   float* planar = op->scratch + (size_t)slot * op->slot_floats;
   float* results = planar + (size_t)g->input_channels * tile;
   pack_tile(op, run->input, first, count, planar);
-  for (size_t f = first_filter; f < end_filter; f += kFilterGroup) {
-    size_t filters = end_filter - f;
-    if (filters > kFilterGroup) filters = kFilterGroup;
-    ukernels->compute(filters, op->program + op->filter_program_start[f],
-                      planar, results, count, g->output_min, g->output_max);
-    ukernels->transpose(filters, count, results, tile,
-                        run->output + first * output_channels + f,
+  if (op->channel_blocks == 1) {
+    for (size_t f = first_filter; f < end_filter; f += kFilterGroup) {
+      size_t filters = end_filter - f;
+      if (filters > kFilterGroup) filters = kFilterGroup;
+      ukernels->compute(filters, op->program + op->filter_program_start[f],
+                        planar, results, count, 0, g->output_min,
+                        g->output_max);
+      ukernels->transpose(filters, count, results, tile,
+                          run->output + first * output_channels + f,
+                          output_channels);
+    }
+  } else {
+    /* Each block of input channels stays in L1 while every filter of the
+     * chunk adds its part; the clamp waits for the last block. */
+    for (size_t b = 0; b < op->channel_blocks; ++b) {
+      const int last = b + 1 == op->channel_blocks;
+      ukernels->compute(
+          end_filter - first_filter,
+          op->program + op->filter_program_start[b * output_channels + first_filter],
+          planar, results, count, b != 0, last ? g->output_min : -INFINITY,
+          last ? g->output_max : INFINITY);
+    }
+    ukernels->transpose(end_filter - first_filter, count, results, tile,
+                        run->output + first * output_channels + first_filter,
                         output_channels);
   }
   release_slot(op, slot);
@@ -247,7 +289,12 @@ void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
     chunks = (wanted_tasks + op->pixel_tiles - 1) / op->pixel_tiles;
     if (chunks > groups) chunks = groups;
   }
-  const size_t groups_per_chunk = (groups + chunks - 1) / chunks;
+  size_t groups_per_chunk = (groups + chunks - 1) / chunks;
+  /* Across channel blocks a slot keeps every filter's partial sums. */
+  if (op->channel_blocks > 1 &&
+      groups_per_chunk * kFilterGroup > op->max_chunk_filters) {
+    groups_per_chunk = op->max_chunk_filters / kFilterGroup;
+  }
   run_context run = {op, input, output, 0, groups_per_chunk * kFilterGroup};
   run.filter_chunks = (groups + groups_per_chunk - 1) / groups_per_chunk;
   clicktrain_thread_pool_parallelize(pool, run_task, &run,

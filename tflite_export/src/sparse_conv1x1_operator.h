@@ -42,8 +42,13 @@ typedef struct clicktrain_spconv1x1_operator {
   const clicktrain_spconv1x1_ukernels* ukernels;
   size_t pixels;        /* batch * output_height * output_width */
   size_t pixel_tiles;
+  /* Input channels are split into blocks whose planar tile fits in L1; a
+   * filter's kept weights are stored block after block. */
+  size_t channel_blocks;
+  size_t block_channels;
+  size_t max_chunk_filters;      /* partial sums a slot holds across blocks */
   clicktrain_spconv1x1_word* program;
-  size_t* filter_program_start;  /* [output_channels + 1] */
+  size_t* filter_program_start;  /* [channel_blocks][output_channels] */
   float* scratch;                /* max_threads slots of slot_floats */
   size_t slot_floats;
   int max_threads;

@@ -258,6 +258,10 @@ int main(void) {
   check_case(0, 4, 4, 8, 8, 1, 1, 30, -inf, inf);
   check_case(1, 14, 14, 96, 144, 1, 1, 20, 0.0f, 6.0f);
   check_case(1, 7, 7, 320, 96, 1, 1, 15, -inf, inf);
+  /* Enough input channels for several L1 channel blocks in every variant,
+   * with a clamp that only the last block may apply. */
+  check_case(1, 3, 5, 1700, 37, 1, 2, 20, -0.5f, 0.5f);
+  check_case(2, 4, 4, 800, 20, 1, 1, 50, 0.0f, inf);
   check_validation();
   clicktrain_thread_pool_destroy(two_threads);
   if (failures != 0) {

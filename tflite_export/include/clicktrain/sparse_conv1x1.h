@@ -89,13 +89,15 @@ typedef struct clicktrain_spconv1x1_ukernels {
   void (*transpose)(size_t rows, size_t columns, const float* source,
                     size_t source_stride, float* destination,
                     size_t destination_stride);
-  /* tile[f * pixel_tile + p] = clamp(bias_f + sum_k w_k * planar[off_k + p])
-   * for f < filters and p < pixels (1 <= pixels <= pixel_tile); returns
-   * the program past the last filter. */
+  /* tile[f * pixel_tile + p] = clamp(start + sum_k w_k * planar[off_k + p])
+   * for f < filters and p < pixels (1 <= pixels <= pixel_tile), where start
+   * is the filter's bias word, or, when `accumulate` is set, the tile's
+   * current value (the op glue splits long filters over input-channel
+   * blocks that fit in L1). Returns the program past the last filter. */
   const clicktrain_spconv1x1_word* (*compute)(
       size_t filters, const clicktrain_spconv1x1_word* program,
-      const float* planar, float* tile, size_t pixels, float output_min,
-      float output_max);
+      const float* planar, float* tile, size_t pixels, int accumulate,
+      float output_min, float output_max);
 } clicktrain_spconv1x1_ukernels;
 
 extern const clicktrain_spconv1x1_ukernels clicktrain_spconv1x1_ukernels__scalar;

@@ -54,7 +54,7 @@ static void transpose(size_t rows, size_t columns, const float* source,
 static inline __attribute__((always_inline)) const clicktrain_spconv1x1_word*
 compute_vectors(size_t filters, const clicktrain_spconv1x1_word* program,
                 const float* planar, float* tile, const int vectors,
-                VECTOR low, VECTOR high) {
+                int accumulate, VECTOR low, VECTOR high) {
   for (size_t f = 0; f < filters; ++f, tile += kPixelTile) {
     uint32_t remaining = program[0].count;
     VECTOR even[VECTORS], odd[VECTORS];
@@ -62,7 +62,7 @@ compute_vectors(size_t filters, const clicktrain_spconv1x1_word* program,
     const VECTOR zero = vector_broadcast(0.0f);
 #pragma GCC unroll 16
     for (int v = 0; v < vectors; ++v) {
-      even[v] = bias;
+      even[v] = accumulate ? vector_load(tile + v * LANES) : bias;
       odd[v] = zero;
     }
     program += 2;
@@ -98,13 +98,13 @@ compute_vectors(size_t filters, const clicktrain_spconv1x1_word* program,
 /* A tile's last pixels take only the vectors they need. */
 static const clicktrain_spconv1x1_word* compute(
     size_t filters, const clicktrain_spconv1x1_word* program,
-    const float* planar, float* tile, size_t pixels, float output_min,
-    float output_max) {
+    const float* planar, float* tile, size_t pixels, int accumulate,
+    float output_min, float output_max) {
   const VECTOR low = vector_broadcast(output_min);
   const VECTOR high = vector_broadcast(output_max);
   const size_t needed = (pixels + LANES - 1) / LANES;
 #define SPCONV1X1_VECTORS(count) \
-  compute_vectors(filters, program, planar, tile, count, low, high)
+  compute_vectors(filters, program, planar, tile, count, accumulate, low, high)
   switch (needed) {
 #if VECTORS > 1
     case 1: return SPCONV1X1_VECTORS(1);
