@@ -1,4 +1,5 @@
-// libFuzzer target over everything a .tflite file can feed the op glue:
+// libFuzzer target over everything a .tflite file can feed the op glue of
+// the pattern convs and of the sparse 1x1 conv (ClickTrainSparseConv1x1):
 // custom options (raw bytes, or a flexbuffer map built from fuzzed fields),
 // the compact-weight tensors (types, ranks, shapes, byte sizes, contents,
 // constness, tensor indices) and the input shape. It drives the real
@@ -224,6 +225,121 @@ std::vector<uint8_t> Options(FuzzedDataProvider& data, int* channels) {
   return bytes;
 }
 
+// Options of ClickTrainSparseConv1x1: raw bytes, or a map of fuzzed fields.
+std::vector<uint8_t> SparseOptions(FuzzedDataProvider& data, int* channels,
+                                   int* output_channels) {
+  if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
+    return data.ConsumeBytes<uint8_t>(data.ConsumeIntegralInRange<size_t>(0, 128));
+  }
+  flexbuffers::Builder builder;
+  static const char* const kIntKeys[] = {"format_version", "input_channels",
+                                         "output_channels", "stride_h",
+                                         "stride_w"};
+  const size_t map = builder.StartMap();
+  for (size_t k = 0; k < 5; ++k) {
+    const int choice = data.ConsumeIntegralInRange<int>(0, 19);
+    if (choice == 0) continue;  // missing
+    int64_t value;
+    if (choice == 1) {
+      value = data.ConsumeIntegral<int64_t>();
+    } else if (k == 0) {
+      value = 1;
+    } else if (k <= 2) {
+      value = data.ConsumeIntegralInRange<int>(1, 40);
+    } else {
+      value = data.ConsumeIntegralInRange<int>(1, 4);
+    }
+    if (k == 1) *channels = static_cast<int>(value);
+    if (k == 2) *output_channels = static_cast<int>(value);
+    if (choice == 2) {
+      builder.String(kIntKeys[k], "1");
+    } else if (choice == 3) {
+      builder.UInt(kIntKeys[k], static_cast<uint64_t>(value));
+    } else {
+      builder.Int(kIntKeys[k], value);
+    }
+  }
+  static const char* const kActivations[] = {"NONE", "RELU", "RELU_N1_TO_1",
+                                             "RELU6", "TANH"};
+  if (data.ConsumeIntegralInRange<int>(0, 19) != 0) {
+    builder.String("fused_activation",
+                   kActivations[data.ConsumeIntegralInRange<int>(0, 4)]);
+  }
+  builder.EndMap(map);
+  builder.Finish();
+  std::vector<uint8_t> bytes = builder.GetBuffer();
+  if (!bytes.empty() && data.ConsumeIntegralInRange<int>(0, 7) == 0) {
+    bytes[data.ConsumeIntegralInRange<size_t>(0, bytes.size() - 1)] ^=
+        data.ConsumeIntegral<uint8_t>();
+  }
+  if (!bytes.empty() && data.ConsumeIntegralInRange<int>(0, 15) == 0) {
+    bytes.resize(data.ConsumeIntegralInRange<size_t>(0, bytes.size() - 1));
+  }
+  return bytes;
+}
+
+// A well-formed sparse 1x1 layer in tensors 1 (nonzero_mask), 2 (values)
+// and 3 (bias), as the exporter writes it; then sometimes corrupted.
+void SparseWeights(FakeRuntime& runtime, FuzzedDataProvider& data,
+                   int in_channels, int output_channels) {
+  const size_t row_bytes = (static_cast<size_t>(in_channels) + 7) / 8;
+  std::vector<uint8_t> mask(static_cast<size_t>(output_channels) * row_bytes, 0);
+  size_t kept = 0;
+  for (int o = 0; o < output_channels; ++o) {
+    for (int i = 0; i < in_channels; ++i) {
+      if (data.ConsumeIntegralInRange<int>(0, 3) == 0) {
+        mask[o * row_bytes + i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+        ++kept;
+      }
+    }
+  }
+  std::vector<float> values(kept);
+  for (size_t i = 0; i < kept; ++i) values[i] = 0.25f * static_cast<float>(i % 7) - 0.75f;
+  std::vector<float> bias(output_channels, 0.5f);
+  auto set = [&](int index, TfLiteType type, std::vector<int> shape,
+                 const void* source, size_t bytes) {
+    TfLiteTensor& tensor = runtime.tensors[index];
+    tensor.type = type;
+    tensor.dims = runtime.Array(shape);
+    tensor.allocation_type = kTfLiteMmapRo;
+    runtime.buffers[index].assign(static_cast<const uint8_t*>(source),
+                                  static_cast<const uint8_t*>(source) + bytes);
+    tensor.bytes = bytes;
+    tensor.data = bytes == 0 ? nullptr : runtime.buffers[index].data();
+  };
+  set(1, kTfLiteUInt8, {output_channels, static_cast<int>(row_bytes)}, mask.data(),
+      mask.size());
+  set(2, kTfLiteFloat32, {static_cast<int>(kept)}, values.data(), kept * 4);
+  set(3, kTfLiteFloat32, {output_channels}, bias.data(), bias.size() * 4);
+  while (data.remaining_bytes() > 0 && data.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    const int index = data.ConsumeIntegralInRange<int>(1, 3);
+    switch (data.ConsumeIntegralInRange<int>(0, 3)) {
+      case 0: {  // flip bits in the contents
+        std::vector<uint8_t>& buffer = runtime.buffers[index];
+        if (!buffer.empty()) {
+          buffer[data.ConsumeIntegralInRange<size_t>(0, buffer.size() - 1)] ^=
+              data.ConsumeIntegralInRange<uint8_t>(1, 255);
+        }
+        break;
+      }
+      case 1:  // a fuzzed tensor in its place
+        MakeTensor(runtime, data, index, runtime.tensors[index].type,
+                   runtime.tensors[index].dims->size, 64);
+        break;
+      case 2: {  // a wrong dimension, bytes unchanged
+        TfLiteIntArray* dims = runtime.tensors[index].dims;
+        if (dims->size > 0) {
+          dims->data[data.ConsumeIntegralInRange<int>(0, dims->size - 1)] =
+              data.ConsumeIntegralInRange<int>(-2, 70000);
+        }
+        break;
+      }
+      default:  // not a constant
+        runtime.tensors[index].allocation_type = kTfLiteArenaRw;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
@@ -231,10 +347,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   FakeRuntime runtime;
   runtime.tensors.resize(kNumTensors);
   runtime.buffers.resize(kNumTensors);
-  const bool depthwise = data.ConsumeBool();
+  const int kind = data.ConsumeIntegralInRange<int>(0, 2);
+  const bool depthwise = kind == 1;
+  const bool sparse_1x1 = kind == 2;
   int channels = 4;
-  std::vector<uint8_t> options = Options(data, &channels);
+  int sparse_output_channels = 4;
+  std::vector<uint8_t> options =
+      sparse_1x1 ? SparseOptions(data, &channels, &sparse_output_channels)
+                 : Options(data, &channels);
   if (channels < 1 || channels > 40) channels = 4;
+  if (sparse_output_channels < 1 || sparse_output_channels > 40) {
+    sparse_output_channels = 4;
+  }
 
   // Input: NHWC, consistent with the options' channels most of the time.
   TfLiteTensor& input = runtime.tensors[0];
@@ -262,7 +386,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   // the fuzzer reaches the validator's deep checks and the kernels; then
   // sometimes one tensor is corrupted or replaced by a fuzzed one.
   int output_channels = 4;
-  {
+  if (sparse_1x1) {
+    SparseWeights(runtime, data, channels, sparse_output_channels);
+  } else {
     const int in_channels = channels;
     output_channels = depthwise ? in_channels : data.ConsumeIntegralInRange<int>(1, 24);
     const int patterns = data.ConsumeIntegralInRange<int>(1, 4);
@@ -351,9 +477,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   runtime.tensors[6].dims = runtime.Array({});
 
   std::vector<int> inputs = {0, 1, 2, 3, 4, 5};
-  if (data.ConsumeIntegralInRange<int>(0, 7) == 0) inputs[5] = -1;  // no bias
+  if (sparse_1x1) inputs = {0, 1, 2, 3};
+  if (data.ConsumeIntegralInRange<int>(0, 7) == 0) inputs.back() = -1;  // no bias
   if (data.ConsumeIntegralInRange<int>(0, 15) == 0) {
-    inputs[data.ConsumeIntegralInRange<int>(0, 5)] =
+    inputs[data.ConsumeIntegralInRange<size_t>(0, inputs.size() - 1)] =
         data.ConsumeIntegralInRange<int>(-5, 20);
   }
   if (data.ConsumeIntegralInRange<int>(0, 31) == 0) inputs.pop_back();
@@ -363,7 +490,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   runtime.node.custom_initial_data_size = static_cast<int>(options.size());
   runtime.custom.builtin_code = CLICKTRAIN_TFLITE_BUILTIN_CUSTOM;
   runtime.custom.custom_name =
-      depthwise ? "ClickTrainPatternDepthwiseConv2D" : "ClickTrainPatternConv2D";
+      sparse_1x1  ? "ClickTrainSparseConv1x1"
+      : depthwise ? "ClickTrainPatternDepthwiseConv2D"
+                  : "ClickTrainPatternConv2D";
   runtime.plan = runtime.Array({0});
 
   TfLiteContext& context = runtime.context;
