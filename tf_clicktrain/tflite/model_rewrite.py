@@ -25,6 +25,7 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 
 from tf_clicktrain.tflite import compact_format
+from tf_clicktrain.tflite import flatbuffer_check
 
 _FILE_IDENTIFIER = b"TFL3"
 # The converter's own alignment for constant data; the pattern-conv glue copies
@@ -190,9 +191,9 @@ def replace_pattern_convs(
             f"max_size_ratio must be positive. Received: max_size_ratio={max_size_ratio}"
         )
     tflite_bytes = bytes(tflite_bytes)
-    if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _FILE_IDENTIFIER:
-        raise ValueError("tflite_bytes is not a TFLite flatbuffer (no 'TFL3' identifier).")
+    flatbuffer_check.check_model(tflite_bytes)
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    flatbuffer_check.check_indices(model)
     if any(buffer.offset for buffer in model.buffers or []):
         # Weights stored outside the flatbuffer (models over 2 GB): not handled.
         return tflite_bytes, []
@@ -214,15 +215,18 @@ def replace_pattern_convs(
 def count_pattern_ops(tflite_bytes):
     """Returns how many ClickTrain custom ops a .tflite model holds.
 
-    Pattern convs (3x3, depthwise) and sparse 1x1 convs are counted."""
+    Pattern convs (3x3, depthwise) and sparse 1x1 convs are counted.
+
+    Raises:
+        ValueError: if `tflite_bytes` is not a well-formed TFLite model.
+    """
     tflite_bytes = bytes(tflite_bytes)
-    if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _FILE_IDENTIFIER:
-        raise ValueError("tflite_bytes is not a TFLite flatbuffer (no 'TFL3' identifier).")
+    flatbuffer_check.check_model(tflite_bytes)
     model = schema.Model.GetRootAs(tflite_bytes, 0)
     ours = {
         index
         for index in range(model.OperatorCodesLength())
-        if (model.OperatorCodes(index).CustomCode() or b"").decode()
+        if flatbuffer_check.custom_code(model.OperatorCodes(index), index)
         in (
             compact_format.CONV_OP_NAME,
             compact_format.DEPTHWISE_CONV_OP_NAME,

@@ -141,12 +141,9 @@ size_t TypeSize(TfLiteType type) {
   }
 }
 
-// Checks, on the live runtime, that the structs of litert_abi.h match its
-// layout: the delegate functions are where we expect them, and every tensor
-// has a plausible type, allocation type and rank and, if constant, a byte
-// size that covers its shape (a wrong TfLiteTensor size or field order
-// breaks these within the first few tensors).
-bool AbiLooksRight(TfLiteContext* context, std::string* why) {
+// Checks, on the live runtime, that the function table of TfLiteContext is
+// where litert_abi.h declares it, before any of it is called.
+bool ContextLooksRight(const TfLiteContext* context, std::string* why) {
   if (context->GetNodeAndRegistration == nullptr ||
       context->ReplaceNodeSubsetsWithDelegateKernels == nullptr ||
       context->GetExecutionPlan == nullptr || context->ReportError == nullptr) {
@@ -157,32 +154,71 @@ bool AbiLooksRight(TfLiteContext* context, std::string* why) {
     *why = "implausible tensors_size";
     return false;
   }
-  for (size_t i = 0; i < context->tensors_size; ++i) {
-    const TfLiteTensor* tensor = &context->tensors[i];
-    if (tensor->type < kTfLiteNoType || tensor->type > 64 ||
-        tensor->allocation_type < kTfLiteMemNone ||
-        tensor->allocation_type > 16) {
-      *why = "TfLiteTensor fields are not where litert_abi.h expects them";
+  return true;
+}
+
+// Checks that TfLiteTensor matches the runtime's layout on the tensors the
+// delegate will read (those of the claimed nodes): each has a valid type and
+// allocation type, dims, and, if it is a dense constant, exactly the bytes
+// its shape needs. The runtime guarantees all of this for any model it loads
+// (it refuses a dense constant whose buffer disagrees with its shape), so a
+// failure means a wrong struct size or field order, not a bad model. Sparse
+// constants (TfLiteTensor.sparsity set) hold fewer bytes than their shape;
+// tensor indices out of range are the model's fault, reported by the node.
+bool ClaimedTensorsLookRight(TfLiteContext* context,
+                             const std::vector<int>& claimed,
+                             std::string* why) {
+  for (int node_index : claimed) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* registration = nullptr;
+    if (context->GetNodeAndRegistration(context, node_index, &node,
+                                        &registration) != kTfLiteOk ||
+        node == nullptr) {
+      *why = "a claimed node cannot be read back";
       return false;
     }
-    const TfLiteIntArray* dims = tensor->dims;
-    if (dims == nullptr) continue;
-    if (dims->size < 0 || dims->size > 16) {
-      *why = "TfLiteTensor.dims is not where litert_abi.h expects it";
-      return false;
-    }
-    const size_t element_size = TypeSize(tensor->type);
-    if (element_size == 0 || tensor->allocation_type != kTfLiteMmapRo) {
-      continue;
-    }
-    size_t elements = 1;
-    for (int d = 0; d < dims->size; ++d) {
-      elements *= static_cast<size_t>(dims->data[d] < 0 ? 0 : dims->data[d]);
-    }
-    // The runtime guarantees a constant's buffer covers its shape.
-    if (elements * element_size > tensor->bytes) {
-      *why = "TfLiteTensor.bytes disagrees with its shape";
-      return false;
+    for (const TfLiteIntArray* indices : {node->inputs, node->outputs}) {
+      if (indices == nullptr) continue;
+      for (int i = 0; i < indices->size; ++i) {
+        const int index = indices->data[i];
+        if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
+          continue;
+        }
+        const TfLiteTensor* tensor = &context->tensors[index];
+        // Read as plain ints: a value outside the enums is what a layout
+        // mismatch looks like, and the compiler may assume enums in range.
+        int type = 0;
+        int allocation_type = 0;
+        std::memcpy(&type, &tensor->type, sizeof(type));
+        std::memcpy(&allocation_type, &tensor->allocation_type,
+                    sizeof(allocation_type));
+        if (type < 0 || type > 64 || allocation_type < 0 ||
+            allocation_type > 16) {
+          *why = "TfLiteTensor fields are not where litert_abi.h expects them";
+          return false;
+        }
+        const TfLiteIntArray* dims = tensor->dims;
+        if (dims == nullptr || dims->size < 0) {
+          *why = "TfLiteTensor.dims is not where litert_abi.h expects it";
+          return false;
+        }
+        const size_t element_size = TypeSize(tensor->type);
+        if (element_size == 0 || tensor->allocation_type != kTfLiteMmapRo ||
+            tensor->sparsity != nullptr) {
+          continue;
+        }
+        size_t bytes = element_size;
+        bool overflow = false;
+        for (int d = 0; d < dims->size; ++d) {
+          const size_t extent =
+              static_cast<size_t>(dims->data[d] < 0 ? 0 : dims->data[d]);
+          overflow |= __builtin_mul_overflow(bytes, extent, &bytes);
+        }
+        if (overflow || bytes != tensor->bytes) {
+          *why = "TfLiteTensor.bytes disagrees with its shape";
+          return false;
+        }
+      }
     }
   }
   return true;
@@ -264,6 +300,10 @@ TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
   type = tensor->type;
   if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
     return Report(context, "input '%s' must be a constant tensor", name);
+  }
+  if (tensor->sparsity != nullptr) {
+    return Report(context, "input '%s' must be dense, not a TFLite sparse "
+                  "tensor", name);
   }
   if (tensor->dims == nullptr || tensor->dims->size != rank) {
     return Report(context, "input '%s' must have rank %d", name, rank);
@@ -432,16 +472,22 @@ TfLiteRegistration KernelRegistration() {
 // ---------------------------------------------------------------------------
 // The delegate: claims our custom nodes, one delegate kernel per node.
 
-TfLiteStatus DelegatePrepare(TfLiteContext* context,
-                             TfLiteDelegate* delegate) {
-  std::string why;
-  if (!AbiLooksRight(context, &why)) {
+TfLiteStatus ReportAbiMismatch(TfLiteContext* context, const std::string& why) {
+  if (context->ReportError != nullptr) {
     context->ReportError(context,
                          "%s: the LiteRT runtime's ABI differs from the one "
                          "this library was built for (ai-edge-litert %s): %s\n",
                          kDelegateKernelName, CLICKTRAIN_LITERT_ABI_VERSION,
                          why.c_str());
-    return kTfLiteError;
+  }
+  return kTfLiteError;
+}
+
+TfLiteStatus DelegatePrepare(TfLiteContext* context,
+                             TfLiteDelegate* delegate) {
+  std::string why;
+  if (!ContextLooksRight(context, &why)) {
+    return ReportAbiMismatch(context, why);
   }
   TfLiteIntArray* plan = nullptr;
   if (context->GetExecutionPlan(context, &plan) != kTfLiteOk ||
@@ -467,6 +513,9 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
       claimed.push_back(plan->data[i]);
       claimed_sparse_1x1.push_back(sparse_1x1);
     }
+  }
+  if (!ClaimedTensorsLookRight(context, claimed, &why)) {
+    return ReportAbiMismatch(context, why);
   }
   // One call per node keeps each claimed op its own kernel, so tensors
   // between two adjacent pattern convs stay runtime-allocated.

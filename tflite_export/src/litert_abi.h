@@ -8,8 +8,9 @@
  *
  * The runtime version these declarations were checked against is pinned in
  * exactly one place, CLICKTRAIN_LITERT_ABI_VERSION. The delegate verifies the
- * layout at run time (see AbiLooksRight in delegate.cc) and refuses to run on
- * a mismatch; tests/tflite/test_abi.py checks the same in CI.
+ * layout at run time on what it reads (see ContextLooksRight and
+ * ClaimedTensorsLookRight in delegate.cc) and refuses to run on a mismatch;
+ * tests/tflite/test_native_library.py checks the pin in CI.
  */
 #ifndef CLICKTRAIN_LITERT_ABI_H_
 #define CLICKTRAIN_LITERT_ABI_H_

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "flatbuffers/flexbuffers.h"
 
@@ -79,12 +80,15 @@ extern "C" int clicktrain_parse_op_options(const void* data, size_t size,
   std::memset(options, 0, sizeof(*options));
   const auto* bytes = static_cast<const uint8_t*>(data);
   // A flexbuffer is at least a value, its type byte and its width byte.
-  if (bytes == nullptr || size < 3 || size > (1u << 20)) {
+  if (bytes == nullptr || size < 3 || size > CLICKTRAIN_MAX_OPTIONS_BYTES) {
     return Fail(error, error_size,
-                "custom options must be a flexbuffer of 3 bytes to 1 MiB. "
-                "Received: %zu bytes", size);
+                "custom options must be a flexbuffer of 3 to %d bytes. "
+                "Received: %zu bytes", CLICKTRAIN_MAX_OPTIONS_BYTES, size);
   }
-  if (!flexbuffers::VerifyBuffer(bytes, size)) {
+  // The reuse tracker visits each vector once: without it, n offsets to one
+  // n-element vector cost n^2 steps.
+  std::vector<uint8_t> reuse_tracker;
+  if (!flexbuffers::VerifyBuffer(bytes, size, &reuse_tracker)) {
     return Fail(error, error_size,
                 "custom options are not a valid flexbuffer (%zu bytes)", size);
   }

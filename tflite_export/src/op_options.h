@@ -41,7 +41,15 @@ typedef struct clicktrain_op_options {
 #define CLICKTRAIN_MAX_STRIDE 64
 #define CLICKTRAIN_MAX_DILATION 64
 
-/* Verifies and parses custom options `data[0, size)`.
+/* Largest custom options accepted from a file, in bytes. The exporter's
+ * options are a flexbuffer map of a few integers and two short strings,
+ * about 160 bytes; the bound keeps the cost of verifying hostile options
+ * (linear in their size with the reuse tracker, but key scans can still
+ * overlap) far below a millisecond. */
+#define CLICKTRAIN_MAX_OPTIONS_BYTES 4096
+
+/* Verifies and parses custom options `data[0, size)`, at most
+ * CLICKTRAIN_MAX_OPTIONS_BYTES bytes.
  *
  * Returns 0 on success, -1 with a message in `error` on any malformed,
  * missing, out-of-range or unsupported-version field.

@@ -1,0 +1,105 @@
+"""Python half of model_file_fuzzer.cc: loads and runs one .tflite file.
+
+Runs the user's path, `tf_clicktrain.tflite.Interpreter` over the stock
+LiteRT runtime with the ClickTrain delegate (the sanitized build named by
+TF_CLICKTRAIN_TFLITE_LIBRARY), then resizes the first input and runs again,
+so the delegate's Prepare sees a second shape through the runtime's own
+ResizeTensorExplicit. Only the `tf_clicktrain.tflite` modules the
+interpreter needs are imported (not the package's Keras side).
+
+`run` returns normally or after the documented ValueError / RuntimeError;
+any other exception is a bug, reported by aborting the process.
+"""
+
+import os
+import sys
+import traceback
+import types
+
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _import_interpreter():
+    for name in ("tf_clicktrain", "tf_clicktrain.tflite"):
+        package = types.ModuleType(name)
+        package.__path__ = [os.path.join(_REPO, *name.split("."))]
+        sys.modules[name] = package
+    from tf_clicktrain.tflite import interpreter  # pylint: disable=import-outside-toplevel
+
+    return interpreter
+
+
+_interpreter = _import_interpreter()
+from ai_edge_litert import interpreter as _litert  # pylint: disable=wrong-import-position
+
+# Loads the sanitized library now, before libFuzzer starts counting coverage.
+_interpreter.native_library.load_delegate()
+
+# Shapes a fuzzed file may ask the harness to fill; larger inputs are skipped.
+_MAX_INPUT_ELEMENTS = 1 << 20
+
+
+def _fill_inputs(interpreter, rng):
+    for detail in interpreter.get_input_details():
+        shape = detail["shape"]
+        if np.prod(shape, dtype=np.int64) > _MAX_INPUT_ELEMENTS:
+            return False
+        if detail["dtype"] == np.float32:
+            value = rng.standard_normal(shape).astype(np.float32)
+        else:
+            value = np.zeros(shape, detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+    return True
+
+
+def _resized(shape, mode):
+    shape = [int(d) for d in shape]
+    if len(shape) != 4:
+        return None
+    if mode == 1:  # taller and wider
+        return [shape[0], shape[1] + 3, shape[2] + 5, shape[3]]
+    if mode == 2:  # down to one pixel
+        return [shape[0], 1, 1, shape[3]]
+    if mode == 3:  # batch of two
+        return [2, *shape[1:]]
+    return None
+
+
+def run(content, threads, resize_mode, default_delegates):
+    """Loads, prepares, runs, resizes and reruns the model in `content`."""
+    try:
+        _run(content, threads, resize_mode, default_delegates)
+    except (ValueError, RuntimeError):
+        pass
+    except BaseException:  # pylint: disable=broad-except
+        traceback.print_exc()
+        sys.stderr.flush()
+        os.abort()
+
+
+def _run(content, threads, resize_mode, default_delegates):
+    resolver = (
+        _litert.OpResolverType.AUTO
+        if default_delegates
+        else _litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter = _interpreter.Interpreter(
+        model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
+    )
+    rng = np.random.default_rng(0)
+    interpreter.allocate_tensors()
+    if not _fill_inputs(interpreter, rng):
+        return
+    interpreter.invoke()
+    inputs = interpreter.get_input_details()
+    if not inputs:
+        return
+    shape = _resized(inputs[0]["shape"], resize_mode)
+    if shape is None:
+        return
+    interpreter.resize_tensor_input(inputs[0]["index"], shape, strict=False)
+    interpreter.allocate_tensors()
+    if _fill_inputs(interpreter, rng):
+        interpreter.invoke()
