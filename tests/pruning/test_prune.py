@@ -70,10 +70,9 @@ def test_single_layer_and_list():
 @pytest.mark.parametrize(
     "layer, match",
     [
-        (keras.layers.Conv2D(4, 5, name="c5"), "kernel_size"),
         (keras.layers.Conv2D(4, 3, groups=2, name="g"), "groups=2"),
         (keras.layers.BatchNormalization(name="bn"), "PrunableLayer"),
-        (keras.layers.DepthwiseConv2D(5, name="dw5"), "kernel_size"),
+        (keras.layers.LSTM(4, name="lstm"), "LSTM"),
     ],
 )
 def test_explicitly_requested_unprunable_layer_is_an_error(layer, match):

@@ -95,8 +95,8 @@ class PruningController:
         )
         if own is not None:
             return own * self.config.schedule.ramp(step)
-        if pruned.kind == eligibility.PATTERN and eligibility.is_depthwise(
-            self.wrapper.layer
+        if pruned.kind == eligibility.PATTERN and eligibility.keeps_every_kernel(
+            self.wrapper.layer, pruned.weight
         ):
             return 0.0
         return decision.sparsity

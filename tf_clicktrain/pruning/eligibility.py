@@ -8,6 +8,19 @@ from tf_clicktrain.pruning.prunable_layer import is_prunable_layer
 
 logger = logging.getLogger(__name__)
 
+# Layers whose 3x3 kernels get patterns (Conv2DTranspose is not a Conv2D).
+_PATTERN_LAYERS = (
+    keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+)
+
+# Layers pruned unstructured (tfmot's magnitude pruning) when not patterned.
+_UNSTRUCTURED_LAYERS = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D, keras.layers.Embedding,
+)
+
 # Layers with weight matrices or kernels: a user pruning a model expects
 # these to be pruned, so leaving one dense is logged with the reason.
 _WEIGHT_LAYERS = (
@@ -39,12 +52,7 @@ def _kernel_size(layer):
 
 def is_conv(layer):
     """True for the convolutions whose first layer the paper leaves dense."""
-    return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-
-
-def is_depthwise(layer):
-    """True for depthwise convolutions (no kernel removal by default)."""
-    return isinstance(layer, keras.layers.DepthwiseConv2D)
+    return isinstance(layer, _PATTERN_LAYERS)
 
 
 def pruning_kind(layer, unstructured="pointwise", explicit=False):
@@ -52,49 +60,54 @@ def pruning_kind(layer, unstructured="pointwise", explicit=False):
 
     Args:
         layer: a Keras layer.
-        unstructured: which non-3x3 layers get unstructured magnitude pruning
-            when met in a model: "none", "pointwise" (1x1 convs) or "all"
-            (1x1 convs and Dense).
-        explicit: the user asked for this very layer; 1x1 convs and Dense are
-            then pruned whatever ``unstructured`` says.
+        unstructured: which layers without 3x3 patterns get unstructured
+            magnitude pruning when met in a model: "none", "pointwise" (1x1
+            Conv2D) or "all" (also Dense, Embedding, other kernel sizes,
+            Conv1D/Conv3D and transposed convolutions).
+        explicit: the user asked for this very layer; it is then pruned
+            whatever ``unstructured`` says.
 
     Returns:
-        `PATTERN`, `UNSTRUCTURED`, or None for layers left alone.
+        `PATTERN`, `UNSTRUCTURED`, or None for layers left alone (a layer
+        with weights left dense for another reason than the policy is
+        logged, naming it and why).
 
     Raises:
         ValueError: if ``explicit`` and the layer cannot be pruned.
     """
     if is_prunable_layer(layer):
         return PATTERN  # The wrapper decides per weight, by shape.
-    reason = None
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        if _kernel_size(layer) == (3, 3):
+    if isinstance(layer, _PATTERN_LAYERS) and _kernel_size(layer) == (3, 3):
+        if getattr(layer, "groups", 1) == 1:
             return PATTERN
-        reason = f"its kernel_size is {_kernel_size(layer)}; patterns need 3x3"
-    elif isinstance(layer, keras.layers.Conv2D) and not isinstance(
-        layer, keras.layers.Conv2DTranspose
-    ):
+        reason = f"it has groups={layer.groups}; only groups=1 is supported"
+    elif isinstance(layer, keras.layers.Conv2D) and _kernel_size(layer) == (1, 1):
         if getattr(layer, "groups", 1) != 1:
             reason = f"it has groups={layer.groups}; only groups=1 is supported"
-        elif _kernel_size(layer) == (3, 3):
-            return PATTERN
-        elif _kernel_size(layer) == (1, 1):
-            if explicit or unstructured in ("pointwise", "all"):
-                return UNSTRUCTURED
-            return None
+        elif explicit or unstructured in ("pointwise", "all"):
+            return UNSTRUCTURED
         else:
-            reason = (
-                f"its kernel_size is {_kernel_size(layer)}; patterns need 3x3 "
-                "and unstructured pruning is offered for 1x1"
-            )
+            return None
     elif isinstance(layer, keras.layers.Dense):
         if explicit or unstructured == "all":
             return UNSTRUCTURED
         return None
+    elif isinstance(layer, _UNSTRUCTURED_LAYERS):
+        if getattr(layer, "groups", 1) != 1:
+            reason = f"it has groups={layer.groups}; only groups=1 is supported"
+        elif explicit or unstructured == "all":
+            return UNSTRUCTURED
+        else:
+            reason = (
+                f"its kernel_size is {_kernel_size(layer)}; patterns need a 3x3 "
+                "2-D kernel, and unstructured pruning of it is enabled by "
+                "unstructured='all'"
+            )
     else:
         reason = (
-            "it is not a Conv2D, DepthwiseConv2D or Dense layer and does not "
-            "implement tf_clicktrain.PrunableLayer (get_prunable_weights)"
+            "tf_clicktrain prunes convolutions, Dense and Embedding layers, and "
+            "layers implementing tf_clicktrain.PrunableLayer "
+            "(get_prunable_weights)"
         )
     if explicit:
         raise ValueError(
@@ -125,12 +138,26 @@ def prunable_weights(layer):
                     f"Keras variables. Received: {weight!r}"
                 )
         return weights
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return [layer.depthwise_kernel, layer.pointwise_kernel]
+    if isinstance(layer, keras.layers.Embedding):
+        return [layer.embeddings]
     return [layer.kernel]
 
 
-def weight_kind(weight):
-    """`PATTERN` for ``(3, 3, a, b)`` weights, else `UNSTRUCTURED`."""
+def keeps_every_kernel(layer, weight):
+    """True for depthwise 3x3 kernels: removing one would remove a channel."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return True
+    return isinstance(layer, keras.layers.SeparableConv2D) and weight is layer.depthwise_kernel
+
+
+def weight_kind(layer, weight):
+    """`PATTERN` for the ``(3, 3, a, b)`` kernels of 2-D convolutions and
+    `PrunableLayer` weights, else `UNSTRUCTURED` (transposed convolutions'
+    kernels included)."""
     shape = tuple(weight.shape)
-    if len(shape) == 4 and shape[:2] == (3, 3):
+    pattern_layer = is_prunable_layer(layer) or isinstance(layer, _PATTERN_LAYERS)
+    if pattern_layer and len(shape) == 4 and shape[:2] == (3, 3):
         return PATTERN
     return UNSTRUCTURED

@@ -198,7 +198,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         # The creation order below is the order of the variables in .keras and
         # .weights.h5 files: keep it, or files saved before will not load.
         for index, weight in enumerate(eligibility.prunable_weights(self.layer)):
-            pruned = PrunedWeight(weight, eligibility.weight_kind(weight))
+            pruned = PrunedWeight(weight, eligibility.weight_kind(self.layer, weight))
             base = f"{index}_{weight.name}"
             pruned.mask = self.add_weight(
                 name=f"{base}_mask", shape=weight.shape, initializer="ones",
