@@ -19,9 +19,12 @@ GFLOP/s: dense = 2 * 9 * Cin * Cout * Hout * Wout / time for XNNPACK;
 effective = 2 * (non-zero weights) * Hout * Wout / time for our op (the
 non-zero FLOPs only).
 
+--peak_gflops P (one core's FMA peak, e.g. measured with a chain of
+independent FMAs) adds each side's fraction of that peak per thread.
+
 Usage:
   python benchmarks/pattern_conv_speed.py [--rounds 7] [--threads 1 2]
-      [--only layers|models] [--kernels scalar|avx2|avx512]
+      [--only layers|models] [--kernels scalar|avx2|avx512] [--peak_gflops P]
 """
 
 import argparse
@@ -41,6 +44,8 @@ def _parse_args():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", choices=["layers", "models"], default=None)
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
+    parser.add_argument("--peak_gflops", type=float, default=None,
+                        help="one core's fp32 FMA peak, for a fraction-of-peak column")
     parser.add_argument(
         "--kernels", default=None,
         help="force a kernel variant (TF_CLICKTRAIN_KERNELS), e.g. scalar for the baseline",
@@ -131,11 +136,12 @@ def _relative_error(actual, expected):
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
-def bench_layers(threads, compressions, rounds, rng):
+def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
     print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), median of {rounds} "
           "interleaved samples ==")
+    peak_header = f"{'XNNPACK % peak':>15}{'ours % peak':>12}" if peak_gflops else ""
     print(f"{'layer':<18}{'compr.':>7}{'XNNPACK ms':>11}{'ours ms':>9}{'speedup':>9}"
-          f"{'XNNPACK GFLOP/s':>16}{'ours eff. GFLOP/s':>18}{'max rel err':>12}")
+          f"{'XNNPACK GFLOP/s':>16}{'ours eff. GFLOP/s':>18}{'max rel err':>12}{peak_header}")
     rows = []
     for name, size, cin, cout, stride in LAYERS:
         inputs = rng.normal(size=(1, size, size, cin)).astype(np.float32)
@@ -170,8 +176,13 @@ def bench_layers(threads, compressions, rounds, rng):
                        dense_gflops=dense_flops / dense_ms / 1e6, ours_gflops=effective,
                        error=error)
             rows.append(row)
+            peak = ""
+            if peak_gflops:
+                core_peak = peak_gflops * threads
+                peak = (f"{100 * row['dense_gflops'] / core_peak:>14.0f}%"
+                        f"{100 * effective / core_peak:>11.0f}%")
             print(f"{name:<18}{compression:>6.0f}x{dense_ms:>11.3f}{ms:>9.3f}{row['speedup']:>8.2f}x"
-                  f"{row['dense_gflops']:>16.1f}{effective:>18.1f}{error:>12.1e}")
+                  f"{row['dense_gflops']:>16.1f}{effective:>18.1f}{error:>12.1e}{peak}")
         del dense_reference
         sys.stdout.flush()
     return rows
@@ -217,7 +228,7 @@ def main():
     print("kernels:", ct_tflite.native_library.library_info()["kernels"])
     for threads in args.threads:
         if args.only in (None, "layers"):
-            bench_layers(threads, args.compressions, args.rounds, rng)
+            bench_layers(threads, args.compressions, args.rounds, rng, args.peak_gflops)
         if args.only in (None, "models"):
             bench_models(threads, args.rounds, rng, args.compressions)
 

@@ -12,40 +12,32 @@
 
 #include "clicktrain/pattern_conv.h"
 
-static const clicktrain_kernel_set kReferenceKernels = {
-    "scalar",
-    clicktrain_f32_patconv_ukernel__scalar,
-    clicktrain_f32_patdwconv_ukernel__scalar,
-    NULL,
-    0,
-};
+/* Every set runs the same driver (pattern_conv_operator.c); only the
+ * micro-kernels differ. The reference kernels serve layers the fast path
+ * does not take. */
+#define CLICKTRAIN_KERNEL_SET(variant, tile)                              \
+  {                                                                       \
+    .name = #variant,                                                     \
+    .conv = clicktrain_f32_patconv_ukernel__scalar,                       \
+    .depthwise_conv = clicktrain_f32_patdwconv_ukernel__scalar,           \
+    .planar = clicktrain_f32_patconv_planar_ukernel__##variant,           \
+    .pixel_tile = (tile),                                                 \
+    .transpose = clicktrain_x32_transpose_ukernel__##variant,             \
+  }
+
+static const clicktrain_kernel_set kScalarKernels =
+    CLICKTRAIN_KERNEL_SET(scalar, 64);
 
 #if defined(__x86_64__) || defined(_M_X64)
-static const clicktrain_kernel_set kAvx2Kernels = {
-    "avx2",
-    clicktrain_f32_patconv_ukernel__scalar,
-    clicktrain_f32_patdwconv_ukernel__scalar,
-    clicktrain_f32_patconv_planar_ukernel__avx2,
-    64,
-};
-static const clicktrain_kernel_set kAvx512Kernels = {
-    "avx512",
-    clicktrain_f32_patconv_ukernel__scalar,
-    clicktrain_f32_patdwconv_ukernel__scalar,
-    clicktrain_f32_patconv_planar_ukernel__avx512,
-    128,
-};
+static const clicktrain_kernel_set kAvx2Kernels = CLICKTRAIN_KERNEL_SET(avx2, 64);
+static const clicktrain_kernel_set kAvx512Kernels =
+    CLICKTRAIN_KERNEL_SET(avx512, 128);
 #endif
 
 #if defined(__aarch64__)
-static const clicktrain_kernel_set kNeonKernels = {
-    "neon",
-    clicktrain_f32_patconv_ukernel__scalar,
-    clicktrain_f32_patdwconv_ukernel__scalar,
-    clicktrain_f32_patconv_planar_ukernel__neon,
-    32,
-};
+static const clicktrain_kernel_set kNeonKernels = CLICKTRAIN_KERNEL_SET(neon, 32);
 #endif
+#undef CLICKTRAIN_KERNEL_SET
 
 size_t clicktrain_available_kernels(const clicktrain_kernel_set** sets,
                                     size_t capacity) {
@@ -55,7 +47,7 @@ size_t clicktrain_available_kernels(const clicktrain_kernel_set** sets,
     if (count < capacity) sets[count] = (set); \
     ++count;                \
   } while (0)
-  CLICKTRAIN_ADD(&kReferenceKernels);
+  CLICKTRAIN_ADD(&kScalarKernels);
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
   /* __builtin_cpu_supports also checks that the OS saves the registers. */
@@ -71,7 +63,7 @@ size_t clicktrain_available_kernels(const clicktrain_kernel_set** sets,
   return count;
 }
 
-static const clicktrain_kernel_set* selected_kernels = &kReferenceKernels;
+static const clicktrain_kernel_set* selected_kernels = &kScalarKernels;
 static pthread_once_t selection_once = PTHREAD_ONCE_INIT;
 
 static void select_once(void) {

@@ -1,78 +1,151 @@
 #include "pattern_conv_operator.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum {
   kAlignment = 64,
+  /* Sub-plane rows are a multiple of this many floats (32 bytes), so every
+   * tap offset keeps vector loads within cache lines. */
+  kColumnAlignment = 8,
   /* Output channels per task: one 64-byte line of NHWC output per pixel. */
   kFilterBlock = 16,
   kMaxPixelTile = 256,
+  /* A band buffer this size stays in a core's L2 cache next to the weights
+   * and the output tiles. */
+  kBandBufferBytes = 512 * 1024,
+  /* A chunk's tile of planes this size stays in L1 next to the output tile. */
+  kChunkBytes = 20 * 1024,
+  kKernelColumns = CLICKTRAIN_KERNEL_SIZE,
+  /* Tiles start on 64-byte boundaries and hold whole 512-bit vectors. */
+  kTileAlignment = 16,
 };
 
-/* Planes larger than this (in floats) run on the reference kernel. */
-#define CLICKTRAIN_MAX_PLANE_FLOATS ((size_t)1 << 30)
-
-static size_t align_up(size_t size) {
-  return (size + kAlignment - 1) / kAlignment * kAlignment;
+static size_t align_up(size_t size, size_t alignment) {
+  return (size + alignment - 1) / alignment * alignment;
 }
 
-static size_t program_words(const clicktrain_pattern_weights* w) {
-  size_t words = 0;
-  for (uint32_t o = 0; o < w->output_channels; ++o) {
-    words += 2;
-    for (uint32_t p = 0; p < w->num_patterns; ++p) {
-      const size_t run = w->pattern_run_lengths[(size_t)o * w->num_patterns + p];
-      if (run == 0) continue;
-      const size_t taps = (size_t)__builtin_popcount(w->pattern_masks[p]);
-      words += 2 + taps + run * (1 + taps);
-    }
-  }
-  return words;
+static size_t phase_index(const clicktrain_patconv_operator* op, int ky) {
+  const int value = ky * op->geometry.dilation_h % op->geometry.stride_h;
+  size_t index = 0;
+  while (op->phase_value[index] != value) ++index;
+  return index;
 }
 
 /* Offset, within a channel's planes, of 3x3 position `position`. */
 static size_t tap_offset(const clicktrain_patconv_operator* op, int position) {
   const clicktrain_conv_geometry* g = &op->geometry;
-  const size_t ky = (size_t)(position / CLICKTRAIN_KERNEL_SIZE) * g->dilation_h;
-  const size_t kx = (size_t)(position % CLICKTRAIN_KERNEL_SIZE) * g->dilation_w;
-  const size_t phase = (ky % op->phases_h) * op->phases_w + kx % op->phases_w;
-  return phase * op->phase_rows * op->phase_columns +
-         ky / op->phases_h * op->phase_columns + kx / op->phases_w;
+  const int ky = position / CLICKTRAIN_KERNEL_SIZE;
+  const size_t kx = (size_t)(position % CLICKTRAIN_KERNEL_SIZE);
+  const size_t row = (size_t)(ky * g->dilation_h / g->stride_h);
+  return ((phase_index(op, ky) * kKernelColumns + kx) * op->band_buffer_rows +
+          row) * op->columns;
 }
 
-static void build_program(clicktrain_patconv_operator* op) {
+/* Pixels per tile for a band of `rows` output rows: equal tiles of whole
+ * vectors, so no tile is a short tail. */
+static size_t tile_pixels(const clicktrain_patconv_operator* op, size_t rows) {
+  const size_t band_pixels = rows * op->columns;
+  const size_t tiles = (band_pixels + op->pixel_tile - 1) / op->pixel_tile;
+  return align_up((band_pixels + tiles - 1) / tiles, kTileAlignment);
+}
+
+/* Writes the filter program (or, with program == NULL, only counts its
+ * words): filter block by block, chunk of input channels by chunk, filter by
+ * filter, each filter's kernels of the chunk grouped by pattern. */
+static size_t emit_program(clicktrain_patconv_operator* op,
+                           clicktrain_patconv_word* program) {
   const clicktrain_pattern_weights* w = op->weights;
-  clicktrain_patconv_word* word = op->program;
-  uint32_t kernel = 0;
-  const float* value = w->values;
-  for (uint32_t o = 0; o < w->output_channels; ++o) {
-    op->filter_program_start[o] = (size_t)(word - op->program);
-    clicktrain_patconv_word* groups = word;
-    groups->count = 0;
-    word[1].weight = w->bias[o];
-    word += 2;
-    for (uint32_t p = 0; p < w->num_patterns; ++p) {
-      const uint32_t run = w->pattern_run_lengths[(size_t)o * w->num_patterns + p];
-      if (run == 0) continue;
-      const unsigned mask = w->pattern_masks[p];
-      const uint32_t taps = (uint32_t)__builtin_popcount(mask);
-      ++groups->count;
-      word[0].count = taps;
-      word[1].count = run;
-      word += 2;
-      for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS; ++position) {
-        if ((mask >> position) & 1u) (word++)->offset = (int32_t)tap_offset(op, position);
+  const size_t output_channels = w->output_channels;
+  size_t n = 0;
+#define EMIT(field, value)                      \
+  do {                                          \
+    if (program != NULL) program[n].field = (value); \
+    ++n;                                        \
+  } while (0)
+  for (size_t block = 0; block < op->filter_blocks; ++block) {
+    const size_t first_filter = block * op->filter_block;
+    size_t end_filter = first_filter + op->filter_block;
+    if (end_filter > output_channels) end_filter = output_channels;
+    for (size_t chunk = 0; chunk < op->chunks; ++chunk) {
+      if (program != NULL) {
+        op->chunk_program_start[block * op->chunks + chunk] = n;
       }
-      for (uint32_t j = 0; j < run; ++j, ++kernel) {
-        (word++)->offset =
-            (int32_t)(w->kernel_input_channels[kernel] * op->plane_stride);
-        for (uint32_t t = 0; t < taps; ++t) (word++)->weight = *value++;
+      const size_t first_channel = chunk * op->chunk_channels;
+      const size_t end_channel = first_channel + op->chunk_channels;
+      for (size_t o = first_filter; o < end_filter; ++o) {
+        const size_t header = n;
+        EMIT(count, 0);
+        EMIT(weight, w->bias[o]);
+        uint32_t groups = 0;
+        uint32_t kernel = w->filter_kernel_start[o];
+        const float* value = w->values + w->filter_value_start[o];
+        for (uint32_t p = 0; p < w->num_patterns; ++p) {
+          const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
+          const unsigned mask = w->pattern_masks[p];
+          const uint32_t taps = (uint32_t)__builtin_popcount(mask);
+          uint32_t in_chunk = 0;
+          for (uint32_t j = 0; j < run; ++j) {
+            const size_t channel = w->kernel_input_channels[kernel + j];
+            in_chunk += channel >= first_channel && channel < end_channel;
+          }
+          if (in_chunk > 0) {
+            ++groups;
+            EMIT(count, taps);
+            EMIT(count, in_chunk);
+            for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS;
+                 ++position) {
+              if ((mask >> position) & 1u) {
+                EMIT(offset, (int32_t)tap_offset(op, position));
+              }
+            }
+            for (uint32_t j = 0; j < run; ++j) {
+              const size_t channel = w->kernel_input_channels[kernel + j];
+              if (channel < first_channel || channel >= end_channel) continue;
+              EMIT(offset, (int32_t)(channel * op->channel_stride));
+              for (uint32_t t = 0; t < taps; ++t) {
+                EMIT(weight, value[j * taps + t]);
+              }
+            }
+          }
+          kernel += run;
+          value += (size_t)run * taps;
+        }
+        if (program != NULL) {
+          program[header].count =
+              groups | (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
+              (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);
+        }
       }
     }
   }
-  op->filter_program_start[w->output_channels] = (size_t)(word - op->program);
+#undef EMIT
+  return n;
+}
+
+static int weights_are_finite(const clicktrain_pattern_weights* w) {
+  for (uint32_t i = 0; i < w->num_values; ++i) {
+    if (!isfinite(w->values[i])) return 0;
+  }
+  return 1;
+}
+
+/* Grows the band buffers to `count`; their padding zeros are written here,
+ * once. Returns 0, or -1 when an allocation fails (the buffers allocated so
+ * far stay usable). */
+static int add_buffers(clicktrain_patconv_operator* op, size_t count) {
+  if (count > CLICKTRAIN_PATCONV_MAX_BUFFERS) count = CLICKTRAIN_PATCONV_MAX_BUFFERS;
+  const size_t bytes = op->buffer_floats * sizeof(float);
+  while (op->allocated_buffers < count) {
+    float* buffer = (float*)aligned_alloc(kAlignment, bytes);
+    if (buffer == NULL) return -1;
+    memset(buffer, 0, bytes);
+    op->buffers[op->allocated_buffers++] = buffer;
+    op->scratch_bytes += bytes;
+  }
+  return 0;
 }
 
 int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
@@ -88,60 +161,92 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
   op->depthwise = depthwise;
   op->max_threads = max_threads < 1 ? 1 : max_threads;
   const clicktrain_conv_geometry* g = geometry;
-  if (kernels->planar == NULL || kernels->pixel_tile == 0 ||
-      kernels->pixel_tile > kMaxPixelTile) {
+  if (kernels->planar == NULL || kernels->transpose == NULL ||
+      kernels->pixel_tile == 0 || kernels->pixel_tile > kMaxPixelTile ||
+      kernels->pixel_tile % kTileAlignment != 0 ||
+      !weights_are_finite(weights)) {
     return 0;
   }
-  op->phases_h = (size_t)g->stride_h;
-  op->phases_w = (size_t)g->stride_w;
-  op->phase_rows = (size_t)g->output_height +
-                   (size_t)(2 * g->dilation_h) / op->phases_h;
-  op->phase_columns = (size_t)g->output_width +
-                      (size_t)(2 * g->dilation_w) / op->phases_w;
-  const size_t phase_size = op->phase_rows * op->phase_columns;
-  /* Overflow-safe size checks: every factor is below 2^25. */
-  if (phase_size > CLICKTRAIN_MAX_PLANE_FLOATS / (op->phases_h * op->phases_w)) {
+  for (int ky = 0; ky < CLICKTRAIN_KERNEL_SIZE; ++ky) {
+    const int value = ky * g->dilation_h % g->stride_h;
+    size_t index = 0;
+    while (index < op->row_phases && op->phase_value[index] != value) ++index;
+    if (index == op->row_phases) op->phase_value[op->row_phases++] = value;
+  }
+  /* Overflow-safe sizes: every factor is below 2^25 and checked against a
+   * bound that is itself far below SIZE_MAX. */
+  const size_t input_image =
+      (size_t)g->input_height * g->input_width * g->input_channels;
+  const size_t output_image =
+      (size_t)g->output_height * g->output_width * g->output_channels;
+  const size_t scratch_limit =
+      4 * (input_image + output_image) + CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS;
+  const size_t reach = (size_t)(2 * g->dilation_h / g->stride_h);
+  const size_t channels = (size_t)g->input_channels;
+  op->columns = align_up((size_t)g->output_width, kColumnAlignment);
+  /* Floats of one buffer row (all channels, phases and kernel columns). */
+  const size_t row_floats = channels * op->row_phases * kKernelColumns * op->columns;
+  if (reach + 1 > scratch_limit / row_floats) return 0;
+  /* Bands fill about kBandBufferBytes, at least one output row. */
+  size_t band_rows = kBandBufferBytes / sizeof(float) / row_floats;
+  band_rows = band_rows > reach + 1 ? band_rows - reach : 1;
+  if (band_rows > (size_t)g->output_height) band_rows = (size_t)g->output_height;
+  /* Equal bands: no short last band. */
+  op->bands = ((size_t)g->output_height + band_rows - 1) / band_rows;
+  op->band_rows = ((size_t)g->output_height + op->bands - 1) / op->bands;
+  op->band_buffer_rows = op->band_rows + reach;
+  op->channel_stride =
+      op->row_phases * kKernelColumns * op->band_buffer_rows * op->columns;
+  op->buffer_floats = align_up(op->channel_stride * channels +
+                                   CLICKTRAIN_PATCONV_PIXEL_SLACK,
+                               kAlignment / sizeof(float));
+  if (op->buffer_floats > scratch_limit ||
+      op->buffer_floats > (size_t)INT32_MAX) {
     return 0;
   }
-  op->plane_stride = phase_size * op->phases_h * op->phases_w;
-  if (op->plane_stride > CLICKTRAIN_MAX_PLANE_FLOATS / (size_t)g->input_channels) {
-    return 0;
-  }
-  op->output_pixels = (size_t)g->output_height * op->phase_columns;
-  /* Micro-kernels read up to a tile's worth past the last output pixel. */
-  const size_t plane_floats = op->plane_stride * (size_t)g->input_channels +
-                              op->phase_columns + kMaxPixelTile +
-                              CLICKTRAIN_PATCONV_PIXEL_SLACK;
-  if (plane_floats > (size_t)INT32_MAX) return 0;
 
   op->pixel_tile = kernels->pixel_tile;
   op->filter_block = (size_t)g->output_channels < kFilterBlock
                          ? (size_t)g->output_channels
                          : kFilterBlock;
-  op->pixel_tiles = (op->output_pixels + op->pixel_tile - 1) / op->pixel_tile;
   op->filter_blocks =
       ((size_t)g->output_channels + op->filter_block - 1) / op->filter_block;
   op->tile_stride = op->pixel_tile + CLICKTRAIN_PATCONV_PIXEL_SLACK;
 
-  const size_t words = program_words(weights);
-  const size_t program_bytes = align_up(words * sizeof(clicktrain_patconv_word));
-  const size_t starts_bytes =
-      align_up(((size_t)g->output_channels + 1) * sizeof(size_t));
-  const size_t planes_bytes = align_up(plane_floats * sizeof(float));
-  char* memory = (char*)aligned_alloc(kAlignment,
-                                      program_bytes + starts_bytes + planes_bytes);
+  /* Chunks of input channels whose tile of planes fits the L1 cache, so it
+   * is read from L2 once per filter block rather than once per filter.
+   * Depthwise filters share no channel: one chunk. */
+  const size_t tile_bytes_per_channel =
+      op->row_phases * kKernelColumns *
+      (tile_pixels(op, op->band_rows) + reach * op->columns) * sizeof(float);
+  op->chunk_channels = depthwise ? channels : kChunkBytes / tile_bytes_per_channel;
+  if (op->chunk_channels < 1) op->chunk_channels = 1;
+  if (op->chunk_channels > channels) op->chunk_channels = channels;
+  op->chunks = (channels + op->chunk_channels - 1) / op->chunk_channels;
+  op->chunk_channels = (channels + op->chunks - 1) / op->chunks;
+
+  const size_t words = emit_program(op, NULL);
+  const size_t program_bytes =
+      align_up(words * sizeof(clicktrain_patconv_word), kAlignment);
+  const size_t starts_bytes = align_up(
+      op->filter_blocks * op->chunks * sizeof(size_t), kAlignment);
+  char* memory = (char*)aligned_alloc(kAlignment, program_bytes + starts_bytes);
   if (memory == NULL) return -1;
   op->program = (clicktrain_patconv_word*)memory;
-  op->filter_program_start = (size_t*)(memory + program_bytes);
-  op->planes = (float*)(memory + program_bytes + starts_bytes);
-  /* Padding stays zero for good: runs only rewrite the interior. */
-  memset(op->planes, 0, planes_bytes);
-  build_program(op);
+  op->chunk_program_start = (size_t*)(memory + program_bytes);
+  op->scratch_bytes = program_bytes + starts_bytes;
+  if (add_buffers(op, 1) != 0) {
+    free(memory);
+    op->program = NULL;
+    return -1;
+  }
+  emit_program(op, op->program);
   op->fast = 1;
   return 0;
 }
 
 void clicktrain_patconv_operator_release(clicktrain_patconv_operator* op) {
+  for (size_t i = 0; i < op->allocated_buffers; ++i) free(op->buffers[i]);
   free(op->program);
   memset(op, 0, sizeof(*op));
 }
@@ -152,73 +257,152 @@ typedef struct run_context {
   clicktrain_patconv_operator* op;
   const float* image;  /* NHWC input of the current batch element */
   float* output;       /* NHWC output of the current batch element */
+  size_t band_rows;      /* output rows per band in this run */
+  size_t filter_groups;  /* tasks per band */
 } run_context;
 
-/* NHWC input row y -> its place in every channel's planes. */
-static void pack_row(void* context, size_t y) {
-  const run_context* run = (const run_context*)context;
-  const clicktrain_patconv_operator* op = run->op;
-  const clicktrain_conv_geometry* g = &op->geometry;
-  const size_t channels = (size_t)g->input_channels;
-  const size_t padded_y = y + (size_t)g->padding_top;
-  const size_t row = padded_y / op->phases_h;
-  if (row >= op->phase_rows) return;  /* read by no output */
-  const size_t phase_size = op->phase_rows * op->phase_columns;
-  const size_t row_start =
-      (padded_y % op->phases_h) * op->phases_w * phase_size + row * op->phase_columns;
-  const float* source = run->image + y * (size_t)g->input_width * channels;
-  for (size_t x = 0; x < (size_t)g->input_width; ++x, source += channels) {
-    const size_t padded_x = x + (size_t)g->padding_left;
-    const size_t column = padded_x / op->phases_w;
-    if (column >= op->phase_columns) continue;
-    float* destination =
-        op->planes + row_start + (padded_x % op->phases_w) * phase_size + column;
-    for (size_t c = 0; c < channels; ++c) {
-      destination[c * op->plane_stride] = source[c];
+static float* claim_buffer(clicktrain_patconv_operator* op, size_t* claimed) {
+  for (;;) {
+    uint64_t used = __atomic_load_n(&op->buffers_in_use, __ATOMIC_RELAXED);
+    size_t slot = 0;
+    while (slot < op->allocated_buffers && (used >> slot) & 1u) ++slot;
+    if (slot == op->allocated_buffers) continue;  /* a task is finishing */
+    if (__atomic_compare_exchange_n(&op->buffers_in_use, &used,
+                                    used | ((uint64_t)1 << slot), 0,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+      *claimed = slot;
+      return op->buffers[slot];
     }
   }
 }
 
-/* One tile: filter block x pixel tile, computed planar then stored NHWC. */
-static void compute_tile(void* context, size_t index) {
-  const run_context* run = (const run_context*)context;
+static void release_buffer(clicktrain_patconv_operator* op, size_t slot) {
+  __atomic_fetch_and(&op->buffers_in_use, ~((uint64_t)1 << slot),
+                     __ATOMIC_RELEASE);
+}
+
+/* Output columns [*first, *end) whose kernel column kx reads inside the
+ * input; empty when *first >= *end. */
+static void valid_columns(const clicktrain_conv_geometry* g, int kx,
+                          long* first, long* end) {
+  const long shift = (long)kx * g->dilation_w - g->padding_left;
+  const long stride = g->stride_w;
+  /* x * stride + shift in [0, input_width). */
+  *first = shift >= 0 ? 0 : (-shift + stride - 1) / stride;
+  const long last_input = (long)g->input_width - 1 - shift;
+  *end = last_input < 0 ? 0 : last_input / stride + 1;
+  if (*end > g->output_width) *end = g->output_width;
+}
+
+/* The input rows band `band` reads -> `buffer`; rows outside the input are
+ * zeroed (columns outside it stay zero from add_buffers). */
+static void pack_band(const run_context* run, size_t band, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
-  const size_t block = index % op->filter_blocks;
-  const size_t first_pixel = index / op->filter_blocks * op->pixel_tile;
-  const size_t first_filter = block * op->filter_block;
-  size_t filters = (size_t)g->output_channels - first_filter;
-  if (filters > op->filter_block) filters = op->filter_block;
-  size_t pixels = op->output_pixels - first_pixel;
-  if (pixels > op->pixel_tile) pixels = op->pixel_tile;
-
-  float tile[kFilterBlock * (kMaxPixelTile + CLICKTRAIN_PATCONV_PIXEL_SLACK)]
-      __attribute__((aligned(64)));
-  op->kernels->planar(pixels, filters,
-                      op->program + op->filter_program_start[first_filter],
-                      op->planes + first_pixel, tile, op->tile_stride,
-                      g->output_min, g->output_max);
-
-  const size_t columns = op->phase_columns;
-  const size_t output_channels = (size_t)g->output_channels;
-  for (size_t i = 0; i < pixels;) {
-    const size_t pixel = first_pixel + i;
-    const size_t y = pixel / columns;
-    size_t x = pixel % columns;
-    /* The rest of this row in the tile, valid columns only. */
-    size_t row_end = i + (columns - x);
-    if (row_end > pixels) row_end = pixels;
-    for (; i < row_end; ++i, ++x) {
-      if (x >= (size_t)g->output_width) continue;
-      float* destination =
-          run->output + (y * (size_t)g->output_width + x) * output_channels +
-          first_filter;
-      const float* source = tile + i;
-      for (size_t f = 0; f < filters; ++f) {
-        destination[f] = source[f * op->tile_stride];
+  const size_t channels = (size_t)g->input_channels;
+  const long first_row = (long)(band * run->band_rows);
+  /* The run's bands may be narrower than the buffers. */
+  const size_t rows =
+      run->band_rows + (op->band_buffer_rows - op->band_rows);
+  for (size_t p = 0; p < op->row_phases; ++p) {
+    for (int kx = 0; kx < kKernelColumns; ++kx) {
+      long first, end;
+      valid_columns(g, kx, &first, &end);
+      float* sub_plane =
+          buffer + (p * kKernelColumns + (size_t)kx) * op->band_buffer_rows *
+                       op->columns;
+      for (size_t r = 0; r < rows; ++r) {
+        float* destination = sub_plane + r * op->columns;
+        const long y = (first_row + (long)r) * g->stride_h +
+                       op->phase_value[p] - g->padding_top;
+        if (y < 0 || y >= g->input_height) {
+          for (size_t c = 0; c < channels; ++c) {
+            memset(destination + c * op->channel_stride, 0,
+                   op->columns * sizeof(float));
+          }
+          continue;
+        }
+        if (first >= end) continue;
+        const long x = first * g->stride_w + (long)kx * g->dilation_w -
+                       g->padding_left;
+        const float* source =
+            run->image + ((size_t)y * g->input_width + (size_t)x) * channels;
+        op->kernels->transpose((size_t)(end - first), channels, source,
+                               (size_t)g->stride_w * channels,
+                               destination + first, op->channel_stride);
       }
     }
   }
+}
+
+/* Pixels [first_pixel, first_pixel + pixels) of the band, filter block
+ * `block`: computed planar into a tile, then stored NHWC. */
+static void compute_tile(const run_context* run, const float* buffer,
+                         size_t band, size_t first_pixel, size_t pixels,
+                         size_t block) {
+  const clicktrain_patconv_operator* op = run->op;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t first_filter = block * op->filter_block;
+  size_t filters = (size_t)g->output_channels - first_filter;
+  if (filters > op->filter_block) filters = op->filter_block;
+
+  float tile[kFilterBlock * (kMaxPixelTile + CLICKTRAIN_PATCONV_PIXEL_SLACK)]
+      __attribute__((aligned(64)));
+  for (size_t chunk = 0; chunk < op->chunks; ++chunk) {
+    op->kernels->planar(
+        pixels, filters,
+        op->program + op->chunk_program_start[block * op->chunks + chunk],
+        buffer + first_pixel, tile, op->tile_stride, g->output_min,
+        g->output_max);
+  }
+
+  /* Row by row, the valid columns of each output row in the tile. */
+  const size_t columns = op->columns;
+  const size_t width = (size_t)g->output_width;
+  const size_t output_channels = (size_t)g->output_channels;
+  for (size_t i = 0; i < pixels;) {
+    const size_t pixel = first_pixel + i;
+    const size_t y = band * run->band_rows + pixel / columns;
+    const size_t x = pixel % columns;
+    size_t row_end = i + (columns - x);
+    if (row_end > pixels) row_end = pixels;
+    if (x < width) {
+      size_t count = row_end - i;
+      if (count > width - x) count = width - x;
+      op->kernels->transpose(
+          filters, count, tile + i, op->tile_stride,
+          run->output + (y * width + x) * output_channels + first_filter,
+          output_channels);
+    }
+    i = row_end;
+  }
+}
+
+/* Task: band index / filter_groups, filter group index % filter_groups. */
+static void run_task(void* context, size_t index) {
+  const run_context* run = (const run_context*)context;
+  clicktrain_patconv_operator* op = run->op;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t band = index / run->filter_groups;
+  const size_t group = index % run->filter_groups;
+  const size_t first_block = group * op->filter_blocks / run->filter_groups;
+  const size_t end_block = (group + 1) * op->filter_blocks / run->filter_groups;
+  size_t rows = (size_t)g->output_height - band * run->band_rows;
+  if (rows > run->band_rows) rows = run->band_rows;
+  const size_t band_pixels = rows * op->columns;
+  const size_t tile_size = tile_pixels(op, rows);
+
+  size_t slot;
+  float* buffer = claim_buffer(op, &slot);
+  pack_band(run, band, buffer);
+  for (size_t first = 0; first < band_pixels; first += tile_size) {
+    size_t pixels = band_pixels - first;
+    if (pixels > tile_size) pixels = tile_size;
+    for (size_t block = first_block; block < end_block; ++block) {
+      compute_tile(run, buffer, band, first, pixels, block);
+    }
+  }
+  release_buffer(op, slot);
 }
 
 void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
@@ -231,18 +415,43 @@ void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
     reference(g, op->weights, input, output);
     return;
   }
-  if (clicktrain_thread_pool_threads(pool) > op->max_threads) pool = NULL;
+  size_t threads = (size_t)clicktrain_thread_pool_threads(pool);
+  /* Every thread of the pool needs a band buffer of its own. */
+  if (threads > (size_t)op->max_threads ||
+      threads > CLICKTRAIN_PATCONV_MAX_BUFFERS ||
+      (threads > 1 && add_buffers(op, threads) != 0)) {
+    threads = 1;
+  }
+  if (threads < 2) pool = NULL;
+  /* A few tasks per thread, so the pool balances them: first narrower
+   * bands (the buffers are laid out for op->band_rows, so any fewer rows
+   * fit), down to half a pixel tile per band; then, for short images, each
+   * band's filters split into groups (each group packs the band itself). */
+  size_t band_rows = op->band_rows;
+  size_t filter_groups = 1;
+  if (threads > 1) {
+    const size_t height = (size_t)g->output_height;
+    const size_t wanted_tasks = 4 * threads;
+    size_t rows = (height + wanted_tasks - 1) / wanted_tasks;
+    const size_t min_rows = (op->pixel_tile / 2 + op->columns - 1) / op->columns;
+    if (rows < min_rows) rows = min_rows;
+    if (rows < band_rows) band_rows = rows;
+    const size_t bands = (height + band_rows - 1) / band_rows;
+    if (bands < 2 * threads) {
+      filter_groups = (wanted_tasks + bands - 1) / bands;
+      if (filter_groups > op->filter_blocks) filter_groups = op->filter_blocks;
+    }
+  }
   const size_t input_image =
       (size_t)g->input_height * g->input_width * g->input_channels;
   const size_t output_image =
       (size_t)g->output_height * g->output_width * g->output_channels;
-  run_context run = {op, input, output};
+  const size_t bands = ((size_t)g->output_height + band_rows - 1) / band_rows;
+  run_context run = {op, input, output, band_rows, filter_groups};
   for (int n = 0; n < g->batch; ++n) {
     run.image = input + (size_t)n * input_image;
     run.output = output + (size_t)n * output_image;
-    clicktrain_thread_pool_parallelize(pool, pack_row, &run,
-                                       (size_t)g->input_height);
-    clicktrain_thread_pool_parallelize(pool, compute_tile, &run,
-                                       op->pixel_tiles * op->filter_blocks);
+    clicktrain_thread_pool_parallelize(pool, run_task, &run,
+                                       bands * filter_groups);
   }
 }

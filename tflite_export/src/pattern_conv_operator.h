@@ -1,10 +1,35 @@
-/* Runs a pattern conv with the fast kernels: NHWC input -> zero-padded
- * channel planes -> planar micro-kernel tiles -> NHWC output.
+/* Runs a pattern conv with the fast kernels: NHWC input -> zero-padded,
+ * vector-aligned channel planes -> planar micro-kernel tiles -> NHWC output,
+ * band of output rows by band, so each band's planes stay in the core's L2
+ * cache between being written and being read.
  *
  * Set up once per geometry (at Prepare): the filter program with every
- * offset resolved, and scratch memory whose padding zeros are written once.
- * Pure C with no TFLite types, shared by the delegate, the unit test and the
- * fuzz target.
+ * offset resolved, and the band buffers whose padding zeros are written
+ * once. Pure C with no TFLite types, shared by the delegate, the unit test
+ * and the fuzz target.
+ *
+ * Band buffer layout: per input channel, for each row phase in use and each
+ * kernel column kx, a [band_buffer_rows][columns] sub-plane; for the band
+ * starting at output row y0,
+ *   sub[phase][kx][r][x] = input((y0 + r) * stride_h + phase - padding_top,
+ *                                x * stride_w + kx * dilation_w - padding_left)
+ * (zero outside the input), with columns = output_width rounded up to 8.
+ * Output pixel (y0 + j, x) is pixel j * columns + x of the band, and kernel
+ * tap (ky, kx) reads sub[(ky * dilation_h) % stride_h][kx] at row
+ * j + (ky * dilation_h) / stride_h: a constant offset that is a multiple of
+ * 8 floats, so no vector load splits a cache line. A strided layer packs
+ * only the input pixels its outputs read.
+ *
+ * Threads: a task is one band and a group of filter blocks; it packs its band
+ * into a buffer of its own and computes it, so no thread waits for another
+ * between packing and computing.
+ *
+ * The fast path is not taken (the reference kernels run, with no scratch
+ * memory) when the layer holds a non-finite weight (see pattern_conv.h) or
+ * when one band buffer would need more than 4x the floats of the layer's
+ * input and output images plus CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS, so a
+ * file declaring a huge dilation over a tiny input cannot make Prepare
+ * allocate gigabytes.
  */
 #ifndef CLICKTRAIN_PATTERN_CONV_OPERATOR_H_
 #define CLICKTRAIN_PATTERN_CONV_OPERATOR_H_
@@ -19,32 +44,48 @@
 extern "C" {
 #endif
 
+#define CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS ((size_t)1 << 22)
+/* Band buffers, hence tasks running at once. */
+#define CLICKTRAIN_PATCONV_MAX_BUFFERS 64
+
+#define CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS ((size_t)1 << 22)
+/* Band buffers, hence tasks running at once. */
+#define CLICKTRAIN_PATCONV_MAX_BUFFERS 64
+
 typedef struct clicktrain_patconv_operator {
   clicktrain_conv_geometry geometry;
   const clicktrain_pattern_weights* weights;
   const clicktrain_kernel_set* kernels;
   int depthwise;
-  /* Fast path only (kernels->planar != NULL and the layer fits int32
-   * offsets); otherwise the reference kernel runs. */
+  /* 1 when the planar kernels run; 0 runs the reference kernels. */
   int fast;
-  size_t phase_rows, phase_columns;   /* of one phase sub-plane */
-  size_t phases_h, phases_w;          /* = strides */
-  size_t plane_stride;                /* floats per input channel */
-  size_t output_pixels;               /* output_height * phase_columns */
+  size_t row_phases;                  /* distinct row phases in use, 1..3 */
+  int phase_value[3];                 /* (ky * dilation_h) % stride_h */
+  size_t band_rows;                   /* output rows per band */
+  size_t bands;
+  size_t band_buffer_rows;            /* band_rows + kernel reach */
+  size_t columns;                     /* of one sub-plane */
+  size_t channel_stride;              /* floats per input channel */
   size_t pixel_tile, filter_block;
-  size_t pixel_tiles, filter_blocks;
+  size_t filter_blocks;
   clicktrain_patconv_word* program;
-  size_t* filter_program_start;       /* [output_channels + 1] */
-  float* planes;                      /* [input_channels][plane_stride] + slack */
-  float* tiles;                       /* per thread [filter_block][tile_stride] */
+  size_t chunk_channels, chunks;      /* input channels per program chunk */
+  size_t* chunk_program_start;        /* [filter_blocks][chunks] */
+  size_t buffer_floats;               /* one band buffer, with slack */
+  float* buffers[CLICKTRAIN_PATCONV_MAX_BUFFERS];  /* one per running task */
+  size_t allocated_buffers;
+  uint64_t buffers_in_use;            /* bit per buffer, atomic */
+  size_t scratch_bytes;               /* program + allocated buffers */
   size_t tile_stride;
   int max_threads;
 } clicktrain_patconv_operator;
 
 /* Prepares `op` for `geometry` (which must come from
  * clicktrain_compute_geometry) and validated `weights`, which must outlive
- * `op`. max_threads bounds the threads any later run may use. Returns 0, or
- * -1 on allocation failure. */
+ * `op`. max_threads bounds the threads any later run may use. Allocates the
+ * program and one band buffer; the first run on more threads adds a buffer
+ * per thread (and runs on fewer threads if that allocation fails). Returns
+ * 0, or -1 on allocation failure. */
 int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
                                       const clicktrain_conv_geometry* geometry,
                                       const clicktrain_pattern_weights* weights,

@@ -2,9 +2,9 @@
 /* Native timing of one pattern-conv layer through the op's driver, for
  * profiling (perf, callgrind) without the interpreter around it.
  *
- *   build/kernel_bench SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS]
- * prints the median ms per run of every kernel set this CPU runs (scalar
- * reference only when REPEATS <= 20), and effective GFLOP/s on non-zeros.
+ *   build/kernel_bench SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT]
+ * prints the median ms per run of every kernel set this CPU runs (only
+ * VARIANT when given), and effective GFLOP/s on non-zeros.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +33,7 @@ static int compare(const void* a, const void* b) {
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    fprintf(stderr, "usage: %s SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS]\n", argv[0]);
+    fprintf(stderr, "usage: %s SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT]\n", argv[0]);
     return 2;
   }
   const int size = atoi(argv[1]), in = atoi(argv[2]), out = atoi(argv[3]);
@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   const double kept = atof(argv[5]);
   const int threads = argc > 6 ? atoi(argv[6]) : 1;
   const int repeats = argc > 7 ? atoi(argv[7]) : 50;
+  const char* variant = argc > 8 ? argv[8] : NULL;
   srand(1);
   uint16_t masks[8];
   memcpy(masks, kPatterns, sizeof(masks));
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
   const double flops = 2.0 * num_values * g.output_height * g.output_width;
   double* samples = malloc(sizeof(double) * repeats);
   for (size_t s = 0; s < count; ++s) {
-    if (sets[s]->planar == NULL && repeats > 20) continue;
+    if (variant != NULL && strcmp(sets[s]->name, variant) != 0) continue;
     clicktrain_patconv_operator op;
     clicktrain_patconv_operator_setup(&op, &g, &storage.weights, 0, sets[s], threads);
     clicktrain_patconv_operator_run(&op, input, output, pool);

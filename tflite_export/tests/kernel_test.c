@@ -227,6 +227,135 @@ static void check_case(int batch, int height, int width, int in_channels,
   free_layer(&l);
 }
 
+/* Builds `l` as weights and a geometry (stride 1, SAME, no activation). */
+static void prepare(const layer* l, int height, int width, int dilation,
+                    clicktrain_weight_storage* storage,
+                    clicktrain_conv_geometry* g) {
+  clicktrain_op_options options;
+  memset(&options, 0, sizeof(options));
+  options.format_version = 1;
+  options.input_channels = l->in_channels;
+  options.output_channels = l->out_channels;
+  options.stride_h = options.stride_w = 1;
+  options.dilation_h = options.dilation_w = dilation;
+  options.padding = CLICKTRAIN_PADDING_SAME;
+  options.activation = CLICKTRAIN_ACTIVATION_NONE;
+  char error[256];
+  EXPECT(clicktrain_compute_geometry(&options, 1, height, width,
+                                     l->in_channels, g, error,
+                                     sizeof(error)) == 0, "%s", error);
+  clicktrain_compact_tensors t = compact_of(l);
+  EXPECT(clicktrain_build_pattern_weights(&t, (size_t)l->in_channels,
+                                          (size_t)l->out_channels,
+                                          l->depthwise, storage, error,
+                                          sizeof(error)) == 0, "%s", error);
+}
+
+/* TFLite's reference conv skips taps in the padding, so a NaN or infinite
+ * weight next to the border must not reach the border outputs through
+ * 0 * Inf. Every variant must give the scalar reference's outputs exactly
+ * where they are non-finite, and to 1e-5 elsewhere. */
+static void check_non_finite_weights(int depthwise) {
+  layer l;
+  make_layer(&l, 6, 6, depthwise);
+  /* Every kept tap of the first kernel of every filter non-finite. */
+  for (size_t v = 0; v < l.num_values; v += 8) {
+    l.values[v] = (v / 8) % 2 ? NAN : INFINITY;
+  }
+  clicktrain_weight_storage storage;
+  clicktrain_conv_geometry g;
+  prepare(&l, 7, 9, 1, &storage, &g);
+  const size_t in_size = (size_t)7 * 9 * 6;
+  const size_t out_size = (size_t)7 * 9 * 6;
+  float input[7 * 9 * 6], expected[7 * 9 * 6], actual[7 * 9 * 6];
+  for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
+  (depthwise ? clicktrain_f32_patdwconv_ukernel__scalar
+             : clicktrain_f32_patconv_ukernel__scalar)(&g, &storage.weights,
+                                                      input, expected);
+  size_t finite = 0;
+  for (size_t i = 0; i < out_size; ++i) finite += isfinite(expected[i]) != 0;
+  EXPECT(finite > 0 && finite < out_size,
+         "the test layer should give both finite and non-finite outputs");
+  for (size_t run = 0; run < 2 * num_kernel_sets; ++run) {
+    const clicktrain_kernel_set* set = kernel_sets[run / 2];
+    clicktrain_patconv_operator op;
+    EXPECT(clicktrain_patconv_operator_setup(&op, &g, &storage.weights,
+                                             depthwise, set, 2) == 0,
+           "operator setup failed");
+    clicktrain_patconv_operator_run(&op, input, actual,
+                                    run % 2 ? two_threads : NULL);
+    clicktrain_patconv_operator_release(&op);
+    size_t mismatches = 0;
+    for (size_t i = 0; i < out_size; ++i) {
+      if (isfinite(expected[i])) {
+        mismatches += !(fabs(actual[i] - expected[i]) <= 1e-5);
+      } else if (isnan(expected[i])) {
+        mismatches += !isnan(actual[i]);
+      } else {
+        mismatches += actual[i] != expected[i];
+      }
+    }
+    EXPECT(mismatches == 0,
+           "%s %s: %zu outputs differ from the reference with non-finite "
+           "weights", set->name, depthwise ? "depthwise" : "conv", mismatches);
+  }
+  clicktrain_free_pattern_weights(&storage);
+  free_layer(&l);
+}
+
+/* A tiny input with a huge dilation (a crafted file) must not make setup
+ * allocate planes for the dilation: scratch stays within the documented
+ * bound, and the result still matches a dense convolution. */
+static void check_scratch_bound(void) {
+  layer l;
+  make_layer(&l, 4000, 2, 0);
+  clicktrain_weight_storage storage;
+  clicktrain_conv_geometry g;
+  prepare(&l, 1, 1, 64, &storage, &g);
+  float* input = malloc(sizeof(float) * 4000);
+  for (int i = 0; i < 4000; ++i) input[i] = random_float();
+  float expected[2], actual[2];
+  dense_reference(&g, &l, input, expected);
+  const size_t bound_bytes =
+      sizeof(float) * (4 * (4000 + 2) + CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS);
+  for (size_t s = 0; s < num_kernel_sets; ++s) {
+    clicktrain_patconv_operator op;
+    EXPECT(clicktrain_patconv_operator_setup(&op, &g, &storage.weights, 0,
+                                             kernel_sets[s], 2) == 0,
+           "operator setup failed");
+    EXPECT(op.scratch_bytes <= bound_bytes,
+           "%s: %zu bytes of scratch for a 1x1 input, more than %zu",
+           kernel_sets[s]->name, op.scratch_bytes, bound_bytes);
+    clicktrain_patconv_operator_run(&op, input, actual, two_threads);
+    clicktrain_patconv_operator_release(&op);
+    for (int o = 0; o < 2; ++o) {
+      EXPECT(fabs(actual[o] - expected[o]) <= 1e-4 * (1 + fabs(expected[o])),
+             "%s: huge dilation output %d is %g, expected %g",
+             kernel_sets[s]->name, o, actual[o], expected[o]);
+    }
+  }
+  /* An ordinary layer takes the fast path within the same bound. */
+  clicktrain_free_pattern_weights(&storage);
+  free_layer(&l);
+  make_layer(&l, 64, 64, 0);
+  prepare(&l, 56, 56, 1, &storage, &g);
+  for (size_t s = 0; s < num_kernel_sets; ++s) {
+    clicktrain_patconv_operator op;
+    EXPECT(clicktrain_patconv_operator_setup(&op, &g, &storage.weights, 0,
+                                             kernel_sets[s], 2) == 0,
+           "operator setup failed");
+    EXPECT(op.fast, "%s: a 56x56x64 layer missed the fast path",
+           kernel_sets[s]->name);
+    EXPECT(op.scratch_bytes <= sizeof(float) * 56 * 56 * 64,
+           "%s: %zu bytes of scratch for a 56x56x64 layer",
+           kernel_sets[s]->name, op.scratch_bytes);
+    clicktrain_patconv_operator_release(&op);
+  }
+  clicktrain_free_pattern_weights(&storage);
+  free_layer(&l);
+  free(input);
+}
+
 static void expect_rejected(const clicktrain_compact_tensors* t, size_t in,
                             size_t out, int depthwise, const char* what) {
   clicktrain_weight_storage storage;
@@ -347,6 +476,9 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_RELU6, 0);
   check_case(1, 31, 29, 20, 0, 2, 2, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 1);
+  check_non_finite_weights(0);
+  check_non_finite_weights(1);
+  check_scratch_bound();
   check_validation();
   check_options();
   clicktrain_thread_pool_destroy(two_threads);

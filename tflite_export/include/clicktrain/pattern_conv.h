@@ -132,10 +132,10 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
 /* Fast kernels: planar micro-kernels over a filter program
  * -------------------------------------------------------------------------
  * The op glue (src/pattern_conv_operator.c) converts the NHWC input into
- * zero-padded channel planes (one plane per input channel; for stride s, s*s
- * phase sub-planes so every tap becomes a constant offset), and the layer's
- * weights into a "filter program" in which every address offset is resolved
- * for the geometry. A micro-kernel then computes a tile of output planes:
+ * zero-padded channel planes in which every tap of the layer is a constant,
+ * vector-aligned offset from the output pixel, and the layer's weights into
+ * a "filter program" in which every such offset is resolved for the
+ * geometry. A micro-kernel then computes a tile of output planes:
  *
  *   output[f * output_stride + i] = clamp(bias_f + sum over kernels k of f,
  *       sum over taps t of k: weight[k][t] * planes[plane_k + tap_t + i])
@@ -147,14 +147,29 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
  * code over filter-kernel-reordered weights).
  *
  * Program, per filter, in 32-bit words:
- *   count groups, weight bias,
+ *   count header (number of groups | flags), weight bias,
  *   per group (one pattern): count taps n (1..9), count kernels K,
  *     offset tap[n], then K times: offset plane, weight value[n].
- * Micro-kernels may read and write up to CLICKTRAIN_PATCONV_PIXEL_SLACK - 1
- * elements past `pixels` (in the planes and in each output row); the op glue
- * allocates that slack.
+ * The op glue may split a filter's kernels into chunks of input channels,
+ * run one after the other on the same output tile (so one chunk's planes
+ * stay in the L1 cache for all filters of a block): the flags say whether
+ * the sums start from the bias or from the tile (ACCUMULATE) and whether
+ * this is the last chunk (FINAL: clamp; otherwise store the raw sums).
+ * Every offset is a multiple of 8 floats and `planes` is 64-byte aligned, so
+ * vector loads never split a cache line. Micro-kernels may read and write up
+ * to CLICKTRAIN_PATCONV_PIXEL_SLACK - 1 elements past `pixels` (in the planes
+ * and in each output row); the op glue allocates that slack.
+ *
+ * Padded taps: the fast path multiplies taps that fall into the padding by
+ * zero, which equals TFLite's reference CONV_2D (padded taps are skipped)
+ * for finite weights. A layer holding a NaN or infinite weight runs the
+ * scalar reference kernels on every CPU, so a non-finite weight next to the
+ * padding never turns a border output into NaN on one CPU and not another.
  */
 #define CLICKTRAIN_PATCONV_PIXEL_SLACK 16
+#define CLICKTRAIN_PATCONV_GROUPS_MASK 0x3FFFFFFFu
+#define CLICKTRAIN_PATCONV_ACCUMULATE 0x40000000u
+#define CLICKTRAIN_PATCONV_FINAL 0x80000000u
 
 typedef union clicktrain_patconv_word {
   int32_t offset;
@@ -167,22 +182,32 @@ typedef void (*clicktrain_f32_patconv_planar_fn)(
     const float* planes, float* output, size_t output_stride,
     float output_min, float output_max);
 
-void clicktrain_f32_patconv_planar_ukernel__avx2(
-    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
-    const float* planes, float* output, size_t output_stride,
-    float output_min, float output_max);
-void clicktrain_f32_patconv_planar_ukernel__avx512(
-    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
-    const float* planes, float* output, size_t output_stride,
-    float output_min, float output_max);
-void clicktrain_f32_patconv_planar_ukernel__neon(
-    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
-    const float* planes, float* output, size_t output_stride,
-    float output_min, float output_max);
+/* destination[c * destination_stride + r] = source[r * source_stride + c]
+ * for r < rows, c < columns: NHWC <-> planar conversions. */
+typedef void (*clicktrain_x32_transpose_fn)(size_t rows, size_t columns,
+                                            const float* source,
+                                            size_t source_stride,
+                                            float* destination,
+                                            size_t destination_stride);
 
-/* The kernels used at run time, chosen once from the CPU's features.
- * `planar` is NULL when no fast variant runs on this CPU; the op glue then
- * calls the reference kernels `conv` / `depthwise_conv` directly. */
+#define CLICKTRAIN_DECLARE_PATCONV_VARIANT(variant)                        \
+  void clicktrain_f32_patconv_planar_ukernel__##variant(                   \
+      size_t pixels, size_t filters, const clicktrain_patconv_word* program, \
+      const float* planes, float* output, size_t output_stride,            \
+      float output_min, float output_max);                                 \
+  void clicktrain_x32_transpose_ukernel__##variant(                        \
+      size_t rows, size_t columns, const float* source,                    \
+      size_t source_stride, float* destination, size_t destination_stride);
+CLICKTRAIN_DECLARE_PATCONV_VARIANT(scalar)
+CLICKTRAIN_DECLARE_PATCONV_VARIANT(avx2)
+CLICKTRAIN_DECLARE_PATCONV_VARIANT(avx512)
+CLICKTRAIN_DECLARE_PATCONV_VARIANT(neon)
+#undef CLICKTRAIN_DECLARE_PATCONV_VARIANT
+
+/* The kernels used at run time, chosen once from the CPU's features. Every
+ * set runs the same driver with its own micro-kernels; `conv` /
+ * `depthwise_conv` are the reference kernels, which the op glue calls for
+ * layers the fast path does not take (see pattern_conv_operator.h). */
 typedef struct clicktrain_kernel_set {
   const char* name;
   clicktrain_f32_patconv_fn conv;
@@ -190,6 +215,7 @@ typedef struct clicktrain_kernel_set {
   clicktrain_f32_patconv_planar_fn planar;
   /* Output pixels per task: a multiple of the micro-kernel's register tile. */
   size_t pixel_tile;
+  clicktrain_x32_transpose_fn transpose;
 } clicktrain_kernel_set;
 
 const clicktrain_kernel_set* clicktrain_select_kernels(void);

@@ -1,0 +1,172 @@
+/* The planar pattern-conv micro-kernel and the NHWC <-> planar transpose,
+ * written once for every ISA (contract and program format in
+ * include/clicktrain/pattern_conv.h).
+ *
+ * Included by <variant>.c after it defines a small vector vocabulary:
+ *   VECTOR, LANES              vector type and its float lanes
+ *   VECTORS                    most vectors in a register tile; the pixel
+ *                              tile is LANES * VECTORS output pixels
+ *   vector_load(p), vector_store(p, v), vector_broadcast(x),
+ *   vector_fma(w, x, acc) = acc + w * x,
+ *   vector_max(a, b), vector_min(a, b)   (NaN in b propagates, as TFLite's
+ *                                         clamp with infinite bounds)
+ *   TRANSPOSE_TILE, transpose_block(source, source_stride, destination,
+ *                                   destination_stride)
+ *                              a TRANSPOSE_TILE x TRANSPOSE_TILE transpose
+ *   VARIANT                    the variant's name, a bare token
+ *
+ * Register tile: up to VECTORS vectors of LANES output pixels of one filter.
+ * Each kernel's weights are broadcast once and reused across the whole tile;
+ * the input vectors are (aligned) FMA memory operands. Kernels of one
+ * pattern share their tap offsets, held in registers for the whole run, with
+ * code specialised for 4-tap patterns (PatDNN's library) and a loop for the
+ * other sizes.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clicktrain/pattern_conv.h"
+
+#define PATCONV_PASTE(a, b) a##b
+#define PATCONV_NAME(prefix, variant) PATCONV_PASTE(prefix, variant)
+
+#define PATCONV_INLINE static inline __attribute__((always_inline))
+#define PATCONV_OPAQUE(pointer) __asm__("" : "+r"(pointer))
+
+/* One register tile of `vectors` vectors for one filter; returns the start
+ * of the next filter's program. */
+PATCONV_INLINE const clicktrain_patconv_word* filter_tile(
+    const clicktrain_patconv_word* program, const float* planes,
+    float* output, const int vectors, VECTOR low, VECTOR high) {
+  VECTOR acc[VECTORS];
+  const uint32_t header = program[0].count;
+  const uint32_t groups = header & CLICKTRAIN_PATCONV_GROUPS_MASK;
+  if (header & CLICKTRAIN_PATCONV_ACCUMULATE) {
+    /* A middle chunk without kernels leaves the partial sums as they are. */
+    if (groups == 0 && !(header & CLICKTRAIN_PATCONV_FINAL)) return program + 2;
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) acc[v] = vector_load(output + v * LANES);
+  } else {
+    const VECTOR bias = vector_broadcast(program[1].weight);
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) acc[v] = bias;
+  }
+  program += 2;
+  for (uint32_t g = 0; g < groups; ++g) {
+    const uint32_t taps = program[0].count;
+    const uint32_t kernels = program[1].count;
+    const clicktrain_patconv_word* tap = program + 2;
+    program += 2 + taps;
+    if (taps == 4) {
+      const int32_t t0 = tap[0].offset, t1 = tap[1].offset,
+                    t2 = tap[2].offset, t3 = tap[3].offset;
+      for (uint32_t k = 0; k < kernels; ++k, program += 5) {
+        const float* base = planes + program[0].offset;
+        const VECTOR w0 = vector_broadcast(program[1].weight);
+        const VECTOR w1 = vector_broadcast(program[2].weight);
+        const VECTOR w2 = vector_broadcast(program[3].weight);
+        const VECTOR w3 = vector_broadcast(program[4].weight);
+        const float* p0 = base + t0;
+        const float* p1 = base + t1;
+        const float* p2 = base + t2;
+        const float* p3 = base + t3;
+        /* Opaque to the optimiser: loads address p + constant, instead of
+         * 4 * VECTORS loop-invariant offsets spilled out of registers. */
+        PATCONV_OPAQUE(p0);
+        PATCONV_OPAQUE(p1);
+        PATCONV_OPAQUE(p2);
+        PATCONV_OPAQUE(p3);
+#pragma GCC unroll 8
+        for (int v = 0; v < vectors; ++v) {
+          acc[v] = vector_fma(w0, vector_load(p0 + v * LANES), acc[v]);
+          acc[v] = vector_fma(w1, vector_load(p1 + v * LANES), acc[v]);
+          acc[v] = vector_fma(w2, vector_load(p2 + v * LANES), acc[v]);
+          acc[v] = vector_fma(w3, vector_load(p3 + v * LANES), acc[v]);
+        }
+      }
+    } else {
+      for (uint32_t k = 0; k < kernels; ++k, program += 1 + taps) {
+        const float* base = planes + program[0].offset;
+        for (uint32_t t = 0; t < taps; ++t) {
+          const VECTOR w = vector_broadcast(program[1 + t].weight);
+          const float* p = base + tap[t].offset;
+          PATCONV_OPAQUE(p);
+#pragma GCC unroll 8
+          for (int v = 0; v < vectors; ++v) {
+            acc[v] = vector_fma(w, vector_load(p + v * LANES), acc[v]);
+          }
+        }
+      }
+    }
+  }
+  if (header & CLICKTRAIN_PATCONV_FINAL) {
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) {
+      VECTOR value = vector_max(low, acc[v]);
+      value = vector_min(high, value);
+      vector_store(output + v * LANES, value);
+    }
+  } else {
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) vector_store(output + v * LANES, acc[v]);
+  }
+  return program;
+}
+
+_Static_assert(VECTORS == 8, "the tail below covers 1 to 7 vectors");
+
+void PATCONV_NAME(clicktrain_f32_patconv_planar_ukernel__, VARIANT)(
+    size_t pixels, size_t filters, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride,
+    float output_min, float output_max) {
+  const VECTOR low = vector_broadcast(output_min);
+  const VECTOR high = vector_broadcast(output_max);
+  if (pixels == 0) return;
+  for (size_t f = 0; f < filters; ++f, output += output_stride) {
+    const clicktrain_patconv_word* next = program;
+    size_t i = 0;
+    /* Whole vectors, the last one partly past `pixels` (within the slack). */
+    size_t remaining = (pixels + LANES - 1) / LANES;
+    for (; remaining >= VECTORS; remaining -= VECTORS, i += VECTORS * LANES) {
+      next = filter_tile(program, planes + i, output + i, VECTORS, low, high);
+    }
+    /* Each tail size has its own unrolled copy: one pass over the program. */
+    const float* p = planes + i;
+    float* o = output + i;
+    switch (remaining) {
+      case 1: next = filter_tile(program, p, o, 1, low, high); break;
+      case 2: next = filter_tile(program, p, o, 2, low, high); break;
+      case 3: next = filter_tile(program, p, o, 3, low, high); break;
+      case 4: next = filter_tile(program, p, o, 4, low, high); break;
+      case 5: next = filter_tile(program, p, o, 5, low, high); break;
+      case 6: next = filter_tile(program, p, o, 6, low, high); break;
+      case 7: next = filter_tile(program, p, o, 7, low, high); break;
+      default: break;
+    }
+    program = next;
+  }
+}
+
+void PATCONV_NAME(clicktrain_x32_transpose_ukernel__, VARIANT)(
+    size_t rows, size_t columns, const float* source, size_t source_stride,
+    float* destination, size_t destination_stride) {
+  const size_t full_rows = rows - rows % TRANSPOSE_TILE;
+  const size_t full_columns = columns - columns % TRANSPOSE_TILE;
+  for (size_t r = 0; r < full_rows; r += TRANSPOSE_TILE) {
+    for (size_t c = 0; c < full_columns; c += TRANSPOSE_TILE) {
+      transpose_block(source + r * source_stride + c, source_stride,
+                      destination + c * destination_stride + r,
+                      destination_stride);
+    }
+    for (size_t c = full_columns; c < columns; ++c) {
+      for (size_t i = r; i < r + TRANSPOSE_TILE; ++i) {
+        destination[c * destination_stride + i] = source[i * source_stride + c];
+      }
+    }
+  }
+  for (size_t r = full_rows; r < rows; ++r) {
+    for (size_t c = 0; c < columns; ++c) {
+      destination[c * destination_stride + r] = source[r * source_stride + c];
+    }
+  }
+}
