@@ -10,9 +10,9 @@ fastest round. A layer is replaced only when its custom op is at least
 
 Why the fastest round and not the median: on a loaded machine a sample is
 either clean or stretched by whole scheduler slices (measured under a load
-of 7 on 2 cores: a 2.3 ms conv sampled at 2.3, 6.5 or 10.6 ms), so medians
-of both candidates flipped decisions from run to run, while the fastest
-rounds kept the ratio within about 20%. On a quiet machine the two agree.
+of 7 on 2 cores: a 2.3 ms conv sampled at 2.3, 6.5 or 10.6 ms). Three runs
+of the same pair gave median ratios of 1.03x to 4.4x, fastest-round ratios
+of 1.5x to 2.4x. On a quiet machine the two agree.
 
 The whole-model check then times the rewritten file against its
 builtin-only twin; while the rewritten file is slower, the replaced layers
@@ -23,7 +23,6 @@ builtin-only file.
 """
 
 import dataclasses
-import statistics
 import time
 import warnings
 
@@ -43,7 +42,7 @@ class TimingUnavailable(RuntimeError):
 
 
 class InterpreterTimer:
-    """Median invoke time of .tflite files in LiteRT, interleaved.
+    """Invoke times of .tflite files in LiteRT, sampled round-robin.
 
     Files with custom ops run in `tf_clicktrain.tflite.Interpreter`, the
     others in LiteRT's stock `Interpreter`; builtin ops run on XNNPACK (the
@@ -51,7 +50,7 @@ class InterpreterTimer:
 
     Args:
         num_threads: the interpreters' `num_threads`.
-        rounds: samples per file; the median is reported.
+        rounds: samples per file.
         sample_seconds: each sample averages enough invokes to last this
             long (at least one invoke).
     """
