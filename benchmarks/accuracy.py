@@ -57,8 +57,8 @@ flags.DEFINE_list("seeds", ["0"], "Seeds; each row runs once per seed.")
 flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results", "accuracy.jsonl"),
                     "JSON-lines file of finished runs.")
 flags.DEFINE_bool("report_only", False, "Only print the table of finished runs.")
-flags.DEFINE_string("default_importance", "taylor_accumulated",
-                    "Importance of the ct rows.")
+flags.DEFINE_string("default_importance", None,
+                    "Importance of the ct rows (default: the library's).")
 
 # The four 2x2 quadrants around the centre: a fixed library standing in for
 # the authors' hard-coded one.
@@ -73,10 +73,72 @@ ROW_SETTINGS = {
     "authors": dict(compression=8.0, importance="taylor", pattern_library=FIXED_LIBRARY),
     "ct8_onebatch": dict(compression=8.0, importance="taylor"),
     "ct8_fixed": dict(compression=8.0, pattern_library=FIXED_LIBRARY),
-    "ct8_nosoft": dict(compression=8.0, penalty=None),
+    "ct8_nosoft": dict(compression=8.0, penalty=0.0),
     "ct8_magnitude": dict(compression=8.0, importance="magnitude"),
     "ct8_magnitude_anneal": dict(compression=8.0, importance="magnitude", soft_anneal=True),
+    # The library's defaults before issue 13: the paper's phase fractions and
+    # a fixed penalty.
+    "ct8_paper_schedule": dict(compression=8.0, selection_fraction=65 / 190,
+                               hard_fraction=143 / 190, penalty=1.5e-4),
+    "ct8_bn": dict(compression=8.0, batchnorm_folded=True),
+    "ct8_gradual": dict(compression=8.0, gradual_events=10),
 }
+
+
+class GradualConnectivitySchedule(ct.ClickTrainSchedule):
+    """ClickTrain's phases with kernels removed in steps through the soft phase.
+
+    Selection repeats at ``events`` evenly spaced steps of the soft phase;
+    the connectivity sparsity rises from 0 to the final one on a cubic ramp
+    (Zhu & Gupta), reaching it at the last event.
+    """
+
+    def __init__(self, *args, events=10, **kwargs):
+        super().__init__(*args, **kwargs)
+        length = self.hard_pruning_step - self.selection_step
+        spacing = max(1, length // events)
+        # The base class selects on the step after `selection_step` steps
+        # were taken (tfmot numbering) or on step `selection_step`.
+        first = self.selection_step + (0 if super().__call__(self.selection_step)[0] else 1)
+        self.event_steps = [first + k * spacing for k in range(events) if k * spacing < length]
+
+    def __call__(self, step):
+        if step < self.event_steps[0]:
+            return False, 0.0
+        if step >= self.event_steps[-1]:
+            return step == self.event_steps[-1], self.connectivity_sparsity
+        done = sum(1 for event in self.event_steps if event <= step) - 1
+        progress = done / max(1, len(self.event_steps) - 1)
+        sparsity = self.connectivity_sparsity * (1.0 - (1.0 - progress) ** 3)
+        return step in self.event_steps, sparsity
+
+
+def _fold_batchnorm_into_importance(model):
+    """Ranks each conv followed by a BatchNorm by its folded weights.
+
+    Wraps each such wrapper's importance so that a kernel's entries are
+    scaled by ``gamma / sqrt(moving_variance + epsilon)`` of its output
+    channel (squared, as the importance is), the weight the conv has once BN
+    is folded into it.
+    """
+    for wrapper in ct.pruning_wrappers(model):
+        consumers = [node.operation for node in wrapper._outbound_nodes]
+        if len(consumers) != 1 or not isinstance(consumers[0],
+                                                 keras.layers.BatchNormalization):
+            continue
+        batchnorm = consumers[0]
+        owner = getattr(wrapper, "controller", None) or wrapper
+        unscaled = owner._importance_of
+
+        def folded(state, unscaled=unscaled, batchnorm=batchnorm):
+            importance = unscaled(state)
+            if len(state.weight.shape) != 4:
+                return importance
+            return ct.patterns.fold_output_scale(
+                importance, batchnorm.gamma.numpy(), batchnorm.moving_variance.numpy(),
+                batchnorm.epsilon)
+
+        owner._importance_of = folded
 
 
 def _finished(path):
@@ -123,25 +185,35 @@ def run_dense(seed, train, test, info, steps):
 
 
 def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
-                   pattern_library=None, penalty=0.0, soft_anneal=False):
+                   pattern_library=None, penalty=None, soft_anneal=True,
+                   selection_fraction=None, hard_fraction=None, batchnorm_folded=False,
+                   gradual_events=0):
     keras.utils.set_random_seed(seed)
-    schedule = recipe.make_schedule(FLAGS.epochs, steps, compression, 4,
-                                    penalty or 0.0, FLAGS.learning_rate,
-                                    FLAGS.selection_fraction, FLAGS.hard_fraction)
-    if penalty is None:  # the no-soft-phase ablation: same phases, no penalty
-        schedule = ct.ClickTrainSchedule(schedule.selection_step, schedule.hard_pruning_step,
-                                         schedule.connectivity_sparsity, penalty=0.0)
+    if penalty is None:  # the flag's, else the library's (sized to the soft phase)
+        penalty = FLAGS.penalty
+    schedule = recipe.make_schedule(FLAGS.epochs, steps, compression, 4, penalty,
+                                    selection_fraction or FLAGS.selection_fraction,
+                                    hard_fraction or FLAGS.hard_fraction)
+    if gradual_events:
+        schedule = GradualConnectivitySchedule(
+            schedule.selection_step, schedule.hard_pruning_step,
+            schedule.connectivity_sparsity, penalty=schedule.penalty_value,
+            events=gradual_events)
+    kwargs = {"importance": importance or FLAGS.default_importance}
     model = ct.prune_pattern(
-        recipe.build_model(info), schedule=schedule,
-        importance=importance or FLAGS.default_importance, pattern_library=pattern_library,
-        soft_anneal=soft_anneal,
+        recipe.build_model(info), schedule=schedule, pattern_library=pattern_library,
+        soft_anneal=soft_anneal, **{k: v for k, v in kwargs.items() if v is not None},
     )
+    if batchnorm_folded:
+        _fold_batchnorm_into_importance(model)
     recipe.compile_model(model, steps)
     start = time.time()
     model.fit(train, epochs=FLAGS.epochs, verbose=2, callbacks=[ct.UpdatePruningStep()])
     seconds = time.time() - start
     _, result = _evaluate(model, test, steps)
-    return {**result, "seconds": seconds, "penalty": schedule.penalty_value}
+    return {**result, "seconds": seconds, "penalty": schedule.penalty_value,
+            "selection_step": schedule.selection_step,
+            "hard_pruning_step": schedule.hard_pruning_step}
 
 
 def run_prune_after_training(seed, train, test, info, steps, finished):
@@ -155,7 +227,9 @@ def run_prune_after_training(seed, train, test, info, steps, finished):
     sparsity = ct.patterns.sparsity_for_compression(8.0)
     # Fine-tuning starts where dense training's first drop left the rate.
     lr = FLAGS.learning_rate * 0.1
-    penalty = recipe.soft_penalty(0.0, ct.ClickTrainSchedule(0, soft_epochs * steps), lr)
+    # The penalty sized to the soft phase at the fine-tuning rate (the
+    # library's rule assumes the rate of 0.05 the phase starts at otherwise).
+    penalty = ct.schedules.default_penalty(0, soft_epochs * steps) * FLAGS.learning_rate / lr
     schedule = ct.ClickTrainSchedule(0, soft_epochs * steps, sparsity, penalty=penalty)
     model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude")
     optimizer = keras.optimizers.SGD(
@@ -210,10 +284,12 @@ def main(argv):
     finished = _finished(FLAGS.results)
     config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
               "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
-              "selection_fraction": round(FLAGS.selection_fraction, 4),
-              "hard_fraction": round(FLAGS.hard_fraction, 4)}
-    if FLAGS.penalty_travel != 0.1:
-        config["penalty_travel"] = FLAGS.penalty_travel
+              "selection_fraction": round(FLAGS.selection_fraction
+                                          or ct.ClickTrainSchedule.SELECTION_FRACTION, 4),
+              "hard_fraction": round(FLAGS.hard_fraction
+                                     or ct.ClickTrainSchedule.HARD_FRACTION, 4)}
+    if FLAGS.penalty is not None:
+        config["penalty"] = FLAGS.penalty
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
                                                  FLAGS.train_examples)
@@ -243,7 +319,8 @@ def main(argv):
                 keras.backend.clear_session()
     print(f"\n{FLAGS.dataset}, {FLAGS.epochs} epochs, widths {','.join(FLAGS.widths)}, "
           f"train examples {FLAGS.train_examples or 'all'}, selection at "
-          f"{FLAGS.selection_fraction:.3f}, hard from {FLAGS.hard_fraction:.3f} of the epochs")
+          f"{config['selection_fraction']:.3f}, hard from {config['hard_fraction']:.3f} "
+          "of the epochs")
     print_table([r for r in finished if r["config"] == config])
 
 

@@ -2,9 +2,10 @@ r"""ClickTrain end to end on a tfds image dataset: dense vs pattern-pruned.
 
 Trains a VGG-style CNN densely, then the same network with ClickTrain pattern
 pruning during training (dense warm-up, pattern selection and connectivity
-pruning, soft group-lasso phase, hard masks), with the paper's schedule shape
-scaled to the epoch budget; prints accuracy, compression and wall time of
-both, and saves the models.
+pruning, soft group-lasso phase, hard masks) with the library's default
+schedule for the epoch budget; prints accuracy, compression and wall time of
+both, exports the pruned model to .tflite, and saves the models. TensorFlow's
+and absl's INFO logs are shown with --verbose only.
 
     python examples/clicktrain_tfds.py --dataset=fashion_mnist --epochs=4
     python examples/clicktrain_tfds.py --dataset=cifar10 --epochs=60 \
@@ -14,18 +15,46 @@ Offline, `mnist` and `fashion_mnist` are prepared from local files (see
 tf_clicktrain.datasets).
 """
 
+import contextlib
 import json
 import os
+import sys
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's native logs are configured when it is imported, before flags
+# are parsed, so --verbose is read from argv here.
+VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=True") for arg in sys.argv)
+if not VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+@contextlib.contextmanager
+def _quiet_native_stderr(quiet):
+    """Sends file descriptor 2 to /dev/null (native logs that ignore levels)."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _quiet_native_stderr(not VERBOSE):
+    # Importing TensorFlow logs a oneDNN notice through absl's C++ logging,
+    # which TF_CPP_MIN_LOG_LEVEL does not reach.
+    import keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
 from tf_clicktrain import applications  # noqa: E402
@@ -44,26 +73,25 @@ flags.DEFINE_integer("entries_per_kernel", 4, "Weights kept per 3x3 kernel.")
 # (benchmarks/README.md, 3 seeds); both are one flag away.
 flags.DEFINE_enum("importance", "magnitude",
                   ["magnitude", "taylor", "taylor_accumulated"], "Weight importance.")
-flags.DEFINE_float("penalty", 0.0, "Group-lasso weight of the soft phase (0: sized to the budget).")
+flags.DEFINE_float("penalty", None,
+                   "Group-lasso weight of the soft phase (default: the library's, sized "
+                   "to the soft phase).")
 flags.DEFINE_bool("soft_anneal", True,
                   "Also fade removed weights out of the forward pass in the soft phase.")
-flags.DEFINE_float("penalty_travel", 0.1,
-                   "With --penalty=0: how far the penalty moves a removed kernel's "
-                   "weights over the soft phase (sizes lambda to the budget).")
 flags.DEFINE_float("learning_rate", 0.05, "Initial SGD learning rate.")
-# The paper places selection at 65/190 and the hard phase at 143/190 of a
-# 190-epoch run. At budgets of a few epochs the learning rate has decayed by
-# then and the pruned network cannot recover; selecting early and leaving
-# two thirds for fine-tuning measured better (benchmarks/README.md).
-flags.DEFINE_float("selection_fraction", 1 / 6,
+flags.DEFINE_float("selection_fraction", None,
                    "Where pattern selection happens, as a fraction of the epochs "
-                   "(the paper: 65/190 = 0.342).")
-flags.DEFINE_float("hard_fraction", 1 / 3,
-                   "Where the hard phase starts (the paper: 143/190 = 0.753).")
+                   "(default: the library's, 1/6; the paper: 65/190).")
+flags.DEFINE_float("hard_fraction", None,
+                   "Where the hard phase starts (default: the library's, 1/3; the "
+                   "paper: 143/190).")
 flags.DEFINE_integer("train_examples", 0, "Use only this many training examples (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "artifacts/clicktrain_tfds", "Where models are saved.")
 flags.DEFINE_bool("skip_dense", False, "Skip the dense baseline run.")
+flags.DEFINE_bool("verbose", False,
+                  "Show TensorFlow's and absl's INFO logs (dataset info, SavedModel "
+                  "assets, converter notices).")
 
 
 def make_datasets(name, batch_size, train_examples=0, seed=0):
@@ -83,36 +111,15 @@ def make_datasets(name, batch_size, train_examples=0, seed=0):
     return train, test, info
 
 
-def soft_penalty(penalty, schedule, learning_rate, travel=0.1):
-    """The group-lasso weight: the flag's value, or sized to the budget.
-
-    Each soft step moves a penalised kernel's weights by about
-    ``learning_rate * penalty`` towards zero, so over the soft phase they
-    travel ``learning_rate * penalty * soft_steps``. The paper's lambda
-    (1.5e-4..8e-4 over ~30k soft steps at lr 0.01) travels ~0.1; with
-    ``--penalty=0`` (auto) a distance of ``travel`` is kept for shorter
-    budgets.
-    """
-    if penalty > 0:
-        return penalty
-    soft_steps = max(1, schedule.hard_pruning_step - schedule.selection_step)
-    return travel / (learning_rate * soft_steps)
-
-
-def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel, penalty,
-                  learning_rate, selection_fraction=65 / 190, hard_fraction=143 / 190):
-    """ClickTrain's schedule with phases at fractions of the budget."""
-    sparsity = ct.patterns.sparsity_for_compression(compression, entries_per_kernel)
-    shape = ct.ClickTrainSchedule.from_budget(
-        epochs, steps_per_epoch, selection_fraction=selection_fraction,
-        hard_fraction=hard_fraction)
-    soft_rate = learning_rate_schedule(learning_rate, epochs, steps_per_epoch)(
-        shape.selection_step)
-    penalty = soft_penalty(penalty, shape, float(soft_rate), FLAGS.penalty_travel)
-    return ct.ClickTrainSchedule(
-        shape.selection_step, shape.hard_pruning_step,
-        connectivity_sparsity=sparsity, penalty=penalty,
-    )
+def make_schedule(epochs, steps_per_epoch, compression, entries_per_kernel=4, penalty=None,
+                  selection_fraction=None, hard_fraction=None):
+    """The library's ClickTrain schedule for a budget at a target compression."""
+    return ct.ClickTrainSchedule.from_budget(
+        epochs, steps_per_epoch,
+        selection_fraction=selection_fraction, hard_fraction=hard_fraction,
+        connectivity_sparsity=ct.patterns.sparsity_for_compression(
+            compression, entries_per_kernel),
+        penalty=penalty)
 
 
 def learning_rate_schedule(initial, epochs, steps_per_epoch):
@@ -157,21 +164,37 @@ def export_tflite(final, test):
     """Exports the pruned model; size and latency against builtin-only."""
     from ai_edge_litert.interpreter import Interpreter as StockInterpreter
 
-    pruned_bytes = ct.tflite.convert(final)
-    dense_bytes = ct.tflite.convert(final, custom_ops=False)
+    print("Converting to .tflite (pattern op, then builtin-only for comparison)...",
+          end=" ", flush=True)
+    start = time.time()
+    with _quiet_native_stderr(not FLAGS.verbose):
+        pruned_bytes = ct.tflite.convert(final)
+        print("pattern op done...", end=" ", flush=True)
+        dense_bytes = ct.tflite.convert(final, custom_ops=False)
+    print(f"done in {time.time() - start:.0f} s; timing both on one thread...", flush=True)
     ct.tflite.save(pruned_bytes, os.path.join(FLAGS.output_dir, "pruned.tflite"))
     image = next(iter(test.unbatch().batch(1)))[0].numpy()
-    dense_ms, _ = _median_invoke_ms(StockInterpreter(model_content=dense_bytes, num_threads=1),
-                                    image)
-    pruned_ms, logits = _median_invoke_ms(
-        ct.tflite.Interpreter(model_content=pruned_bytes, num_threads=1), image)
+    with _quiet_native_stderr(not FLAGS.verbose):  # LiteRT's delegate notices
+        dense_ms, _ = _median_invoke_ms(
+            StockInterpreter(model_content=dense_bytes, num_threads=1), image)
+        pruned_ms, logits = _median_invoke_ms(
+            ct.tflite.Interpreter(model_content=pruned_bytes, num_threads=1), image)
     difference = float(abs(logits - final.predict(image, verbose=0)).max())
     return {"dense_kb": len(dense_bytes) / 1024, "pruned_kb": len(pruned_bytes) / 1024,
             "dense_ms": dense_ms, "pruned_ms": pruned_ms, "max_difference": difference}
 
 
+def _silence_info_logs():
+    """absl and TensorFlow's Python loggers: warnings and errors only."""
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+
+
 def main(argv):
     del argv
+    if not FLAGS.verbose:
+        _silence_info_logs()
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     train, test, info = make_datasets(FLAGS.dataset, FLAGS.batch_size,
@@ -180,11 +203,11 @@ def main(argv):
     results = {}
 
     if not FLAGS.skip_dense:
-        logging.info("Dense baseline: %d epochs", FLAGS.epochs)
+        print(f"Dense baseline: {FLAGS.epochs} epochs", flush=True)
         dense = build_model(info)
         compile_model(dense, steps_per_epoch)
         start = time.time()
-        dense.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose=2)
+        dense.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose=2, shuffle=False)
         results["dense"] = {
             "accuracy": dense.evaluate(test, verbose=0)[1],
             "seconds": time.time() - start,
@@ -193,11 +216,12 @@ def main(argv):
         ct.save_model(dense, os.path.join(FLAGS.output_dir, "dense.keras"))
 
     schedule = make_schedule(FLAGS.epochs, steps_per_epoch, FLAGS.conv_compression,
-                             FLAGS.entries_per_kernel, FLAGS.penalty, FLAGS.learning_rate,
+                             FLAGS.entries_per_kernel, FLAGS.penalty,
                              FLAGS.selection_fraction, FLAGS.hard_fraction)
-    logging.info("ClickTrain: %d epochs, selection at step %d, hard from step %d, "
-                 "kernel sparsity %.3f, penalty %.2e", FLAGS.epochs, schedule.selection_step,
-                 schedule.hard_pruning_step, schedule.connectivity_sparsity, schedule.penalty_value)
+    print(f"ClickTrain: {FLAGS.epochs} epochs, selection at step {schedule.selection_step}, "
+          f"hard from step {schedule.hard_pruning_step}, kernel sparsity "
+          f"{schedule.connectivity_sparsity:.3f}, penalty {schedule.penalty_value:.2e}",
+          flush=True)
     keras.utils.set_random_seed(FLAGS.seed)
     pruned = ct.prune_pattern(
         build_model(info), schedule=schedule, num_patterns=FLAGS.num_patterns,
@@ -206,7 +230,7 @@ def main(argv):
     )
     compile_model(pruned, steps_per_epoch)
     start = time.time()
-    pruned.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose=2,
+    pruned.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose=2, shuffle=False,
                callbacks=[ct.UpdatePruningStep(),
                           ct.PruningSummaries(os.path.join(FLAGS.output_dir, "logs"))])
     seconds = time.time() - start
