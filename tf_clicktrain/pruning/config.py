@@ -8,6 +8,7 @@ import numpy as np
 from tf_clicktrain import patterns
 from tf_clicktrain.patterns.connectivity import validate_sparsity
 from tf_clicktrain.patterns.library import validate_entries_per_kernel
+from tf_clicktrain.patterns.m_by_n import validate_m_by_n
 from tf_clicktrain.pruning import schedules as schedules_lib
 
 IMPORTANCE_METHODS = ("magnitude", "taylor", "taylor_accumulated")
@@ -58,6 +59,7 @@ class PruningConfig:
     importance_decay: float = 0.99
     pattern_library: np.ndarray = None
     soft_anneal: bool = True
+    sparsity_m_by_n: tuple = None
 
     def __post_init__(self):
         if not isinstance(self.schedule, schedules_lib.PruningSchedule):
@@ -109,6 +111,8 @@ class PruningConfig:
                 f"and force_centre={self.force_centre}. "
                 f"Received: num_patterns={self.num_patterns}"
             )
+        if self.sparsity_m_by_n is not None:
+            object.__setattr__(self, "sparsity_m_by_n", validate_m_by_n(self.sparsity_m_by_n))
         object.__setattr__(self, "num_patterns", int(self.num_patterns))
         object.__setattr__(self, "entries_per_kernel", int(self.entries_per_kernel))
         object.__setattr__(self, "importance_decay", float(self.importance_decay))
@@ -134,5 +138,8 @@ class PruningConfig:
             "soft_anneal": bool(self.soft_anneal),
             "pattern_library": (
                 None if self.pattern_library is None else self.pattern_library.tolist()
+            ),
+            "sparsity_m_by_n": (
+                None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
             ),
         }

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 
 from tf_clicktrain import patterns
+from tf_clicktrain.patterns.m_by_n import m_by_n_mask
 from tf_clicktrain.pruning import eligibility
 from tf_clicktrain.pruning import schedules as schedules_lib
 
@@ -142,6 +143,8 @@ class PruningController:
                 pruned.pattern_set.assign(selection.pattern_set)
                 pruned.pattern_ids.assign(selection.pattern_ids)
                 target = patterns.from_kernel_rows(selection.mask_rows, pruned.weight.shape)
+            elif config.sparsity_m_by_n is not None:
+                target = m_by_n_mask(importance, *config.sparsity_m_by_n)
             else:
                 target = patterns.magnitude_mask(importance, sparsity)
             pruned.target_mask.assign(target.astype(np.float32))

@@ -92,6 +92,7 @@ def prune_pattern(
     skip_first_conv=True,
     skip_layers=(),
     pruning_schedule=None,
+    sparsity_m_by_n=None,
     **kwargs,
 ):
     """Wraps the eligible layers of a layer, list of layers or model.
@@ -143,6 +144,8 @@ def prune_pattern(
         skip_layers: names of layers to leave dense.
         pruning_schedule: tensorflow-model-optimization's name for
             ``schedule`` (give one of the two).
+        sparsity_m_by_n: ``(m, n)``, e.g. ``(2, 4)``: unstructured layers
+            keep ``m`` of every ``n`` consecutive input-channel weights.
         **kwargs: passed to every `PatternPruningWrapper` (base layer
             arguments such as ``dtype``), as ``prune_low_magnitude`` does.
 
@@ -188,6 +191,7 @@ def prune_pattern(
         importance_decay=importance_decay,
         pattern_library=pattern_library,
         soft_anneal=soft_anneal,
+        sparsity_m_by_n=sparsity_m_by_n,
     )
     # Validates every argument once, before anything is cloned or built.
     PruningConfig(**wrapper_kwargs)

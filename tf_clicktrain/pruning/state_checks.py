@@ -9,6 +9,7 @@ before they reach a forward pass, `strip_pruning` or the pattern report.
 import numpy as np
 
 from tf_clicktrain import patterns
+from tf_clicktrain.patterns.m_by_n import follows_m_by_n
 from tf_clicktrain.pruning import eligibility
 from tf_clicktrain.pruning import schedules as schedules_lib
 
@@ -117,6 +118,14 @@ def check_wrapper_state(wrapper):
             _check_patterns(check, wrapper, pruned, target, selected)
         elif not selected and not np.all(target == 1):
             check.fail(pruned.target_mask, "must be all ones before the first selection")
+        elif selected and wrapper.sparsity_m_by_n is not None and not follows_m_by_n(
+            target, *wrapper.sparsity_m_by_n
+        ):
+            check.fail(
+                pruned.target_mask,
+                f"must keep {wrapper.sparsity_m_by_n[0]} of every "
+                f"{wrapper.sparsity_m_by_n[1]} input-channel entries",
+            )
         if phase == schedules_lib.HARD and not np.array_equal(mask, target):
             check.fail(pruned.mask, "must equal the target mask in the hard phase")
         if phase != schedules_lib.HARD and not np.all(mask == 1):

@@ -129,6 +129,11 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             instead of generating one from the data.
         pruning_schedule: tensorflow-model-optimization's name for
             ``schedule`` (give one of the two).
+        sparsity_m_by_n: ``(m, n)`` such as ``(2, 4)``: unstructured weights
+            keep the ``m`` largest of every ``n`` consecutive input-channel
+            entries instead of following the schedule's sparsity (kept
+            through save and load). The input-channel count must be a
+            multiple of ``n``.
         **kwargs: base layer arguments (e.g. ``name``).
     """
 
@@ -146,6 +151,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         pattern_library=None,
         soft_anneal=True,
         pruning_schedule=None,
+        sparsity_m_by_n=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -167,6 +173,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             importance_decay=importance_decay,
             pattern_library=pattern_library,
             soft_anneal=soft_anneal,
+            sparsity_m_by_n=sparsity_m_by_n,
         )
         kwargs.setdefault("name", f"prune_pattern_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -189,6 +196,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     importance_decay = property(lambda self: self.config.importance_decay)
     pattern_library = property(lambda self: self.config.pattern_library)
     soft_anneal = property(lambda self: self.config.soft_anneal)
+    sparsity_m_by_n = property(lambda self: self.config.sparsity_m_by_n)
 
     # ------------------------------------------------------------------ build
 
@@ -233,6 +241,14 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             # not the Python list `pruned`.
             for name, variable in pruned.variables():
                 setattr(self, f"{name}_{index}", variable)
+            if pruned.kind == eligibility.UNSTRUCTURED and self.sparsity_m_by_n:
+                m, n = self.sparsity_m_by_n
+                if len(weight.shape) < 2 or weight.shape[-2] % n:
+                    raise ValueError(
+                        f"Layer '{self.layer.name}': sparsity_m_by_n=({m}, {n}) "
+                        f"needs an input-channel count that is a multiple of {n}; "
+                        f"weight '{weight.name}' has shape {tuple(weight.shape)}."
+                    )
             weight.constraint = MaskConstraint(pruned.mask, weight.constraint)
             self.pruned.append(pruned)
         self.pruning_step = self.add_weight(
@@ -389,8 +405,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
 
     def reapply_masks(self):
         """Zeroes the masked entries of the weights (no-op before hard)."""
-        for state in self.pruned:
-            state.weight.assign(state.weight * state.mask)
+        for pruned in self.pruned:
+            pruned.weight.assign(pruned.weight * pruned.mask)
 
     # ------------------------------------------------------------- inspection
 
