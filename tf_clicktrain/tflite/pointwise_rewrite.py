@@ -14,8 +14,9 @@ from tf_clicktrain.tflite import model_rewrite
 from tf_clicktrain.tflite import pointwise_format
 
 # Below this fraction of zero weights the sparse op is not reliably faster
-# than XNNPACK's dense 1x1 conv (benchmarks/pointwise_speed.py, "Sparse 1x1
-# op" in benchmarks/README.md), so a layer stays builtin.
+# than XNNPACK's dense 1x1 conv, so a layer stays builtin: measured 1.05-2.0x
+# at 70% and 0.98-1.6x at 60% over ResNet-50 and MobileNetV2 shapes
+# ("Sparse 1x1 op vs XNNPACK dense" in benchmarks/README.md).
 MIN_SPARSITY = 0.7
 MAX_STRIDE = 64
 
