@@ -152,6 +152,26 @@ void PATCONV_NAME(clicktrain_x32_transpose_ukernel__, VARIANT)(
     float* destination, size_t destination_stride) {
   const size_t full_rows = rows - rows % TRANSPOSE_TILE;
   const size_t full_columns = columns - columns % TRANSPOSE_TILE;
+#ifdef TRANSPOSE_HAS_PARTIAL_BLOCK
+  for (size_t r = 0; r < rows; r += TRANSPOSE_TILE) {
+    const size_t block_rows = rows - r < TRANSPOSE_TILE ? rows - r : TRANSPOSE_TILE;
+    for (size_t c = 0; c < columns; c += TRANSPOSE_TILE) {
+      const float* block_source = source + r * source_stride + c;
+      float* block_destination = destination + c * destination_stride + r;
+      if (block_rows == TRANSPOSE_TILE && c < full_columns) {
+        transpose_block(block_source, source_stride, block_destination,
+                        destination_stride);
+      } else {
+        transpose_partial_block(block_source, source_stride,
+                                block_destination, destination_stride,
+                                block_rows, columns - c < TRANSPOSE_TILE
+                                                ? columns - c
+                                                : TRANSPOSE_TILE);
+      }
+    }
+  }
+  return;
+#endif
   for (size_t r = 0; r < full_rows; r += TRANSPOSE_TILE) {
     for (size_t c = 0; c < full_columns; c += TRANSPOSE_TILE) {
       transpose_block(source + r * source_stride + c, source_stride,
