@@ -259,3 +259,10 @@ def test_wrapper_rejects_non_layers():
         QuantizeWrapper("conv")
     with pytest.raises(ValueError, match="quantize_inputs"):
         QuantizeWrapper(keras.layers.ReLU(), quantize_inputs="yes")
+
+
+def test_unsupported_kernel_layers_raise():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.SeparableConv2D(4, 3)(inputs))
+    with pytest.raises(ValueError, match="SeparableConv2D"):
+        quantize_model(model)

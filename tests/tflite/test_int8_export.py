@@ -169,3 +169,27 @@ def test_depthwise_relu6_and_residual_add_export_matches_keras():
     output_step = (expected.max() - expected.min()) / 255
     assert np.abs(run(tflite_bytes, x[:4]) - expected).max() <= 3 * output_step
     assert np.all(qat.get_layer("depthwise").kernel.numpy()[~mask] == 0)
+
+
+def test_common_layers_export_full_integer():
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Concatenate()([x, layers.Conv2D(4, 1)(x)])
+    x = layers.Multiply()([x, layers.Conv2D(12, 1, activation="sigmoid")(x)])
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.UpSampling2D()(x)
+    x = layers.Activation("hard_swish")(x)
+    x = layers.LeakyReLU(0.1)(layers.Conv2D(8, 3, padding="same")(x))
+    x = layers.Dropout(0.2)(layers.Flatten()(x))
+    outputs = layers.Dense(5)(x)
+    qat = ct.quantize_model(keras.Model(inputs, outputs))
+    x = np.random.default_rng(1).uniform(size=(16, 8, 8, 3)).astype("float32")
+    qat(x, training=True)
+    tflite_bytes = ct.tflite.convert(qat)
+    assert int8_export.float_operators(tflite_bytes) == []
+    expected = qat.predict(x[:4], verbose=0)
+    # Concatenate, Multiply and pooling requantize in TFLite's int8 ops, each
+    # rounding once more than the fake-quant model: a few output steps.
+    low, high, _ = qat.layers[-1].ranges()["output"]
+    assert np.abs(run(tflite_bytes, x[:4]) - expected).max() <= 4 * (high - low) / 255

@@ -105,6 +105,14 @@ def quantize_model(to_quantize, *, preserve_sparsity=True, ema_decay=0.99):
             )
         if isinstance(layer, QuantizeWrapper):
             raise ValueError(f"Layer '{layer.name}' is already quantized.")
+        if quantized_kernel_variable(layer) is None and any(
+            weight.name.endswith("kernel") for weight in layer.weights
+        ):
+            raise ValueError(
+                f"quantize_model: layer '{layer.name}' ({type(layer).__name__}) has a "
+                "kernel it cannot quantize; supported are Conv2D, DepthwiseConv2D and "
+                "Dense (a SeparableConv2D is a DepthwiseConv2D then a 1x1 Conv2D)."
+            )
         if len(layer._inbound_nodes) != 1:
             raise ValueError(
                 f"quantize_model: layer '{layer.name}' is called "

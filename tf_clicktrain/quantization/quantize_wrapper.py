@@ -8,6 +8,9 @@ from tf_clicktrain.pruning.wrapper import MaskConstraint
 from tf_clicktrain.quantization import fake_quant
 
 _KERNEL_NAMES = ("kernel", "depthwise_kernel")
+# Activations TFLite fuses into CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED:
+# after them only the activation's output needs a range.
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 _WEIGHT_QUANTIZED_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
                            keras.layers.Dense)
 
@@ -94,6 +97,15 @@ class QuantizeWrapper(keras.layers.Wrapper):
             fake_quant.MovingRange(self, "output", self.ema_decay)
             if self.quantize_output else None
         )
+        # Another activation (sigmoid, tanh, ...) is a TFLite op of its own,
+        # whose input (the conv's output) needs a range too.
+        activation = getattr(self.layer, "activation", None)
+        self.pre_activation_range = None
+        if self.kernel is not None and activation is not None and getattr(
+            activation, "__name__", None
+        ) not in FUSABLE_ACTIVATIONS:
+            self.pre_activation_range = fake_quant.MovingRange(
+                self, "pre_activation", self.ema_decay)
         self.built = True
 
     def call(self, inputs, training=None, **kwargs):
@@ -114,8 +126,16 @@ class QuantizeWrapper(keras.layers.Wrapper):
         layer_kwargs = dict(kwargs)
         if self._layer_takes_training:
             layer_kwargs["training"] = training
+        activation = self.layer.activation if self.pre_activation_range else None
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, **layer_kwargs)
+            if activation is None:
+                outputs = self.layer(inputs, **layer_kwargs)
+            else:
+                self.layer.activation = keras.activations.linear
+                try:
+                    outputs = self.layer(inputs, **layer_kwargs)
+                finally:
+                    self.layer.activation = activation
         for variable in self.layer.variables:
             if variable is self.kernel:
                 continue
@@ -124,6 +144,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 variable.assign(new_value)
         for loss in scope.losses:
             self.add_loss(loss)
+        if activation is not None:
+            outputs = activation(self.pre_activation_range(outputs, training))
         if self.output_range is not None:
             outputs = self.output_range(outputs, training)
         return outputs
@@ -137,6 +159,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def ranges(self):
         """The activation ranges: ``{"input_0": (min, max, initialized), ...}``."""
         found = {f"input_{i}": r.value() for i, r in enumerate(self.input_ranges)}
+        if self.pre_activation_range is not None:
+            found["pre_activation"] = self.pre_activation_range.value()
         if self.output_range is not None:
             found["output"] = self.output_range.value()
         return found
