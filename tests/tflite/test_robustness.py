@@ -333,7 +333,9 @@ def test_pattern_op_naming_a_missing_tensor_is_reported_as_such(tflite_bytes):
         operator.inputs = inputs
 
     content = _edit(tflite_bytes, point_masks_at_missing_tensor)
-    with pytest.raises(ValueError, match=r"operator 0 \(ClickTrainPatternConv2D\): input 1 is tensor 9999"):
+    # LiteRT alone would drop the node silently; the delegate would then
+    # claim nothing and the message could only say so.
+    with pytest.raises(ValueError, match=r"subgraphs\[0\]\.operators\[0\]\.inputs\[1\] is 9999"):
         ct_tflite.Interpreter(model_content=content, num_threads=1)
 
 
@@ -419,3 +421,21 @@ def test_tables_shared_many_times_are_refused_before_unpacking():
         with pytest.raises(ValueError, match=r"Tensors\[\d+\]\.Name makes the .* unpack to over 4x"):
             reader(content)
     assert time.perf_counter() - start < 1.0
+
+
+def test_file_without_subgraphs_is_refused_before_litert_sees_it():
+    # LiteRT's Python interpreter does not verify files; its builder crashes
+    # the process on this one (found by the whole-file fuzzer).
+    builder = flatbuffers.Builder(0)
+    schema.ModelStart(builder)
+    schema.ModelAddVersion(builder, 3)
+    builder.Finish(schema.ModelEnd(builder), file_identifier=b"TFL3")
+    with pytest.raises(ValueError, match="the model is not a valid TFLite model: it has no subgraphs"):
+        ct_tflite.Interpreter(model_content=bytes(builder.Output()))
+
+
+def test_interpreter_needs_exactly_one_model_source(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of model_path and model_content"):
+        ct_tflite.Interpreter()
+    with pytest.raises(ValueError, match="Could not read the model file"):
+        ct_tflite.Interpreter(model_path=str(tmp_path / "missing.tflite"))

@@ -265,27 +265,32 @@ def _items(value):
     return [] if value is None else value
 
 
-def check_indices(model):
-    """Raises ValueError unless every index in `model` names an existing entry.
+def check_indices(model, what="tflite_bytes"):
+    """Raises ValueError unless `model` has a subgraph and every index in it
+    names an existing entry.
 
-    Covers what a rewrite of the unpacked model follows: operator opcode and
+    Covers what a rewrite of the unpacked model, or LiteRT's model builder,
+    follows: operator opcode and
     tensor indices, subgraph inputs and outputs, tensor buffers, signature
     subgraphs and tensors, and metadata buffers.
 
     Args:
         model: a `schema_py_generated.ModelT` (from a checked file).
+        what: how to name the input in the error message.
 
     Raises:
         ValueError: naming the first index out of range.
     """
+    subgraphs = _items(model.subgraphs)
+    if len(subgraphs) == 0:
+        raise ValueError(f"{what} is not a valid TFLite model: it has no subgraphs")
     num_codes = len(_items(model.operatorCodes))
     num_buffers = len(_items(model.buffers))
-    subgraphs = _items(model.subgraphs)
 
     def check(value, low, high, where):
         if not low <= int(value) < high:
             raise ValueError(
-                f"tflite_bytes is not a valid TFLite model: {where} is {int(value)}, "
+                f"{what} is not a valid TFLite model: {where} is {int(value)}, "
                 f"outside [{low}, {high})"
             )
 
@@ -312,3 +317,17 @@ def check_indices(model):
         check(metadata.buffer, 0, num_buffers, f"metadata[{m}].buffer")
     for i, index in enumerate(_items(model.metadataBuffer)):
         check(index, 0, num_buffers, f"metadata_buffer[{i}]")
+
+
+def check_loadable(tflite_bytes, what="tflite_bytes"):
+    """`check_model`, then `check_indices` on the unpacked model.
+
+    LiteRT's Python interpreter builds a model without verifying it, and its
+    builder dereferences missing required parts (a file without subgraphs
+    crashes the process): run this before handing it untrusted bytes.
+
+    Raises:
+        ValueError: naming the first malformed part.
+    """
+    check_model(tflite_bytes, what)
+    check_indices(schema.ModelT.InitFromPackedBuf(bytes(tflite_bytes), 0), what)

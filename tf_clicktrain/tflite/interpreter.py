@@ -3,9 +3,7 @@
 import os
 
 from ai_edge_litert import interpreter as litert_interpreter
-from ai_edge_litert import schema_py_generated as schema
 
-from tf_clicktrain.tflite import compact_format
 from tf_clicktrain.tflite import flatbuffer_check
 from tf_clicktrain.tflite import model_rewrite
 from tf_clicktrain.tflite import native_library
@@ -29,10 +27,11 @@ class Interpreter(litert_interpreter.Interpreter):
         **kwargs: passed to `ai_edge_litert.interpreter.Interpreter`.
 
     Raises:
-        ValueError: if the model cannot be loaded (LiteRT's reason, or the
-            first malformed field of the file), a pattern-conv node names a
-            tensor that does not exist, or a pattern-conv node fails
-            validation when the delegate is applied.
+        ValueError: if the model cannot be loaded: the first malformed part
+            of the file (checked before LiteRT, which does not verify files
+            and would drop, without a word, a node naming a missing tensor),
+            LiteRT's own reason, or a pattern-conv node failing validation
+            when the delegate is applied.
         RuntimeError: if the native library does not match the installed
             LiteRT, or not every pattern-conv node was claimed.
 
@@ -53,6 +52,8 @@ class Interpreter(litert_interpreter.Interpreter):
         num_threads=None,
         **kwargs,
     ):
+        content = _read_model(model_path, model_content)
+        flatbuffer_check.check_loadable(content, "the model")
         self._clicktrain_delegate = native_library.load_delegate()
         delegates = [self._clicktrain_delegate, *(experimental_delegates or [])]
         try:
@@ -70,16 +71,9 @@ class Interpreter(litert_interpreter.Interpreter):
             raise error_type(
                 f"Could not load the model with the ClickTrain pattern-conv ops: {error}"
             ) from error
-        content = _read_model(model_path, model_content)
         expected = model_rewrite.count_pattern_ops(content)
         claimed = native_library.claimed_nodes(self._clicktrain_delegate)
         if claimed != expected:
-            reasons = _dropped_pattern_ops(content)
-            if reasons:
-                raise ValueError(
-                    "LiteRT dropped ClickTrain pattern-conv ops while loading the "
-                    "model: " + "; ".join(reasons)
-                )
             raise RuntimeError(
                 f"The model holds {expected} ClickTrain pattern-conv ops but the "
                 f"delegate claimed {claimed}."
@@ -99,43 +93,15 @@ class Interpreter(litert_interpreter.Interpreter):
 
 
 def _read_model(model_path, model_content):
-    if model_content is None:
+    if (model_path is None) == (model_content is None):
+        raise ValueError(
+            "Pass exactly one of model_path and model_content. Received: "
+            f"model_path={model_path!r}, model_content of type {type(model_content).__name__}"
+        )
+    if model_content is not None:
+        return bytes(model_content)
+    try:
         with open(os.fspath(model_path), "rb") as model_file:
-            model_content = model_file.read()
-    return bytes(model_content)
-
-
-def _dropped_pattern_ops(content):
-    """Why LiteRT would drop pattern-conv nodes of a checked model, one line each.
-
-    LiteRT's builder skips (without raising) a node that names a tensor
-    outside its subgraph; the delegate then never sees it.
-    """
-    model = schema.Model.GetRootAs(content, 0)
-    names = (compact_format.CONV_OP_NAME, compact_format.DEPTHWISE_CONV_OP_NAME)
-    ours = {
-        index: flatbuffer_check.custom_code(model.OperatorCodes(index), index)
-        for index in range(model.OperatorCodesLength())
-    }
-    reasons = []
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        num_tensors = subgraph.TensorsLength()
-        for o in range(subgraph.OperatorsLength()):
-            operator = subgraph.Operators(o)
-            name = ours.get(operator.OpcodeIndex())
-            if name not in names:
-                continue
-            for role, length, read in (
-                ("input", operator.InputsLength(), operator.Inputs),
-                ("output", operator.OutputsLength(), operator.Outputs),
-            ):
-                for position in range(length):
-                    index = read(position)
-                    # -1 marks an omitted optional tensor.
-                    if not -1 <= index < num_tensors:
-                        reasons.append(
-                            f"subgraph {s} operator {o} ({name}): {role} {position} is "
-                            f"tensor {index}, outside the subgraph's {num_tensors} tensors"
-                        )
-    return reasons
+            return model_file.read()
+    except OSError as error:
+        raise ValueError(f"Could not read the model file {model_path!r}: {error}") from error
