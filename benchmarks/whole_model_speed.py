@@ -10,7 +10,8 @@ the first conv dense), fitted for a few steps on random data past the hard
 phase, then `ct.strip_pruning`.
 
 Files timed, per thread count, in one process, interleaved round by round
-(rotating order), median of the rounds:
+(rotating order); each file's median over the rounds, and (as convert's own
+timing does, robust to a loaded machine) its fastest round:
 - dense: XNNPACK's fp32 file of the unpruned model;
 - builtin: the builtin-only twin of the pruned model (`custom_ops=False`);
 - size: `ct.tflite.convert(decide_by="size")`, every candidate replaced
@@ -123,7 +124,7 @@ def _invoker(content, threads, inputs):
 
 
 def time_interleaved(invokes, rounds, sample_seconds=0.1):
-    """Median ms per invoke of each callable, sampled round-robin."""
+    """(median, fastest) ms per invoke of each callable, sampled round-robin."""
     repeats = {}
     for name, invoke in invokes.items():
         start = time.perf_counter()
@@ -138,7 +139,7 @@ def time_interleaved(invokes, rounds, sample_seconds=0.1):
             for _ in range(repeats[name]):
                 invokes[name]()
             samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: (statistics.median(values), min(values)) for name, values in samples.items()}
 
 
 def _relative_error(actual, expected):
@@ -177,17 +178,22 @@ def bench(name, args, rng):
         invokes, outputs = {}, {}
         for key, content in files.items():
             invokes[key], outputs[key] = _invoker(content, threads, inputs)
-        times = time_interleaved(invokes, args.rounds)
+        medians_and_fastest = time_interleaved(invokes, args.rounds)
+        times = {key: value[0] for key, value in medians_and_fastest.items()}
+        fastest = {key: value[1] for key, value in medians_and_fastest.items()}
         errors = {key: _relative_error(outputs[key](), expected)
                   for key in ("builtin", "size", "ours")}
         row = dict(
             model=name, size=args.size, threads=threads, compression=compression,
             connectivity=args.connectivity, pointwise_sparsity=args.pointwise_sparsity,
             **{f"{key}_ms": times[key] for key in files},
+            **{f"{key}_fastest_ms": fastest[key] for key in files},
             **{f"{key}_bytes": len(content) for key, content in files.items()},
             ours_vs_builtin=times["builtin"] / times["ours"],
             size_vs_builtin=times["builtin"] / times["size"],
             ours_vs_dense=times["dense"] / times["ours"],
+            ours_vs_builtin_fastest=fastest["builtin"] / fastest["ours"],
+            size_vs_builtin_fastest=fastest["builtin"] / fastest["size"],
             ours_error=errors["ours"], size_error=errors["size"],
             convert_seconds=convert_seconds,
             replaced=sum(report.replaced for report in reports), candidates=len(reports),
@@ -197,6 +203,9 @@ def bench(name, args, rng):
               f"size-decided {times['size']:.2f} ms ({row['size_vs_builtin']:.2f}x), "
               f"ours {times['ours']:.2f} ms ({row['ours_vs_builtin']:.2f}x vs builtin, "
               f"{row['ours_vs_dense']:.2f}x vs dense)")
+        print(f"  fastest rounds: builtin {fastest['builtin']:.2f} ms, size-decided "
+              f"{fastest['size']:.2f} ms ({row['size_vs_builtin_fastest']:.2f}x), ours "
+              f"{fastest['ours']:.2f} ms ({row['ours_vs_builtin_fastest']:.2f}x vs builtin)")
         print(f"  files: dense {len(files['dense']) / 1e6:.2f} MB, builtin "
               f"{len(files['builtin']) / 1e6:.2f} MB, size-decided {len(files['size']) / 1e6:.2f} MB "
               f"({len(files['size']) / len(files['builtin']):.2f}), ours "
