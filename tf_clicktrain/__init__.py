@@ -1,10 +1,12 @@
 """tf-clicktrain: ClickTrain pattern pruning during training, for Keras 3.
 
-Public API, mirroring tensorflow-model-optimization's sparsity API:
+Public API, mirroring tensorflow-model-optimization's sparsity API (its
+argument names, ``pruning_schedule=`` and ``sparsity_m_by_n=``, are
+accepted; steps are numbered as in tfmot):
 
-- `prune_pattern`, `strip_pruning`, `prune_scope`
+- `prune_pattern`, `strip_pruning`, `prune_scope`, `pruning_wrappers`
 - `PatternPruningWrapper`, `PrunableLayer`
-- `UpdatePruningStep`, `PruningSummaries`
+- `UpdatePruningStep`, `PruningSummaries` (in `fit` or custom loops)
 - `schedules`: `ConstantSparsity`, `PolynomialDecay`, `ClickTrainSchedule`
 - `patterns`: the pattern math (no Keras)
 - `model_stats`: compression figures
