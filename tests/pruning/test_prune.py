@@ -185,3 +185,5 @@ def test_tfmot_argument_names_and_layer_kwargs_pass_through():
     assert single.name == "custom_name" and single.pruning_schedule is schedule
     with pytest.raises(ValueError, match="not both"):
         ct.prune_pattern(small_cnn(), schedule=schedule, pruning_schedule=schedule)
+    with pytest.raises(ValueError, match="name="):
+        ct.prune_pattern(small_cnn(), name="one_name_for_all")

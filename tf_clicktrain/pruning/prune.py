@@ -199,6 +199,14 @@ def prune_pattern(
 
     if isinstance(to_prune, PatternPruningWrapper):
         raise ValueError(f"Layer '{to_prune.name}' is already wrapped for pruning.")
+    single_layer = isinstance(to_prune, keras.layers.Layer) and not isinstance(
+        to_prune, keras.Model
+    )
+    if "name" in kwargs and not single_layer:
+        raise ValueError(
+            "name= applies to a single layer; the wrappers of a model or list "
+            f"are named prune_pattern_<layer>. Received: name={kwargs['name']!r}"
+        )
     if isinstance(to_prune, keras.Model):
         return _prune_model(
             to_prune, wrapper_kwargs, connectivity_sparsity, unstructured,
