@@ -134,9 +134,9 @@ def _fold_batchnorm_into_importance(model):
             importance = unscaled(state)
             if len(state.weight.shape) != 4:
                 return importance
-            return ct.patterns.fold_output_scale(
-                importance, batchnorm.gamma.numpy(), batchnorm.moving_variance.numpy(),
-                batchnorm.epsilon)
+            scale = batchnorm.gamma.numpy() / np.sqrt(batchnorm.moving_variance.numpy()
+                                                      + batchnorm.epsilon)
+            return importance * np.square(scale)  # last axis: output channels
 
         owner._importance_of = folded
 

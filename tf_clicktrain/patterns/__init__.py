@@ -12,7 +12,6 @@ Kernels are handled as a 2-D array ``(num_kernels, 9)``; see
 from tf_clicktrain.patterns.connectivity import depth_increasing
 from tf_clicktrain.patterns.connectivity import kernels_to_keep
 from tf_clicktrain.patterns.connectivity import sparsity_for_compression
-from tf_clicktrain.patterns.importance import fold_output_scale
 from tf_clicktrain.patterns.kernels import from_kernel_rows
 from tf_clicktrain.patterns.kernels import to_kernel_rows
 from tf_clicktrain.patterns.library import candidate_patterns
