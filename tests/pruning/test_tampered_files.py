@@ -25,7 +25,7 @@ LAYER = "conv1"
 WRAPPER = f"prune_pattern_{LAYER}"
 # The first wrapper's variables in model.weights.h5, in creation order.
 VARIABLES = "layers/pattern_pruning_wrapper/vars"
-MASK, TARGET, PATTERN_SET, PATTERN_IDS, IMPORTANCE = 0, 1, 2, 3, 4
+MASK, TARGET, PATTERN_SET, PATTERN_IDS = 0, 1, 2, 3  # 4: the importance.
 STEP, PHASE, SELECTIONS, PENALTY, SOFT_KEEP = 5, 6, 7, 8, 9
 
 
@@ -121,8 +121,6 @@ WEIGHT_CASES = {
     "pattern_ids_too_large": (PATTERN_IDS, _one_entry(99), "pattern_ids"),
     "pattern_ids_negative": (PATTERN_IDS, _one_entry(-5), "pattern_ids"),
     "pattern_ids_other_pattern": (PATTERN_IDS, _other_pattern_id, "mask"),
-    "importance_nan": (IMPORTANCE, _one_entry(np.nan), "importance"),
-    "importance_negative": (IMPORTANCE, _one_entry(-1.0), "importance"),
     "step_int64_max": (STEP, _with_value(2**63 - 1), "pruning_step"),
     "step_below_minus_one": (STEP, _with_value(-7), "pruning_step"),
     "phase_seven": (PHASE, _with_value(7), "pruning_phase"),
