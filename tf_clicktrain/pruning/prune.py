@@ -105,9 +105,17 @@ def prune_pattern(
       ``num_patterns`` patterns; whole kernels are removed (connectivity);
     - `DepthwiseConv2D` 3x3: patterns per channel kernel (no kernel removal
       unless ``connectivity_sparsity`` names the layer);
-    - `Conv2D` 1x1 and `Dense`: unstructured magnitude pruning, as
-      ``unstructured`` says;
+    - `SeparableConv2D` 3x3: patterns on its depthwise kernel (no kernel
+      removal by default), unstructured sparsity on its pointwise kernel;
+    - `Conv2D` 1x1, `Dense`, `Embedding`, `Conv1D`, `Conv3D`, transposed
+      convolutions and other kernel sizes: unstructured magnitude pruning
+      (as tfmot's), as ``unstructured`` says, or in tfmot's 2:4 style with
+      ``sparsity_m_by_n``;
     - any layer implementing `tf_clicktrain.PrunableLayer`.
+
+    A layer with weights that is left dense for another reason than the
+    ``unstructured`` policy (grouped convolutions, recurrent layers,
+    attention) is logged, naming it and why.
 
     Models (Sequential or Functional, nested models included) are cloned:
     the input model is left untouched and the copy keeps its weights, so
@@ -129,9 +137,10 @@ def prune_pattern(
             value per pattern-pruned layer in model order, a dict from layer
             name to value, or a callable ``(index, count) -> value`` such as
             `tf_clicktrain.patterns.depth_increasing`.
-        unstructured: which non-3x3 layers of a model get unstructured
-            magnitude pruning: "none", "pointwise" (1x1 convs, the default,
-            as in the paper) or "all" (also Dense).
+        unstructured: which layers of a model without 3x3 patterns get
+            unstructured magnitude pruning: "none", "pointwise" (1x1 convs,
+            the default, as in the paper) or "all" (also Dense, Embedding,
+            Conv1D/Conv3D, transposed convs and other kernel sizes).
         unstructured_sparsity: their final sparsity, or None for the
             schedule's.
         importance: "magnitude", "taylor" or "taylor_accumulated".
