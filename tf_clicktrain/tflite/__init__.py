@@ -2,12 +2,14 @@
 
 - `convert(model)`: Keras model -> .tflite bytes in which pattern-sparse 3x3
   convolutions are compact `ClickTrainPatternConv2D` /
-  `ClickTrainPatternDepthwiseConv2D` custom ops (`custom_ops=False`: a
+  `ClickTrainPatternDepthwiseConv2D` custom ops and 1x1 convolutions of at
+  least 70% zeros `ClickTrainSparseConv1x1` ops (`custom_ops=False`: a
   builtin-only file for stock runtimes).
 - `replace_pattern_convs(tflite_bytes)`: the same rewrite on a .tflite file
   made by any converter call; `count_pattern_ops`, `LayerReport`.
 - `Interpreter(...)`: LiteRT's Interpreter with those ops available.
-- `compact_format`: the compact weight format, in NumPy.
+- `compact_format`: the compact pattern-conv weight format, in NumPy;
+  `pointwise_format`: the sparse 1x1 one.
 - `native_library`: locating and loading the native delegate library.
 - `save(model_or_bytes, path)`: writes a .tflite file atomically.
 
