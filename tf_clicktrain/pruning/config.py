@@ -39,7 +39,7 @@ def resolve_schedule(schedule=None, pruning_schedule=None):
     return schedules_lib.deserialize(schedule)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq: pattern_library is an array.
 class PruningConfig:
     """What a `PatternPruningWrapper` prunes to, checked once on creation.
 
