@@ -229,8 +229,12 @@ def test_soft_anneal_trains_to_pattern_sparse_layers():
 
 
 def test_wrapper_refuses_an_unprunable_layer_at_construction():
-    with pytest.raises(ValueError, match="'words'.*Embedding"):
-        ct.PatternPruningWrapper(keras.layers.Embedding(10, 4, name="words"))
+    with pytest.raises(ValueError, match="'recurrent'.*LSTM"):
+        ct.PatternPruningWrapper(keras.layers.LSTM(4, name="recurrent"))
+    # Embedding, which failed at build with AttributeError: 'kernel', prunes.
+    wrapper = ct.PatternPruningWrapper(keras.layers.Embedding(10, 4, name="words"))
+    wrapper.build((None, 3))
+    assert wrapper.pruned_weights()[0][0] is wrapper.layer.embeddings
 
 
 def test_from_config_leaves_the_callers_dict_alone():
