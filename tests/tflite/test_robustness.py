@@ -263,8 +263,8 @@ def _load_seconds(content):
 @pytest.mark.parametrize(
     "elements, levels, width, expected",
     [
-        # 1 MiB, two levels: n^2 = 3e10 steps without the size cap.
-        (174_000, 2, 4, "custom options must be a flexbuffer of 3 to 4096 bytes"),
+        # Just under the old 1 MiB cap, two levels: n^2 = 1e10 steps.
+        (100_000, 2, 4, "custom options must be a flexbuffer of 3 to 4096 bytes"),
         # Under the cap, three levels: n^3 = 9e7 steps without a reuse tracker.
         (440, 3, 2, "custom options"),
     ],
@@ -380,8 +380,8 @@ def test_mutated_exports_raise_value_error_or_load(tflite_bytes):
     rng = np.random.default_rng(5)
     outcomes = {"ok": 0, "ValueError": 0}
     for count, readers in (
-        (2500, [ct_tflite.count_pattern_ops]),
-        (400, [model_rewrite.replace_pattern_convs]),
+        (2000, [ct_tflite.count_pattern_ops]),
+        (300, [model_rewrite.replace_pattern_convs]),
     ):
         for content in _mutants(tflite_bytes, count, rng):
             for reader in readers:
