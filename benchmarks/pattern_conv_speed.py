@@ -12,8 +12,10 @@ XNNPACK's. Whole models: ResNet-18 at 224x224 (3x3 convs pattern-sparse, the
 
 Timing: every variant of one row runs in the same process, interleaved
 round by round (rotating the order), each sample the mean of enough invokes
-to last ~20 ms; the figure is the median of the samples. The machine's cores
-are shared, so medians, not minima, and several rounds.
+to last --sample_ms (default 20 ms); the figure is the median of the
+samples. On a machine whose cores other jobs keep busy, `--statistic min`
+with short samples (e.g. --sample_ms 3 --rounds 25) reports the fastest
+sample of each side instead: the closest either side gets to an idle core.
 
 GFLOP/s: dense = 2 * 9 * Cin * Cout * Hout * Wout / time for XNNPACK;
 effective = 2 * (non-zero weights) * Hout * Wout / time for our op (the
@@ -44,6 +46,8 @@ def _parse_args():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", choices=["layers", "models"], default=None)
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
+    parser.add_argument("--statistic", choices=["median", "min"], default="median")
+    parser.add_argument("--sample_ms", type=float, default=20.0)
     parser.add_argument("--peak_gflops", type=float, default=None,
                         help="one core's fp32 FMA peak, for a fraction-of-peak column")
     parser.add_argument(
@@ -113,8 +117,12 @@ def _invoker(interpreter, inputs):
     return interpreter.invoke, lambda: interpreter.get_tensor(output)
 
 
-def time_interleaved(invokes, rounds, sample_seconds=0.02):
-    """Median ms per invoke of each callable, sampled round-robin."""
+def time_interleaved(invokes, rounds, sample_seconds=None, statistic=None):
+    """Median (or min) ms per invoke of each callable, sampled round-robin."""
+    if sample_seconds is None:
+        sample_seconds = ARGS.sample_ms / 1e3 if ARGS is not None else 0.02
+    if statistic is None:
+        statistic = ARGS.statistic if ARGS is not None else "median"
     repeats = {}
     for name, invoke in invokes.items():
         start = time.perf_counter()
@@ -129,7 +137,8 @@ def time_interleaved(invokes, rounds, sample_seconds=0.02):
             for _ in range(repeats[name]):
                 invokes[name]()
             samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
+    reduce = min if statistic == "min" else statistics.median
+    return {name: reduce(values) for name, values in samples.items()}
 
 
 def _relative_error(actual, expected):
@@ -137,7 +146,7 @@ def _relative_error(actual, expected):
 
 
 def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
-    print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), median of {rounds} "
+    print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), {ARGS.statistic} of {rounds} "
           "interleaved samples ==")
     peak_header = f"{'XNNPACK % peak':>15}{'ours % peak':>12}" if peak_gflops else ""
     print(f"{'layer':<18}{'compr.':>7}{'XNNPACK ms':>11}{'ours ms':>9}{'speedup':>9}"
@@ -189,7 +198,8 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
 
 
 def bench_models(threads, rounds, rng, compressions):
-    print(f"\n== whole models, batch 1, {threads} thread(s), median of {rounds} interleaved samples ==")
+    print(f"\n== whole models, batch 1, {threads} thread(s), {ARGS.statistic} of {rounds} "
+          "interleaved samples ==")
     print(f"{'model':<32}{'compr.':>7}{'dense ms':>10}{'pruned ms':>10}{'speedup':>9}"
           f"{'max rel err':>12}")
     rows = []
