@@ -112,5 +112,5 @@ def test_quickstart_and_export_run_on_a_smaller_budget(tmp_path, monkeypatch):
 def test_quickstart_and_export_run_as_written(tmp_path, monkeypatch):
     namespace = _run_blocks(tmp_path, monkeypatch)
     _check_outcome(namespace, tmp_path)
-    # README says "about 0.94"; a margin for seeds and machines.
-    assert namespace["accuracy"] > 0.92, namespace["accuracy"]
+    # README says 0.92 to 0.94 (three seeds); a margin for other seeds.
+    assert namespace["accuracy"] > 0.90, namespace["accuracy"]
