@@ -439,3 +439,12 @@ def test_interpreter_needs_exactly_one_model_source(tmp_path):
         ct_tflite.Interpreter()
     with pytest.raises(ValueError, match="Could not read the model file"):
         ct_tflite.Interpreter(model_path=str(tmp_path / "missing.tflite"))
+
+
+def test_non_utf8_signature_key_raises_value_error(tflite_bytes):
+    # LiteRT raises UnicodeDecodeError here (found by the whole-file fuzzer).
+    def rename(model, _):
+        model.signatureDefs[0].signatureKey = b"\x95serving"
+
+    with pytest.raises(ValueError, match="Could not load the model"):
+        ct_tflite.Interpreter(model_content=_edit(tflite_bytes, rename), num_threads=1)
