@@ -294,42 +294,108 @@ static void valid_columns(const clicktrain_conv_geometry* g, int kx,
   if (*end > g->output_width) *end = g->output_width;
 }
 
-/* The input rows band `band` reads -> `buffer`; rows outside the input are
- * zeroed (columns outside it stay zero from add_buffers). */
-static void pack_band(const run_context* run, size_t band, float* buffer) {
+/* Sub-plane kx of phase p, rows `rows`, from the NHWC input: one transpose
+ * per row. Rows outside the input are zeroed (columns outside it stay zero
+ * from add_buffers). */
+static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
+                                int kx, size_t rows, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
   const long first_row = (long)(band * run->band_rows);
+  long first, end;
+  valid_columns(g, kx, &first, &end);
+  float* sub_plane =
+      buffer + (p * kKernelColumns + (size_t)kx) * op->band_buffer_rows *
+                   op->columns;
+  for (size_t r = 0; r < rows; ++r) {
+    float* destination = sub_plane + r * op->columns;
+    const long y = (first_row + (long)r) * g->stride_h + op->phase_value[p] -
+                   g->padding_top;
+    if (y < 0 || y >= g->input_height) {
+      for (size_t c = 0; c < channels; ++c) {
+        memset(destination + c * op->channel_stride, 0,
+               op->columns * sizeof(float));
+      }
+      continue;
+    }
+    if (first >= end) continue;
+    const long x =
+        first * g->stride_w + (long)kx * g->dilation_w - g->padding_left;
+    const float* source =
+        run->image + ((size_t)y * g->input_width + (size_t)x) * channels;
+    op->kernels->transpose((size_t)(end - first), channels, source,
+                           (size_t)g->stride_w * channels, destination + first,
+                           op->channel_stride);
+  }
+}
+
+/* The input rows band `band` reads -> `buffer`. Within a row phase, the
+ * sub-plane of kernel column kx holds, at output column x, the same input
+ * pixel as that of column kx' at x + (kx - kx') * dilation / stride when that
+ * is a whole number of columns: such a sub-plane is copied, channel by
+ * channel, from an already transposed one (the widest first), and only its
+ * padding columns are zeroed, instead of transposing the input again. */
+static void pack_band(const run_context* run, size_t band, float* buffer) {
+  const clicktrain_patconv_operator* op = run->op;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t channels = (size_t)g->input_channels;
+  const size_t width = (size_t)g->output_width;
   /* The run's bands may be narrower than the buffers. */
   const size_t rows =
       run->band_rows + (op->band_buffer_rows - op->band_rows);
+  const size_t block = rows * op->columns;
+  long first[kKernelColumns], end[kKernelColumns];
+  int order[kKernelColumns];
+  for (int kx = 0; kx < kKernelColumns; ++kx) {
+    valid_columns(g, kx, &first[kx], &end[kx]);
+    /* Widest valid range first (stable), so copies find a source. */
+    int i = kx;
+    while (i > 0 && end[order[i - 1]] - first[order[i - 1]] < end[kx] - first[kx]) {
+      order[i] = order[i - 1];
+      --i;
+    }
+    order[i] = kx;
+  }
   for (size_t p = 0; p < op->row_phases; ++p) {
-    for (int kx = 0; kx < kKernelColumns; ++kx) {
-      long first, end;
-      valid_columns(g, kx, &first, &end);
-      float* sub_plane =
-          buffer + (p * kKernelColumns + (size_t)kx) * op->band_buffer_rows *
-                       op->columns;
-      for (size_t r = 0; r < rows; ++r) {
-        float* destination = sub_plane + r * op->columns;
-        const long y = (first_row + (long)r) * g->stride_h +
-                       op->phase_value[p] - g->padding_top;
-        if (y < 0 || y >= g->input_height) {
-          for (size_t c = 0; c < channels; ++c) {
-            memset(destination + c * op->channel_stride, 0,
-                   op->columns * sizeof(float));
-          }
-          continue;
+    int transposed[kKernelColumns];
+    size_t count = 0;
+    for (int k = 0; k < kKernelColumns; ++k) {
+      const int kx = order[k];
+      int source_kx = -1;
+      long shift = 0;
+      for (size_t j = 0; j < count && first[kx] < end[kx]; ++j) {
+        const long distance = (long)(kx - transposed[j]) * g->dilation_w;
+        if (distance % g->stride_w != 0) continue;
+        shift = distance / g->stride_w;
+        if (first[kx] + shift >= first[transposed[j]] &&
+            end[kx] + shift <= end[transposed[j]]) {
+          source_kx = transposed[j];
+          break;
         }
-        if (first >= end) continue;
-        const long x = first * g->stride_w + (long)kx * g->dilation_w -
-                       g->padding_left;
-        const float* source =
-            run->image + ((size_t)y * g->input_width + (size_t)x) * channels;
-        op->kernels->transpose((size_t)(end - first), channels, source,
-                               (size_t)g->stride_w * channels,
-                               destination + first, op->channel_stride);
+      }
+      if (source_kx < 0) {
+        transpose_sub_plane(run, band, p, kx, rows, buffer);
+        transposed[count++] = kx;
+        continue;
+      }
+      const float* source = buffer + (p * kKernelColumns + (size_t)source_kx) *
+                                         op->band_buffer_rows * op->columns;
+      float* destination = buffer + (p * kKernelColumns + (size_t)kx) *
+                                        op->band_buffer_rows * op->columns;
+      /* Elements whose source lies outside the block land in padding
+       * columns, zeroed below. */
+      const size_t low = shift < 0 ? (size_t)-shift : 0;
+      const size_t high = shift > 0 ? block - (size_t)shift : block;
+      for (size_t c = 0; c < channels; ++c) {
+        float* plane = destination + c * op->channel_stride;
+        memcpy(plane + low, source + c * op->channel_stride + low + shift,
+               (high - low) * sizeof(float));
+        for (size_t r = 0; r < rows; ++r) {
+          float* row = plane + r * op->columns;
+          for (long x = 0; x < first[kx]; ++x) row[x] = 0.0f;
+          for (size_t x = (size_t)end[kx]; x < width; ++x) row[x] = 0.0f;
+        }
       }
     }
   }
