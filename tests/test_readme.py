@@ -1,7 +1,8 @@
 """README.md's Python snippets run as a user copies them.
 
 Every ```python block of README.md is found under its section heading. The
-Quickstart, "Export to LiteRT / TFLite" and "Subclassed models" blocks are run
+Quickstart, "Export to LiteRT / TFLite", "int8 (full-integer) export" and
+"Subclassed models" blocks are run
 in that order in one namespace, as a user pasting them into one session would
 (the export block uses the Quickstart's ``model`` and ``x_test``). The other
 blocks need a cluster or the user's own ``build_model`` and data, so they are
@@ -21,7 +22,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 
-RUN_IN_ORDER = ("Quickstart", "Export to LiteRT / TFLite", "Subclassed models")
+RUN_IN_ORDER = ("Quickstart", "Export to LiteRT / TFLite", "int8 (full-integer) export",
+                "Subclassed models")
 COMPILE_ONLY = ("Distributed training",)
 
 # The fast test's edits: (text in the Quickstart, replacement).
@@ -99,6 +101,9 @@ def _check_outcome(namespace, tmp_path):
     np.testing.assert_allclose(
         namespace["logits"], final.predict(namespace["images"], verbose=0),
         rtol=1e-4, atol=1e-4)
+    # The int8 block's full-integer file agrees with its QAT model.
+    qat_classes = namespace["qat"].predict(namespace["x_test"][:8], verbose=0).argmax(1)
+    assert (namespace["int8_logits"].argmax(1) == qat_classes).mean() >= 0.75
     assert (tmp_path / "pruned.keras").exists()
     assert (tmp_path / "pruned.tflite").stat().st_size == len(namespace["tflite_bytes"])
 
