@@ -10,8 +10,10 @@ enum {
   /* Sub-plane rows are a multiple of this many floats (32 bytes), so every
    * tap offset keeps vector loads within cache lines. */
   kColumnAlignment = 8,
-  /* Output channels per task: one 64-byte line of NHWC output per pixel. */
-  kFilterBlock = 16,
+  /* Filters per block: each chunk's planes, loaded into L1 once per block,
+   * feed this many filters; the block's output tile (pixel_tile floats per
+   * filter, 18 KB for AVX-512) stays in L1 too. */
+  kFilterBlock = 32,
   kMaxPixelTile = 256,
   /* A band buffer this size stays in a core's L2 cache next to the weights
    * and the output tiles. */
