@@ -65,6 +65,7 @@ typedef struct clicktrain_patconv_operator {
   size_t bands;
   size_t band_buffer_rows;            /* band_rows + kernel reach */
   size_t columns;                     /* of one sub-plane */
+  size_t sub_plane_stride;            /* floats per sub-plane, padded */
   size_t channel_stride;              /* floats per input channel */
   size_t pixel_tile, filter_block;
   size_t filter_blocks;

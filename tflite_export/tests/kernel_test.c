@@ -476,6 +476,9 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_RELU6, 0);
   check_case(1, 31, 29, 20, 0, 2, 2, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 1);
+  /* 8 buffer rows of 32 columns: 1 KB sub-planes, padded by a cache line. */
+  check_case(1, 6, 32, 8, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
   check_non_finite_weights(0);
   check_non_finite_weights(1);
   check_scratch_bound();
