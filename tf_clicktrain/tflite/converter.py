@@ -121,8 +121,7 @@ def convert(
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
             tflite_bytes = converter.convert()
     reports = []
-    # No int8 pattern-conv op yet: int8 files stay builtin-only.
-    if custom_ops and not int8_file:
+    if custom_ops:
         tflite_bytes, reports = rewrite_builtin_file(
             tflite_bytes,
             decide_by=decide_by,

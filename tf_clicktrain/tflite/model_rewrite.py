@@ -215,7 +215,7 @@ def replace_pattern_convs(
 def count_pattern_ops(tflite_bytes):
     """Returns how many ClickTrain custom ops a .tflite model holds.
 
-    Pattern convs (3x3, depthwise) and sparse 1x1 convs are counted.
+    Pattern convs (3x3, depthwise, int8 3x3) and sparse 1x1 convs are counted.
 
     Raises:
         ValueError: if `tflite_bytes` is not a well-formed TFLite model.
@@ -231,6 +231,7 @@ def count_pattern_ops(tflite_bytes):
             compact_format.CONV_OP_NAME,
             compact_format.DEPTHWISE_CONV_OP_NAME,
             pointwise_format.OP_NAME,
+            int8_pattern_rewrite.OP_NAME,
         )
     }
     count = 0
@@ -385,6 +386,8 @@ class ModelEditor:
             np.dtype(np.uint8): schema.TensorType.UINT8,
             np.dtype(np.uint16): schema.TensorType.UINT16,
             np.dtype(np.float32): schema.TensorType.FLOAT32,
+            np.dtype(np.int8): schema.TensorType.INT8,
+            np.dtype(np.int32): schema.TensorType.INT32,
         }[array.dtype]
         tensor.buffer = len(self.model.buffers) - 1
         tensor.name = name.encode()
@@ -551,12 +554,17 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
 
 from tf_clicktrain.tflite import pointwise_format  # noqa: E402
 from tf_clicktrain.tflite import pointwise_rewrite  # noqa: E402  (imports this module)
+from tf_clicktrain.tflite import int8_pattern_rewrite  # noqa: E402  (imports this module)
 
 # Planners by builtin opcode. A planner `(model, subgraph, operator, limits)`
 # returns a `Rewrite`, a `LayerReport` saying why the operator stays builtin,
 # or None when the operator is not of its kind.
 _PLANNERS = {
-    schema.BuiltinOperator.CONV_2D: (plan_pattern_conv, pointwise_rewrite.plan_sparse_conv1x1),
+    schema.BuiltinOperator.CONV_2D: (
+        int8_pattern_rewrite.plan_int8_pattern_conv,
+        plan_pattern_conv,
+        pointwise_rewrite.plan_sparse_conv1x1,
+    ),
     schema.BuiltinOperator.DEPTHWISE_CONV_2D: (plan_pattern_depthwise_conv,),
 }
 

@@ -25,6 +25,7 @@
 #include "litert_abi.h"
 #include "op_options.h"
 #include "pattern_conv_operator.h"
+#include "pattern_conv_s8_node.h"
 #include "sparse_conv1x1_node.h"
 #include "thread_pool.h"
 
@@ -496,6 +497,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   }
   std::vector<int> claimed;
   std::vector<bool> claimed_sparse_1x1;
+  std::vector<bool> claimed_int8;
   for (int i = 0; i < plan->size; ++i) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* registration = nullptr;
@@ -507,11 +509,13 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
     bool depthwise = false;
     const bool sparse_1x1 =
         ClickTrainIsSparseConv1x1(registration->custom_name);
+    const bool int8 = ClickTrainIsPatternConvS8(registration->custom_name);
     if (registration->builtin_code == CLICKTRAIN_TFLITE_BUILTIN_CUSTOM &&
-        (sparse_1x1 ||
+        (sparse_1x1 || int8 ||
          IsPatternConvName(registration->custom_name, &depthwise))) {
       claimed.push_back(plan->data[i]);
       claimed_sparse_1x1.push_back(sparse_1x1);
+      claimed_int8.push_back(int8);
     }
   }
   if (!ClaimedTensorsLookRight(context, claimed, &why)) {
@@ -521,6 +525,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   // between two adjacent pattern convs stay runtime-allocated.
   const TfLiteRegistration registration = KernelRegistration();
   const TfLiteRegistration sparse_1x1 = ClickTrainSparseConv1x1Registration();
+  const TfLiteRegistration int8 = ClickTrainPatternConvS8Registration();
   alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
                                                        sizeof(int)];
   auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
@@ -528,8 +533,10 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
     single->size = 1;
     single->data[0] = claimed[c];
     TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
-        context, claimed_sparse_1x1[c] ? sparse_1x1 : registration, single,
-        delegate);
+        context,
+        claimed_int8[c] ? int8
+                        : (claimed_sparse_1x1[c] ? sparse_1x1 : registration),
+        single, delegate);
     if (status != kTfLiteOk) return status;
   }
   // The registration crossed the ABI by value: check that it arrived intact.
@@ -545,9 +552,12 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
                                           &replaced) == kTfLiteOk &&
           replaced != nullptr &&
           (replaced->invoke == KernelInvoke ||
-           replaced->invoke == sparse_1x1.invoke)) {
+           replaced->invoke == sparse_1x1.invoke ||
+           replaced->invoke == int8.invoke)) {
         const TfLiteRegistration& ours =
-            replaced->invoke == KernelInvoke ? registration : sparse_1x1;
+            replaced->invoke == KernelInvoke
+                ? registration
+                : (replaced->invoke == int8.invoke ? int8 : sparse_1x1);
         if (replaced->prepare != ours.prepare ||
             replaced->custom_name != ours.custom_name) {
           return Report(context, "TfLiteRegistration layout differs from the "

@@ -1,0 +1,193 @@
+"""Plans int8 pattern-sparse 3x3 CONV_2Ds as `ClickTrainPatternConv2DInt8`.
+
+A planner for `model_rewrite`'s rewrite loop, for full-integer files: given
+one CONV_2D with an int8 3x3 filter quantized per output channel (symmetric,
+as TFLite's converter writes it), int8 input and output quantized per tensor
+and an int32 bias, it proposes a `Rewrite` to the int8 pattern-conv op, or
+says in a `LayerReport` why the layer stays builtin.
+
+The op's inputs are the float op's compact tensors (`compact_format`) with
+int8 values, then the int32 bias and the float32 per-channel filter scales:
+`[input, pattern_masks, pattern_run_lengths, kernel_input_channels, values,
+bias, filter_scales]`; its options are the float op's flexbuffer map. The
+format is specified in `tflite_export/include/clicktrain/pattern_conv_s8.h`.
+The op reproduces TFLite's int8 reference CONV_2D bit for bit.
+"""
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import flexbuffers
+
+from tf_clicktrain.tflite import compact_format
+
+OP_NAME = "ClickTrainPatternConv2DInt8"
+OP_KIND = "CONV_2D"
+
+
+def _per_tensor(tensor):
+    """`(scale, zero_point)` of a per-tensor quantized tensor, else None."""
+    quantization = tensor.quantization
+    if quantization is None or quantization.scale is None or quantization.zeroPoint is None:
+        return None
+    if len(quantization.scale) != 1 or len(quantization.zeroPoint) != 1:
+        return None
+    return float(quantization.scale[0]), int(quantization.zeroPoint[0])
+
+
+def plan_int8_pattern_conv(model, subgraph, operator, limits):
+    """A `Rewrite`, a kept `LayerReport`, or None for a non-int8 or non-3x3 conv.
+
+    Args:
+        model, subgraph, operator: the `schema` object API view of the
+            CONV_2D and the file holding it.
+        limits: `model_rewrite.PlanLimits`.
+    """
+    inputs = [int(index) for index in operator.inputs]
+    outputs = [int(index) for index in operator.outputs]
+    tensors = subgraph.tensors
+    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+        return None
+    filter_tensor = tensors[inputs[1]]
+    shape = tuple(int(d) for d in filter_tensor.shape)
+    if filter_tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[1:3] != (3, 3):
+        return None  # Float filters are the float planner's; others not ours.
+    name = (filter_tensor.name or b"").decode(errors="replace")
+    output_channels, input_channels = shape[0], shape[3]
+    dense_bytes = int(np.prod(shape))
+
+    def keep(reason):
+        return model_rewrite.LayerReport(
+            name, OP_KIND, False, reason, dense_bytes, total_weights=dense_bytes, custom_op=OP_NAME
+        )
+
+    filter_data = model.buffers[filter_tensor.buffer].data
+    if filter_data is None:
+        return keep("filter is not a constant tensor")
+    dense = np.frombuffer(np.asarray(filter_data, np.uint8).tobytes(), np.int8)
+    if dense.size != dense_bytes:
+        return keep("filter buffer size does not match its shape")
+    dense = dense.reshape(shape)
+    quantization = filter_tensor.quantization
+    scales = None if quantization is None or quantization.scale is None else np.asarray(
+        quantization.scale, np.float32)
+    zero_points = None if quantization is None or quantization.zeroPoint is None else np.asarray(
+        quantization.zeroPoint, np.int64)
+    if scales is None or scales.size not in (1, output_channels):
+        return keep("filter is not quantized per output channel")
+    if scales.size > 1 and quantization.quantizedDimension != 0:
+        return keep("filter is not quantized along its output channels")
+    if zero_points is None or np.any(zero_points != 0):
+        return keep("filter quantization is not symmetric (zero point 0)")
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        return keep("filter scales are not finite and positive")
+    scales = np.broadcast_to(scales, (output_channels,)).astype(np.float32)
+    options = operator.builtinOptions
+    activation = model_rewrite._ACTIVATION_NAMES.get(options.fusedActivationFunction)
+    input_tensor, output_tensor = tensors[inputs[0]], tensors[outputs[0]]
+    input_shape = [int(d) for d in input_tensor.shape]
+    if activation is None:
+        return keep("fused activation is not NONE/RELU/RELU_N1_TO_1/RELU6")
+    if (
+        input_tensor.type != schema.TensorType.INT8
+        or output_tensor.type != schema.TensorType.INT8
+        or len(input_shape) != 4
+        or _per_tensor(input_tensor) is None
+        or _per_tensor(output_tensor) is None
+    ):
+        return keep("input/output is not a per-tensor quantized int8 NHWC tensor")
+    if input_shape[3] != input_channels:
+        return keep("grouped convolution")
+    bias_index = inputs[2] if len(inputs) > 2 else model_rewrite._NO_TENSOR
+    if bias_index >= 0:
+        bias = tensors[bias_index]
+        if (
+            bias.type != schema.TensorType.INT32
+            or model.buffers[bias.buffer].data is None
+            or [int(d) for d in bias.shape] != [output_channels]
+        ):
+            return keep("bias is not a constant int32 vector")
+    structure = compact_format.encode_conv(dense.astype(np.float32))
+    if structure is None:
+        return keep("no non-zero weight, or too many patterns")
+    values = structure.values.astype(np.int8)
+    compact_bytes = (
+        structure.pattern_masks.nbytes
+        + structure.pattern_run_lengths.nbytes
+        + structure.kernel_input_channels.nbytes
+        + values.nbytes
+    )
+    if structure.num_patterns > limits.max_patterns:
+        return keep(f"{structure.num_patterns} patterns > max_patterns={limits.max_patterns}")
+    if compact_bytes > limits.max_size_ratio * dense_bytes:
+        return keep(
+            f"compact/dense size {compact_bytes / dense_bytes:.2f} > "
+            f"max_size_ratio={limits.max_size_ratio}"
+        )
+
+    custom_options = bytes(
+        flexbuffers.Dumps(
+            {
+                "format_version": compact_format.FORMAT_VERSION,
+                "input_channels": int(input_channels),
+                "output_channels": int(output_channels),
+                "stride_h": int(options.strideH),
+                "stride_w": int(options.strideW),
+                "dilation_h": int(options.dilationHFactor),
+                "dilation_w": int(options.dilationWFactor),
+                "padding": model_rewrite._PADDING_NAMES[options.padding],
+                "fused_activation": activation,
+            }
+        )
+    )
+
+    def apply(editor, target_subgraph, target_operator):
+        compact_inputs = [
+            editor.add_constant(target_subgraph, f"{name}/pattern_masks", structure.pattern_masks),
+            editor.add_constant(
+                target_subgraph, f"{name}/pattern_run_lengths", structure.pattern_run_lengths
+            ),
+            editor.add_constant(
+                target_subgraph, f"{name}/kernel_input_channels", structure.kernel_input_channels
+            ),
+            editor.add_constant(target_subgraph, f"{name}/values", values),
+        ]
+        scales_index = editor.add_constant(target_subgraph, f"{name}/filter_scales", scales)
+        target_inputs = [int(index) for index in target_operator.inputs]
+        target_bias = target_inputs[2] if len(target_inputs) > 2 else model_rewrite._NO_TENSOR
+        target_operator.opcodeIndex = editor.custom_opcode(OP_NAME)
+        target_operator.inputs = np.array(
+            [target_inputs[0], *compact_inputs, target_bias, scales_index], np.int32
+        )
+        target_operator.builtinOptionsType = schema.BuiltinOptions.NONE
+        target_operator.builtinOptions = None
+        target_operator.customOptions = np.frombuffer(custom_options, np.uint8)
+        target_operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        return [target_inputs[1]]
+
+    report = model_rewrite.LayerReport(
+        name,
+        OP_KIND,
+        True,
+        "",
+        dense_bytes,
+        compact_bytes,
+        structure.num_patterns,
+        int(np.count_nonzero(dense)),
+        dense_bytes,
+        custom_op=OP_NAME,
+    )
+    timing_key = (
+        OP_NAME,
+        tuple(input_shape),
+        shape,
+        custom_options,
+        bias_index >= 0,
+        structure.num_patterns,
+        structure.num_kernels,
+        int(values.size),
+    )
+    return model_rewrite.Rewrite(OP_NAME, report, timing_key, apply)
+
+
+# Last: model_rewrite registers this module's planner when it is imported.
+from tf_clicktrain.tflite import model_rewrite  # noqa: E402

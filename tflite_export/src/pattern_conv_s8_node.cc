@@ -1,0 +1,345 @@
+#include "pattern_conv_s8_node.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "clicktrain/pattern_conv_s8.h"
+#include "op_options.h"
+#include "pattern_conv_s8_operator.h"
+
+namespace {
+
+// Operator inputs, see the format in include/clicktrain/pattern_conv_s8.h.
+enum InputIndex {
+  kInput = 0,
+  kPatternMasks = 1,
+  kRunLengths = 2,
+  kKernelInputChannels = 3,
+  kValues = 4,
+  kBias = 5,
+  kFilterScales = 6,
+  kNumInputs = 7,
+};
+
+constexpr const char* kKernelName = "ClickTrainPatternConv2DInt8Kernel";
+constexpr size_t kErrorSize = 512;
+
+struct PatternConvS8Node {
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+  clicktrain_op_options options{};
+  std::string error;  // set when the node cannot run; reported by Prepare
+  bool layer_ready = false;
+  clicktrain_s8_layer layer{};
+  bool prepared = false;
+  clicktrain_conv_geometry geometry{};
+
+  ~PatternConvS8Node() { clicktrain_s8_layer_release(&layer); }
+};
+
+TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
+  char message[kErrorSize];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof(message), format, args);
+  va_end(args);
+  context->ReportError(context, "%s: %s\n", kKernelName, message);
+  return kTfLiteError;
+}
+
+TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
+  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
+    return nullptr;
+  }
+  return &context->tensors[index];
+}
+
+// Checks a constant input of one of `types` (element size `element_size`),
+// `rank` dimensions and exactly the bytes its shape needs; returns its
+// dimensions in `shape`.
+TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
+                           const char* name, TfLiteType type,
+                           TfLiteType other_type, int rank, size_t* shape,
+                           size_t* element_size) {
+  if (tensor == nullptr) {
+    return Report(context, "input tensor '%s' is missing", name);
+  }
+  if (tensor->type != type && tensor->type != other_type) {
+    return Report(context, "input '%s' has the wrong TFLite type %d", name,
+                  static_cast<int>(tensor->type));
+  }
+  switch (tensor->type) {
+    case kTfLiteInt8:
+    case kTfLiteUInt8:
+      *element_size = 1;
+      break;
+    case kTfLiteUInt16:
+      *element_size = 2;
+      break;
+    default:
+      *element_size = 4;
+  }
+  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
+    return Report(context, "input '%s' must be a constant tensor", name);
+  }
+  if (tensor->sparsity != nullptr) {
+    return Report(context, "input '%s' must be dense, not a TFLite sparse "
+                  "tensor", name);
+  }
+  if (tensor->dims == nullptr || tensor->dims->size != rank) {
+    return Report(context, "input '%s' must have rank %d", name, rank);
+  }
+  size_t bytes = *element_size;
+  for (int d = 0; d < rank; ++d) {
+    if (tensor->dims->data[d] < 0) {
+      return Report(context, "input '%s' has a negative dimension", name);
+    }
+    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
+    if (__builtin_mul_overflow(bytes, shape[d], &bytes)) {
+      return Report(context, "input '%s' has an impossible shape", name);
+    }
+  }
+  if (bytes != tensor->bytes) {
+    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
+                  name, tensor->bytes, bytes);
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
+  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
+  size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
+  size_t masks_size = 0, runs_size = 0, channels_size = 0, values_size = 0;
+  size_t bias_size = 0, scales_size = 0;
+  const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
+  const TfLiteTensor* runs = TensorAt(context, op->inputs[kRunLengths]);
+  const TfLiteTensor* channels =
+      TensorAt(context, op->inputs[kKernelInputChannels]);
+  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
+  const TfLiteTensor* scales = TensorAt(context, op->inputs[kFilterScales]);
+  if (CheckConstant(context, masks, "pattern_masks", kTfLiteUInt16,
+                    kTfLiteUInt16, 1, masks_shape, &masks_size) != kTfLiteOk ||
+      CheckConstant(context, runs, "pattern_run_lengths", kTfLiteUInt8,
+                    kTfLiteUInt16, 2, runs_shape, &runs_size) != kTfLiteOk ||
+      CheckConstant(context, channels, "kernel_input_channels", kTfLiteUInt8,
+                    kTfLiteUInt16, 1, channels_shape,
+                    &channels_size) != kTfLiteOk ||
+      CheckConstant(context, values, "values", kTfLiteInt8, kTfLiteInt8, 1,
+                    values_shape, &values_size) != kTfLiteOk ||
+      CheckConstant(context, scales, "filter_scales", kTfLiteFloat32,
+                    kTfLiteFloat32, 1, scales_shape,
+                    &scales_size) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* bias = nullptr;
+  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, op->inputs[kBias]);
+    if (CheckConstant(context, bias, "bias", kTfLiteInt32, kTfLiteInt32, 1,
+                      bias_shape, &bias_size) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  clicktrain_s8_compact_tensors tensors{};
+  tensors.structure.pattern_masks = masks->data;
+  tensors.structure.pattern_masks_count = masks_shape[0];
+  tensors.structure.pattern_run_lengths = runs->data;
+  tensors.structure.run_lengths_rows = runs_shape[0];
+  tensors.structure.run_lengths_columns = runs_shape[1];
+  tensors.structure.run_lengths_element_size = runs_size;
+  tensors.structure.kernel_input_channels = channels->data;
+  tensors.structure.kernel_input_channels_count = channels_shape[0];
+  tensors.structure.kernel_input_channels_element_size = channels_size;
+  tensors.values = values->data;
+  tensors.values_count = values_shape[0];
+  tensors.bias = bias == nullptr ? nullptr : bias->data;
+  tensors.bias_count = bias_shape[0];
+  tensors.filter_scales = scales->data;
+  tensors.filter_scales_count = scales_shape[0];
+  char error[kErrorSize];
+  if (clicktrain_s8_layer_build(
+          &tensors, static_cast<size_t>(op->options.input_channels),
+          static_cast<size_t>(op->options.output_channels), &op->layer, error,
+          sizeof(error)) != 0) {
+    return Report(context, "invalid int8 pattern weights: %s", error);
+  }
+  op->layer_ready = true;
+  return kTfLiteOk;
+}
+
+void* Init(TfLiteContext* context, const char* buffer, size_t) {
+  auto* op = new (std::nothrow) PatternConvS8Node();
+  if (op == nullptr) return nullptr;
+  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->nodes_to_replace == nullptr ||
+      params->nodes_to_replace->size != 1) {
+    op->error = "expected exactly one node per delegate kernel";
+    return op;
+  }
+  TfLiteNode* node = nullptr;
+  TfLiteRegistration* registration = nullptr;
+  if (context->GetNodeAndRegistration(context,
+                                      params->nodes_to_replace->data[0], &node,
+                                      &registration) != kTfLiteOk ||
+      node == nullptr || registration == nullptr ||
+      !ClickTrainIsPatternConvS8(registration->custom_name)) {
+    op->error = "delegated node is not a ClickTrain int8 pattern conv";
+    return op;
+  }
+  if (node->inputs != nullptr && node->inputs->size >= 0) {
+    op->inputs.assign(node->inputs->data,
+                      node->inputs->data + node->inputs->size);
+  }
+  if (node->outputs != nullptr && node->outputs->size >= 0) {
+    op->outputs.assign(node->outputs->data,
+                       node->outputs->data + node->outputs->size);
+  }
+  char error[kErrorSize];
+  const size_t options_size =
+      node->custom_initial_data_size < 0
+          ? 0
+          : static_cast<size_t>(node->custom_initial_data_size);
+  if (clicktrain_parse_op_options(node->custom_initial_data, options_size,
+                                  &op->options, error, sizeof(error)) != 0) {
+    op->error = error;
+  }
+  return op;
+}
+
+void Free(TfLiteContext*, void* buffer) {
+  delete static_cast<PatternConvS8Node*>(buffer);
+}
+
+// Per-tensor int8 quantization of an activation tensor.
+TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
+                             const char* name) {
+  if (t->type != kTfLiteInt8) {
+    return Report(context, "%s must be int8. Received TFLite type %d", name,
+                  static_cast<int>(t->type));
+  }
+  // kTfLiteAffineQuantization is 1; per-channel activations are not TFLite's.
+  if (t->quantization.type != 1 || t->quantization.params == nullptr) {
+    return Report(context, "%s has no affine quantization", name);
+  }
+  struct Affine {
+    void* scale;  // TfLiteFloatArray*
+    TfLiteIntArray* zero_point;
+    int quantized_dimension;
+  };
+  const auto* affine = static_cast<const Affine*>(t->quantization.params);
+  const auto* scale = static_cast<const TfLiteIntArray*>(affine->scale);
+  if (scale == nullptr || scale->size != 1 || affine->zero_point == nullptr ||
+      affine->zero_point->size != 1) {
+    return Report(context, "%s must be quantized per tensor", name);
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternConvS8Node*>(node->user_data);
+  if (op == nullptr) return Report(context, "kernel was not initialised");
+  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+    return Report(context,
+                  "op must have %d inputs and 1 output. Received: %zu and %zu",
+                  kNumInputs, op->inputs.size(), op->outputs.size());
+  }
+  if (!op->layer_ready && BuildLayer(context, op) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  if (input == nullptr || output == nullptr) {
+    return Report(context, "input or output tensor index out of range");
+  }
+  if (CheckActivation(context, input, "input") != kTfLiteOk ||
+      CheckActivation(context, output, "output") != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  if (input->dims == nullptr || input->dims->size != 4) {
+    return Report(context, "input must be 4-D NHWC");
+  }
+  const int* in = input->dims->data;
+  if (in[3] != op->options.input_channels) {
+    return Report(context,
+                  "input has %d channels but the layer was exported for %d",
+                  in[3], op->options.input_channels);
+  }
+  char error[kErrorSize];
+  if (clicktrain_s8_layer_requantize(
+          &op->layer, input->params.scale, input->params.zero_point,
+          output->params.scale, output->params.zero_point,
+          op->options.activation, error, sizeof(error)) != 0) {
+    return Report(context, "%s", error);
+  }
+  op->prepared = false;
+  if (clicktrain_compute_geometry(&op->options, in[0], in[1], in[2], in[3],
+                                  &op->geometry, error, sizeof(error)) != 0) {
+    return Report(context, "%s", error);
+  }
+  op->prepared = true;
+  const clicktrain_conv_geometry& g = op->geometry;
+  const int shape[4] = {g.batch, g.output_height, g.output_width,
+                        g.output_channels};
+  if (output->dims != nullptr && output->dims->size == 4 &&
+      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
+    return kTfLiteOk;
+  }
+  if (context->ResizeTensorExplicit != nullptr) {
+    return context->ResizeTensorExplicit(context, output, 4, shape);
+  }
+  // ResizeTensor takes ownership and releases the array with free().
+  auto* dims = static_cast<TfLiteIntArray*>(
+      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
+  if (dims == nullptr) return Report(context, "out of memory");
+  dims->size = 4;
+  std::memcpy(dims->data, shape, sizeof(shape));
+  return context->ResizeTensor(context, output, dims);
+}
+
+TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternConvS8Node*>(node->user_data);
+  if (op == nullptr || !op->layer_ready || !op->prepared) {
+    return Report(context, "op was not prepared");
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  const clicktrain_conv_geometry& g = op->geometry;
+  const size_t input_bytes = static_cast<size_t>(g.batch) * g.input_height *
+                             g.input_width * g.input_channels;
+  const size_t output_bytes = static_cast<size_t>(g.batch) * g.output_height *
+                              g.output_width * g.output_channels;
+  if (input == nullptr || output == nullptr || input->bytes != input_bytes ||
+      output->bytes != output_bytes ||
+      (input_bytes != 0 && input->data == nullptr) ||
+      (output_bytes != 0 && output->data == nullptr)) {
+    return Report(context, "tensors changed size since Prepare");
+  }
+  clicktrain_s8_patconv_ukernel__scalar(
+      &g, &op->layer.structure.weights, op->layer.values,
+      &op->layer.requantization, static_cast<const int8_t*>(input->data),
+      static_cast<int8_t*>(output->data));
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+bool ClickTrainIsPatternConvS8(const char* custom_name) {
+  return custom_name != nullptr &&
+         std::strcmp(custom_name, CLICKTRAIN_PATTERN_CONV_S8_OP_NAME) == 0;
+}
+
+TfLiteRegistration ClickTrainPatternConvS8Registration() {
+  TfLiteRegistration registration{};
+  registration.init = Init;
+  registration.free = Free;
+  registration.prepare = Prepare;
+  registration.invoke = Invoke;
+  registration.custom_name = kKernelName;
+  registration.version = 1;
+  return registration;
+}
