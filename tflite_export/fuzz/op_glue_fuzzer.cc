@@ -1,8 +1,9 @@
 // libFuzzer target over everything a .tflite file can feed the op glue of
-// the pattern convs and of the sparse 1x1 conv (ClickTrainSparseConv1x1):
-// custom options (raw bytes, or a flexbuffer map built from fuzzed fields),
+// the pattern convs (float and int8, ClickTrainPatternConv2DInt8) and of the
+// sparse 1x1 conv (ClickTrainSparseConv1x1): custom options (raw bytes, or a flexbuffer map built from fuzzed fields),
 // the compact-weight tensors (types, ranks, shapes, byte sizes, contents,
-// constness, tensor indices) and the input shape. It drives the real
+// constness, tensor indices), the int8 quantization (scales, zero points)
+// and the input shape. It drives the real
 // delegate entry points (tflite_plugin_create_delegate -> Prepare -> the
 // node's init / prepare / invoke) through a minimal stand-in for the
 // runtime's TfLiteContext that keeps the runtime's own guarantees (a
@@ -13,6 +14,7 @@
 //   make -C tflite_export fuzz-short      # ~25 s, for CI
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +31,15 @@ extern "C" void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
 namespace {
 
 constexpr int kNumTensors = 8;  // 0 input, 1..5 weights, 6 output, 7 spare
+                                // (int8: filter_scales)
+constexpr int kFilterScales = 7;
+
+// TfLiteAffineQuantization, as the runtime lays it out.
+struct AffineQuantization {
+  TfLiteIntArray* scale;  // a TfLiteFloatArray: int size, float data[]
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+};
 constexpr size_t kMaxElements = 1 << 16;
 
 struct FakeRuntime {
@@ -36,6 +47,7 @@ struct FakeRuntime {
   std::vector<TfLiteTensor> tensors;
   std::vector<std::vector<uint8_t>> buffers;
   std::vector<TfLiteIntArray*> arrays;
+  std::vector<AffineQuantization> affine = std::vector<AffineQuantization>(2);
   TfLiteNode node{};
   TfLiteRegistration custom{};
   TfLiteIntArray* plan = nullptr;
@@ -106,6 +118,8 @@ TfLiteStatus Replace(TfLiteContext* context, TfLiteRegistration registration,
   return kTfLiteOk;
 }
 
+size_t TypeSize(TfLiteType type);
+
 TfLiteStatus ResizeTensor(TfLiteContext* context, TfLiteTensor* tensor,
                           TfLiteIntArray* size) {
   size_t elements = 1;
@@ -114,7 +128,7 @@ TfLiteStatus ResizeTensor(TfLiteContext* context, TfLiteTensor* tensor,
   tensor->dims = size;
   if (tensor->allocation_type == kTfLiteDynamic) std::free(tensor->data);
   tensor->allocation_type = kTfLiteDynamic;
-  tensor->bytes = elements * sizeof(float);
+  tensor->bytes = elements * TypeSize(tensor->type);
   tensor->data = elements <= kMaxElements ? std::malloc(tensor->bytes + 1) : nullptr;
   if (tensor->data == nullptr) tensor->bytes = 0;
   return kTfLiteOk;
@@ -340,6 +354,34 @@ void SparseWeights(FakeRuntime& runtime, FuzzedDataProvider& data,
   }
 }
 
+// Per-tensor int8 quantization of tensor `index`: mostly sane, sometimes a
+// scale or zero point out of range, sometimes absent or per-channel.
+void Quantize(FakeRuntime& runtime, FuzzedDataProvider& data, int index,
+              AffineQuantization* affine) {
+  static const float kScales[] = {0.05f, 0.0078125f, 0.0f, -1.0f, INFINITY,
+                                  NAN, 1e-30f, 1e30f};
+  const float scale = data.ConsumeIntegralInRange<int>(0, 7) != 0
+                          ? kScales[data.ConsumeIntegralInRange<int>(0, 1)]
+                          : kScales[data.ConsumeIntegralInRange<int>(0, 7)];
+  const int32_t zero_point = data.ConsumeIntegralInRange<int>(0, 7) != 0
+                                 ? data.ConsumeIntegralInRange<int>(-128, 127)
+                                 : data.ConsumeIntegral<int32_t>();
+  TfLiteTensor& tensor = runtime.tensors[index];
+  tensor.params.scale = scale;
+  tensor.params.zero_point = zero_point;
+  int scale_bits;
+  std::memcpy(&scale_bits, &scale, sizeof(scale));
+  const int count = data.ConsumeIntegralInRange<int>(0, 15) == 0
+                        ? data.ConsumeIntegralInRange<int>(0, 2)
+                        : 1;
+  affine->scale = runtime.Array(std::vector<int>(count, scale_bits));
+  affine->zero_point = runtime.Array(std::vector<int>(count, zero_point));
+  affine->quantized_dimension = 0;
+  const bool absent = data.ConsumeIntegralInRange<int>(0, 15) == 0;
+  tensor.quantization.type = absent ? 0 : 1;
+  tensor.quantization.params = absent ? nullptr : affine;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
@@ -347,9 +389,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   FakeRuntime runtime;
   runtime.tensors.resize(kNumTensors);
   runtime.buffers.resize(kNumTensors);
-  const int kind = data.ConsumeIntegralInRange<int>(0, 2);
+  const int kind = data.ConsumeIntegralInRange<int>(0, 3);
   const bool depthwise = kind == 1;
   const bool sparse_1x1 = kind == 2;
+  const bool int8 = kind == 3;
   int channels = 4;
   int sparse_output_channels = 4;
   std::vector<uint8_t> options =
@@ -362,7 +405,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
 
   // Input: NHWC, consistent with the options' channels most of the time.
   TfLiteTensor& input = runtime.tensors[0];
-  input.type = PickType(data, kTfLiteFloat32);
+  input.type = PickType(data, int8 ? kTfLiteInt8 : kTfLiteFloat32);
   const int rank = data.ConsumeIntegralInRange<int>(0, 15) == 0
                        ? data.ConsumeIntegralInRange<int>(0, 5)
                        : 4;
@@ -377,7 +420,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   input.dims = runtime.Array(dims);
   input.allocation_type = kTfLiteArenaRw;
   if (elements > kMaxElements) return 0;
-  runtime.buffers[0].assign(elements * sizeof(float), 0);
+  runtime.buffers[0].assign(elements * (int8 ? 1 : sizeof(float)), 0);
   for (size_t i = 0; i < runtime.buffers[0].size(); ++i) runtime.buffers[0][i] = static_cast<uint8_t>(i * 131);
   input.bytes = runtime.buffers[0].size();
   input.data = input.bytes == 0 ? nullptr : runtime.buffers[0].data();
@@ -438,14 +481,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
       set(3, kTfLiteUInt8, {static_cast<int>(narrow_channels.size())},
           narrow_channels.data(), narrow_channels.size());
     }
-    std::vector<float> values(num_values);
-    for (size_t i = 0; i < num_values; ++i) values[i] = 0.25f * static_cast<float>(i % 7) - 0.75f;
-    set(4, kTfLiteFloat32, {static_cast<int>(num_values)}, values.data(), values.size() * 4);
-    std::vector<float> bias(output_channels, 0.5f);
-    set(5, kTfLiteFloat32, {output_channels}, bias.data(), bias.size() * 4);
+    if (int8) {
+      std::vector<int8_t> values(num_values);
+      for (size_t i = 0; i < num_values; ++i) values[i] = static_cast<int8_t>(i * 37);
+      set(4, kTfLiteInt8, {static_cast<int>(num_values)}, values.data(), values.size());
+      std::vector<int32_t> bias(output_channels);
+      for (int o = 0; o < output_channels; ++o) bias[o] = (o % 2 ? -1 : 1) * (1 << (o % 31));
+      set(5, kTfLiteInt32, {output_channels}, bias.data(), bias.size() * 4);
+      std::vector<float> scales(output_channels, 0.01f);
+      if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
+        static const float kBad[] = {0.0f, -0.5f, NAN, INFINITY, 1e30f, 1e-40f};
+        scales[data.ConsumeIntegralInRange<int>(0, output_channels - 1)] =
+            kBad[data.ConsumeIntegralInRange<int>(0, 5)];
+      }
+      set(kFilterScales, kTfLiteFloat32, {output_channels}, scales.data(),
+          scales.size() * 4);
+    } else {
+      std::vector<float> values(num_values);
+      for (size_t i = 0; i < num_values; ++i) values[i] = 0.25f * static_cast<float>(i % 7) - 0.75f;
+      set(4, kTfLiteFloat32, {static_cast<int>(num_values)}, values.data(), values.size() * 4);
+      std::vector<float> bias(output_channels, 0.5f);
+      set(5, kTfLiteFloat32, {output_channels}, bias.data(), bias.size() * 4);
+    }
     // Corruptions.
     while (data.remaining_bytes() > 0 && data.ConsumeIntegralInRange<int>(0, 3) == 0) {
-      const int index = data.ConsumeIntegralInRange<int>(1, 5);
+      int index = data.ConsumeIntegralInRange<int>(1, int8 ? 6 : 5);
+      if (index == 6) index = kFilterScales;
       switch (data.ConsumeIntegralInRange<int>(0, 3)) {
         case 0: {  // flip bits in the contents
           std::vector<uint8_t>& buffer = runtime.buffers[index];
@@ -472,13 +533,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
       }
     }
   }
-  runtime.tensors[6].type = kTfLiteFloat32;
+  runtime.tensors[6].type = int8 ? PickType(data, kTfLiteInt8) : kTfLiteFloat32;
   runtime.tensors[6].allocation_type = kTfLiteArenaRw;
   runtime.tensors[6].dims = runtime.Array({});
+  if (int8) {
+    Quantize(runtime, data, 0, &runtime.affine[0]);
+    Quantize(runtime, data, 6, &runtime.affine[1]);
+  }
 
   std::vector<int> inputs = {0, 1, 2, 3, 4, 5};
   if (sparse_1x1) inputs = {0, 1, 2, 3};
-  if (data.ConsumeIntegralInRange<int>(0, 7) == 0) inputs.back() = -1;  // no bias
+  if (int8) inputs.push_back(kFilterScales);
+  if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
+    inputs[int8 ? 5 : inputs.size() - 1] = -1;  // no bias
+  }
   if (data.ConsumeIntegralInRange<int>(0, 15) == 0) {
     inputs[data.ConsumeIntegralInRange<size_t>(0, inputs.size() - 1)] =
         data.ConsumeIntegralInRange<int>(-5, 20);
@@ -490,7 +558,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   runtime.node.custom_initial_data_size = static_cast<int>(options.size());
   runtime.custom.builtin_code = CLICKTRAIN_TFLITE_BUILTIN_CUSTOM;
   runtime.custom.custom_name =
-      sparse_1x1  ? "ClickTrainSparseConv1x1"
+      int8        ? "ClickTrainPatternConv2DInt8"
+      : sparse_1x1 ? "ClickTrainSparseConv1x1"
       : depthwise ? "ClickTrainPatternDepthwiseConv2D"
                   : "ClickTrainPatternConv2D";
   runtime.plan = runtime.Array({0});
