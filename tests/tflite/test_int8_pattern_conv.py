@@ -287,3 +287,17 @@ def test_planner_ignores_float_convs():
     limits = model_rewrite.PlanLimits(64, 0.8)
     assert int8_pattern_rewrite.plan_int8_pattern_conv(
         parsed, parsed.subgraphs[0], operator, limits) is None
+
+
+def test_speed_decision_keeps_a_layer_builtin_when_xnnpack_is_faster():
+    # The scalar int8 kernel is far slower than XNNPACK's int8 conv at this
+    # size (~100x, benchmarks/README.md): the never-slower rule keeps it.
+    qat = _pattern_model(1, "same", "relu", seed=2, channels=(64, 64), size=28)
+    tflite_bytes, reports = ct.tflite.convert(qat, inference_input_type="int8",
+                                              inference_output_type="int8", return_report=True)
+    (report,) = reports
+    assert not report.replaced
+    assert report.decided_by == "speed"
+    assert report.custom_op == int8_pattern_rewrite.OP_NAME
+    assert report.custom_us > report.builtin_us
+    assert ct.tflite.count_pattern_ops(tflite_bytes) == 0
