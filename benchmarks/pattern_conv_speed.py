@@ -35,7 +35,6 @@ import io
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -67,6 +66,7 @@ from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 
 from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
+from tf_clicktrain.tflite import speed_decision  # noqa: E402
 
 # 4-of-9 patterns with the centre kept (bit 3 * ky + kx).
 PATTERNS = (0b000111010, 0b010111000, 0b010110010, 0b010011010,
@@ -123,22 +123,9 @@ def time_interleaved(invokes, rounds, sample_seconds=None, statistic=None):
         sample_seconds = ARGS.sample_ms / 1e3 if ARGS is not None else 0.02
     if statistic is None:
         statistic = ARGS.statistic if ARGS is not None else "median"
-    repeats = {}
-    for name, invoke in invokes.items():
-        start = time.perf_counter()
-        invoke()
-        repeats[name] = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-6)))
-    samples = {name: [] for name in invokes}
-    names = list(invokes)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            for _ in range(repeats[name]):
-                invokes[name]()
-            samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
+    samples = speed_decision.interleaved_samples(invokes, rounds, sample_seconds)
     reduce = min if statistic == "min" else statistics.median
-    return {name: reduce(values) for name, values in samples.items()}
+    return {name: reduce(values) * 1e3 for name, values in samples.items()}
 
 
 def _relative_error(actual, expected):

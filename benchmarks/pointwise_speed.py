@@ -36,7 +36,6 @@ import math
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -64,6 +63,7 @@ from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import model_rewrite  # noqa: E402
 from tf_clicktrain.tflite import pointwise_rewrite  # noqa: E402
+from tf_clicktrain.tflite import speed_decision  # noqa: E402
 
 LAYERS = (  # (network, size, input channels, output channels)
     ("ResNet-50", 56, 64, 256),
@@ -89,23 +89,10 @@ def _interpreter_run(interpreter, inputs):
 
 def time_interleaved(invokes, rounds, sample_seconds=0.01):
     """Median (wall ms, calling-thread CPU ms) per invoke, sampled round-robin."""
-    repeats = {}
-    for name, invoke in invokes.items():
-        start = time.perf_counter()
-        invoke()
-        repeats[name] = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-6)))
-    wall = {name: [] for name in invokes}
-    cpu = {name: [] for name in invokes}
-    names = list(invokes)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            for _ in range(repeats[name]):
-                invokes[name]()
-            wall[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
-            cpu[name].append((time.thread_time() - start_cpu) * 1e3 / repeats[name])
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in names}
+    wall, cpu = speed_decision.interleaved_samples(
+        invokes, rounds, sample_seconds, return_thread_time=True)
+    return {name: (statistics.median(wall[name]) * 1e3, statistics.median(cpu[name]) * 1e3)
+            for name in invokes}
 
 
 def sparse_pointwise_model(size, cin, cout, sparsity, rng):

@@ -59,6 +59,7 @@ from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 import tf_clicktrain as ct  # noqa: E402
 from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
+from tf_clicktrain.tflite import speed_decision  # noqa: E402
 
 
 def build(name, size):
@@ -125,21 +126,9 @@ def _invoker(content, threads, inputs):
 
 def time_interleaved(invokes, rounds, sample_seconds=0.1):
     """(median, fastest) ms per invoke of each callable, sampled round-robin."""
-    repeats = {}
-    for name, invoke in invokes.items():
-        start = time.perf_counter()
-        invoke()
-        repeats[name] = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-6)))
-    samples = {name: [] for name in invokes}
-    names = list(invokes)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            for _ in range(repeats[name]):
-                invokes[name]()
-            samples[name].append((time.perf_counter() - start) * 1e3 / repeats[name])
-    return {name: (statistics.median(values), min(values)) for name, values in samples.items()}
+    samples = speed_decision.interleaved_samples(invokes, rounds, sample_seconds)
+    return {name: (statistics.median(values) * 1e3, min(values) * 1e3)
+            for name, values in samples.items()}
 
 
 def _relative_error(actual, expected):

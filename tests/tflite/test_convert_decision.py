@@ -1,5 +1,6 @@
 """Which layers `convert` replaces: by measured speed, by size, or by a callable."""
 
+import time
 import warnings
 
 import keras
@@ -283,3 +284,28 @@ def test_real_timing_decides_consistently_and_the_file_matches_keras(sparse_mode
     expected = sparse_model.predict(inputs, verbose=0)
     assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
 
+
+def test_interleaved_samples_rotate_and_thread_time_leaves_out_waiting():
+    calls = []
+
+    def working():
+        calls.append("working")
+        sum(range(20000))
+
+    def waiting():
+        calls.append("waiting")
+        time.sleep(0.002)
+
+    wall, thread = speed_decision.interleaved_samples(
+        {"working": working, "waiting": waiting}, rounds=3, sample_seconds=0.0,
+        return_thread_time=True,
+    )
+    # Two calls each to warm up and size the samples, then one a round, in
+    # rotating order.
+    assert calls[4:] == ["working", "waiting", "waiting", "working", "working", "waiting"]
+    assert [len(wall[name]) for name in ("working", "waiting")] == [3, 3]
+    assert [len(thread[name]) for name in ("working", "waiting")] == [3, 3]
+    assert min(wall["waiting"]) >= 0.002
+    assert max(thread["waiting"]) < 0.001  # Sleeping takes no CPU time.
+    samples = speed_decision.interleaved_samples({"working": working}, 2, 0.0)
+    assert list(samples) == ["working"] and len(samples["working"]) == 2

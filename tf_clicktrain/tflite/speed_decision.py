@@ -105,15 +105,26 @@ def has_custom_ops(tflite_bytes):
     )
 
 
-def interleaved_samples(invokes, rounds, sample_seconds):
+def interleaved_samples(invokes, rounds, sample_seconds, return_thread_time=False):
     """Seconds per call of each callable, one sample per round.
 
     Each callable is warmed up, then called in `rounds` rounds whose order
     rotates; a sample is the mean over enough calls to last about
     `sample_seconds`.
 
+    Args:
+        invokes: `{name: callable}`.
+        rounds: samples per callable.
+        sample_seconds: the wall time one sample lasts, about.
+        return_thread_time: also clock every sample in the calling thread's
+            CPU time (`time.thread_time`), which leaves out the time other
+            jobs take from a shared core; meaningful when the callables do
+            their work on the calling thread.
+
     Returns:
-        `{name: [seconds, ...]}`, sample `i` of every name from round `i`.
+        `{name: [seconds, ...]}` of wall time, sample `i` of every name from
+        round `i`; with `return_thread_time`, a pair of such dicts: wall
+        time and the calling thread's CPU time of the same samples.
     """
     repeats = {}
     for name, invoke in invokes.items():
@@ -123,14 +134,18 @@ def interleaved_samples(invokes, rounds, sample_seconds):
         elapsed = time.perf_counter() - start
         repeats[name] = max(1, int(sample_seconds / max(elapsed, 1e-7)))
     samples = {name: [] for name in invokes}
+    thread_samples = {name: [] for name in invokes}
     names = list(invokes)
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start, start_thread = time.perf_counter(), time.thread_time()
             for _ in range(repeats[name]):
                 invokes[name]()
             samples[name].append((time.perf_counter() - start) / repeats[name])
+            thread_samples[name].append((time.thread_time() - start_thread) / repeats[name])
+    if return_thread_time:
+        return samples, thread_samples
     return samples
 
 
