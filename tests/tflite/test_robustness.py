@@ -7,10 +7,6 @@ from TensorFlow's converter run as in stock LiteRT, and every reader of
 .tflite bytes raises ValueError on corrupt input.
 """
 
-import json
-import os
-import subprocess
-import sys
 import time
 
 import keras
@@ -38,36 +34,6 @@ def tflite_bytes():
     )
     tflite_helpers.sparsify_model(model, np.random.default_rng(0))
     return ct_tflite.convert(model, decide_by="size")
-
-
-def _edit(tflite_bytes, change):
-    """Returns the model with `change(model, operator)` applied to our op."""
-    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
-    (operator,) = model.subgraphs[0].operators
-    change(model, operator)
-    builder = flatbuffers.Builder(len(tflite_bytes))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _set_options(data):
-    def change(_, operator):
-        operator.customOptions = np.frombuffer(bytes(data), np.uint8)
-
-    return change
-
-
-def _set_buffer(input_position, transform, shape=None, tensor_type=None):
-    def change(model, operator):
-        tensor = model.subgraphs[0].tensors[operator.inputs[input_position]]
-        buffer = model.buffers[tensor.buffer]
-        buffer.data = np.frombuffer(transform(bytes(buffer.data)), np.uint8)
-        if shape is not None:
-            tensor.shape = np.array(shape, np.int32)
-        if tensor_type is not None:
-            tensor.type = tensor_type
-
-    return change
 
 
 def _buffer_of(tflite_bytes, input_position):
@@ -101,29 +67,6 @@ def _flip_bit(data, bit):
     return bytes(data)
 
 
-def _run_in_subprocess(tmp_path, models):
-    paths = []
-    for name, content in models.items():
-        path = tmp_path / f"{name}.tflite"
-        path.write_bytes(content)
-        paths.append(str(path))
-    script = os.path.join(os.path.dirname(__file__), "load_models.py")
-    completed = subprocess.run(
-        [sys.executable, script, *paths], capture_output=True, text=True, timeout=600
-    )
-    results = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[os.path.basename(result["file"])[: -len(".tflite")]] = result
-    assert completed.returncode == 0, (
-        f"loader crashed (exit {completed.returncode}) after {len(results)} of "
-        f"{len(paths)} files; stderr tail: {completed.stderr[-2000:]}"
-    )
-    assert len(results) == len(paths)
-    return results
-
-
 def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_bytes):
     options = flexbuffers.Loads(_options_of(tflite_bytes))
     channels = _buffer_of(tflite_bytes, KERNEL_INPUT_CHANNELS)
@@ -132,39 +75,60 @@ def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_byte
     run_size = _element_size(tflite_bytes, RUN_LENGTHS)
     values = _buffer_of(tflite_bytes, VALUES)
     cases = {
-        "format_version_2": (_set_options(flexbuffers.Dumps({**options, "format_version": 2})), "format_version"),
-        "stride_0": (_set_options(flexbuffers.Dumps({**options, "stride_h": 0})), "stride_h"),
-        "padding_unknown": (_set_options(flexbuffers.Dumps({**options, "padding": "FULL"})), "padding"),
-        "input_channels_wrong": (_set_options(flexbuffers.Dumps({**options, "input_channels": 12})), "channels"),
-        "options_not_a_map": (_set_options(flexbuffers.Dumps([1, 2, 3])), "map"),
-        "options_empty": (_set_options(b""), "custom options"),
+        "format_version_2": (
+            tflite_helpers.set_options(flexbuffers.Dumps({**options, "format_version": 2})),
+            "format_version",
+        ),
+        "stride_0": (
+            tflite_helpers.set_options(flexbuffers.Dumps({**options, "stride_h": 0})), "stride_h"
+        ),
+        "padding_unknown": (
+            tflite_helpers.set_options(flexbuffers.Dumps({**options, "padding": "FULL"})),
+            "padding",
+        ),
+        "input_channels_wrong": (
+            tflite_helpers.set_options(flexbuffers.Dumps({**options, "input_channels": 12})),
+            "channels",
+        ),
+        "options_not_a_map": (tflite_helpers.set_options(flexbuffers.Dumps([1, 2, 3])), "map"),
+        "options_empty": (tflite_helpers.set_options(b""), "custom options"),
         "channel_equals_input_channels": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 3, INPUT_CHANNELS, channel_size)),
+            tflite_helpers.set_buffer(
+                KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 3, INPUT_CHANNELS, channel_size)
+            ),
             "kernel_input_channels",
         ),
         "channel_largest": (
-            _set_buffer(KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 0, 0xFFFF, channel_size)),
+            tflite_helpers.set_buffer(
+                KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 0, 0xFFFF, channel_size)
+            ),
             "kernel_input_channels",
         ),
-        "run_length_too_long": (_set_buffer(RUN_LENGTHS, lambda d: _put_index(d, 0, 200, run_size)), "kernel"),
+        "run_length_too_long": (
+            tflite_helpers.set_buffer(RUN_LENGTHS, lambda d: _put_index(d, 0, 200, run_size)),
+            "kernel",
+        ),
         "run_lengths_sum_off_by_one": (
-            _set_buffer(
+            tflite_helpers.set_buffer(
                 RUN_LENGTHS,
                 lambda d: _put_index(d, 1, int.from_bytes(runs[run_size : 2 * run_size], "little") + 1, run_size),
             ),
             "kernel_input_channels",
         ),
-        "empty_pattern": (_set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0, 2)), "pattern_masks"),
+        "empty_pattern": (
+            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0, 2)),
+            "pattern_masks",
+        ),
         "pattern_with_tenth_position": (
-            _set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0x3FF, 2)),
+            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0x3FF, 2)),
             "pattern_masks",
         ),
         "values_one_short": (
-            _set_buffer(VALUES, lambda d: d[:-4], shape=[len(values) // 4 - 1]),
+            tflite_helpers.set_buffer(VALUES, lambda d: d[:-4], shape=[len(values) // 4 - 1]),
             "values",
         ),
         "channels_one_short": (
-            _set_buffer(
+            tflite_helpers.set_buffer(
                 KERNEL_INPUT_CHANNELS,
                 lambda d: d[:-channel_size],
                 shape=[len(channels) // channel_size - 1],
@@ -172,7 +136,7 @@ def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_byte
             "kernel_input_channels",
         ),
         "channels_as_float32": (
-            _set_buffer(
+            tflite_helpers.set_buffer(
                 KERNEL_INPUT_CHANNELS,
                 lambda d: d * (4 // channel_size),
                 tensor_type=schema.TensorType.FLOAT32,
@@ -180,9 +144,12 @@ def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_byte
             "kernel_input_channels",
         ),
     }
-    models = {name: _edit(tflite_bytes, change) for name, (change, _) in cases.items()}
+    models = {
+        name: tflite_helpers.edit_operator(tflite_bytes, change)
+        for name, (change, _) in cases.items()
+    }
     models["unchanged"] = tflite_bytes
-    results = _run_in_subprocess(tmp_path, models)
+    results = tflite_helpers.load_in_subprocess(tmp_path, models)
     assert results["unchanged"]["outcome"] == "ok", results["unchanged"]
     for name, (_, expected_text) in cases.items():
         result = results[name]
@@ -195,20 +162,26 @@ def test_truncated_and_bit_flipped_bytes_never_crash(tmp_path, tflite_bytes):
     options = _options_of(tflite_bytes)
     models = {}
     for length in range(len(options)):
-        models[f"options_truncated_{length}"] = _edit(tflite_bytes, _set_options(options[:length]))
+        models[f"options_truncated_{length}"] = tflite_helpers.edit_operator(
+            tflite_bytes, tflite_helpers.set_options(options[:length])
+        )
     for bit in rng.choice(8 * len(options), size=min(160, 8 * len(options)), replace=False):
-        models[f"options_bit_{bit}"] = _edit(tflite_bytes, _set_options(_flip_bit(options, bit)))
+        models[f"options_bit_{bit}"] = tflite_helpers.edit_operator(
+            tflite_bytes, tflite_helpers.set_options(_flip_bit(options, bit))
+        )
     for position, name in ((PATTERN_MASKS, "masks"), (RUN_LENGTHS, "runs"), (KERNEL_INPUT_CHANNELS, "channels")):
         data = _buffer_of(tflite_bytes, position)
         for bit in rng.choice(8 * len(data), size=min(40, 8 * len(data)), replace=False):
-            models[f"{name}_bit_{bit}"] = _edit(
-                tflite_bytes, _set_buffer(position, lambda d, bit=bit: _flip_bit(d, bit))
+            models[f"{name}_bit_{bit}"] = tflite_helpers.edit_operator(
+                tflite_bytes,
+                tflite_helpers.set_buffer(position, lambda d, bit=bit: _flip_bit(d, bit)),
             )
         for length in (0, len(data) // 2, len(data) - 1):
-            models[f"{name}_truncated_{length}"] = _edit(
-                tflite_bytes, _set_buffer(position, lambda d, length=length: d[:length])
+            models[f"{name}_truncated_{length}"] = tflite_helpers.edit_operator(
+                tflite_bytes,
+                tflite_helpers.set_buffer(position, lambda d, length=length: d[:length]),
             )
-    results = _run_in_subprocess(tmp_path, models)
+    results = tflite_helpers.load_in_subprocess(tmp_path, models)
     # Truncations never leave a consistent file.
     truncated = [r for name, r in results.items() if "truncated" in name]
     assert all(r["outcome"] == "error" for r in truncated)
@@ -273,7 +246,9 @@ def test_options_that_share_vectors_are_refused_within_a_second(
     tflite_bytes, elements, levels, width, expected
 ):
     options = _shared_vector_options(elements, levels, width)
-    seconds, message = _load_seconds(_edit(tflite_bytes, _set_options(options)))
+    seconds, message = _load_seconds(
+        tflite_helpers.edit_operator(tflite_bytes, tflite_helpers.set_options(options))
+    )
     assert expected in message
     assert seconds < 1.0, f"{len(options)}-byte options took {seconds:.2f} s to refuse"
 
@@ -332,7 +307,7 @@ def test_pattern_op_naming_a_missing_tensor_is_reported_as_such(tflite_bytes):
         inputs[PATTERN_MASKS] = 9999
         operator.inputs = inputs
 
-    content = _edit(tflite_bytes, point_masks_at_missing_tensor)
+    content = tflite_helpers.edit_operator(tflite_bytes, point_masks_at_missing_tensor)
     # LiteRT alone would drop the node silently; the delegate would then
     # claim nothing and the message could only say so.
     with pytest.raises(ValueError, match=r"subgraphs\[0\]\.operators\[0\]\.inputs\[1\] is 9999"):
@@ -343,7 +318,7 @@ def test_non_utf8_custom_op_name_raises_value_error(tflite_bytes):
     def rename(model, operator):
         model.operatorCodes[operator.opcodeIndex].customCode = b"\xffClickTrain"
 
-    content = _edit(tflite_bytes, rename)
+    content = tflite_helpers.edit_operator(tflite_bytes, rename)
     with pytest.raises(ValueError, match="custom_code is not UTF-8"):
         ct_tflite.count_pattern_ops(content)
     with pytest.raises(ValueError):
@@ -447,4 +422,6 @@ def test_non_utf8_signature_key_raises_value_error(tflite_bytes):
         model.signatureDefs[0].signatureKey = b"\x95serving"
 
     with pytest.raises(ValueError, match="Could not load the model"):
-        ct_tflite.Interpreter(model_content=_edit(tflite_bytes, rename), num_threads=1)
+        ct_tflite.Interpreter(
+            model_content=tflite_helpers.edit_operator(tflite_bytes, rename), num_threads=1
+        )

@@ -8,12 +8,7 @@ a subprocess, as in test_robustness.py).
 
 import contextlib
 import io
-import json
-import os
-import subprocess
-import sys
 
-import flatbuffers
 import keras
 import numpy as np
 import pytest
@@ -123,39 +118,10 @@ def single_layer_bytes():
     return rewritten
 
 
-def _edit(tflite_bytes, change):
-    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
-    (operator,) = model.subgraphs[0].operators
-    change(model, operator)
-    builder = flatbuffers.Builder(len(tflite_bytes))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _with_options(**changes):
     def change(_, operator):
         options = flexbuffers.Loads(bytes(operator.customOptions))
         operator.customOptions = np.frombuffer(bytes(flexbuffers.Dumps({**options, **changes})), np.uint8)
-
-    return change
-
-
-def _with_raw_options(data):
-    def change(_, operator):
-        operator.customOptions = np.frombuffer(bytes(data), np.uint8)
-
-    return change
-
-
-def _with_tensor(position, transform, shape=None, tensor_type=None):
-    def change(model, operator):
-        tensor = model.subgraphs[0].tensors[operator.inputs[position]]
-        buffer = model.buffers[tensor.buffer]
-        buffer.data = np.frombuffer(transform(bytes(buffer.data)), np.uint8)
-        if shape is not None:
-            tensor.shape = np.array(shape, np.int32)
-        if tensor_type is not None:
-            tensor.type = tensor_type
 
     return change
 
@@ -173,26 +139,6 @@ def _set_bit(data, byte, bit):
     return bytes(data)
 
 
-def _load_in_subprocess(tmp_path, models):
-    paths = []
-    for name, content in models.items():
-        path = tmp_path / f"{name}.tflite"
-        path.write_bytes(content)
-        paths.append(str(path))
-    script = os.path.join(os.path.dirname(__file__), "load_models.py")
-    completed = subprocess.run(
-        [sys.executable, script, *paths], capture_output=True, text=True, timeout=600
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    results = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
-            results[os.path.basename(result["file"])[: -len(".tflite")]] = result
-    assert len(results) == len(paths)
-    return results
-
-
 def test_corrupted_options_and_weights_give_clean_errors(tmp_path, single_layer_bytes):
     cases = {
         "format_version_2": (_with_options(format_version=2), "format_version"),
@@ -200,31 +146,36 @@ def test_corrupted_options_and_weights_give_clean_errors(tmp_path, single_layer_
         "output_channels_zero": (_with_options(output_channels=0), "output_channels"),
         "stride_0": (_with_options(stride_w=0), "stride_w"),
         "activation_unknown": (_with_options(fused_activation="TANH"), "fused_activation"),
-        "options_not_a_map": (_with_raw_options(flexbuffers.Dumps([1, 2])), "map"),
-        "options_empty": (_with_raw_options(b""), "custom options"),
-        "options_too_long": (_with_raw_options(b"\0" * 5000), "custom options"),
+        "options_not_a_map": (tflite_helpers.set_options(flexbuffers.Dumps([1, 2])), "map"),
+        "options_empty": (tflite_helpers.set_options(b""), "custom options"),
+        "options_too_long": (tflite_helpers.set_options(b"\0" * 5000), "custom options"),
         # Row 0, byte 1 holds channels 8..15 of 13: bit 5 is channel 13.
         "mask_bit_past_last_channel": (
-            _with_tensor(NONZERO_MASK, lambda d: _set_bit(d, 1, 5)),
+            tflite_helpers.set_buffer(NONZERO_MASK, lambda d: _set_bit(d, 1, 5)),
             "input channel >= 13",
         ),
         "mask_extra_kept_weight": (
-            _with_tensor(NONZERO_MASK, lambda d: bytes([0xFF, 0x1F]) + d[2:]),
+            tflite_helpers.set_buffer(NONZERO_MASK, lambda d: bytes([0xFF, 0x1F]) + d[2:]),
             "values",
         ),
         "mask_wrong_shape": (
-            _with_tensor(NONZERO_MASK, lambda d: d[:-2], shape=[5, 2]),
+            tflite_helpers.set_buffer(NONZERO_MASK, lambda d: d[:-2], shape=[5, 2]),
             "nonzero_mask must have shape",
         ),
         "mask_as_int8": (
-            _with_tensor(NONZERO_MASK, lambda d: d, tensor_type=schema.TensorType.INT8),
+            tflite_helpers.set_buffer(
+                NONZERO_MASK, lambda d: d, tensor_type=schema.TensorType.INT8
+            ),
             "nonzero_mask",
         ),
         "values_one_short": (_values_one_short, "values"),
     }
-    models = {name: _edit(single_layer_bytes, change) for name, (change, _) in cases.items()}
+    models = {
+        name: tflite_helpers.edit_operator(single_layer_bytes, change)
+        for name, (change, _) in cases.items()
+    }
     models["unchanged"] = single_layer_bytes
-    results = _load_in_subprocess(tmp_path, models)
+    results = tflite_helpers.load_in_subprocess(tmp_path, models)
     assert results["unchanged"]["outcome"] == "ok", results["unchanged"]
     for name, (_, expected_text) in cases.items():
         assert results[name]["outcome"] == "error", f"{name} was accepted"

@@ -1,7 +1,15 @@
-"""Hand-made pattern-sparse Keras models and comparison helpers."""
+"""Hand-made pattern-sparse Keras models, comparison helpers, and edits of
+single-operator .tflite files (loaded in a subprocess) for corruption tests."""
 
+import json
+import os
+import subprocess
+import sys
+
+import flatbuffers
 import keras
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 
 # Four 4-of-9 patterns (bit 3 * ky + kx set when kept).
 PATTERNS = (0b010111000, 0b000111010, 0b011011000, 0b000110110)
@@ -82,3 +90,68 @@ def run_interpreter(interpreter, inputs):
     interpreter.set_tensor(detail["index"], inputs)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def edit_operator(tflite_bytes, change):
+    """Returns the file with `change(model, operator)` applied to its one operator."""
+    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    (operator,) = model.subgraphs[0].operators
+    change(model, operator)
+    builder = flatbuffers.Builder(len(tflite_bytes))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def set_options(data):
+    """An `edit_operator` change: the operator's custom options become `data`."""
+
+    def change(_, operator):
+        operator.customOptions = np.frombuffer(bytes(data), np.uint8)
+
+    return change
+
+
+def set_buffer(input_position, transform, shape=None, tensor_type=None):
+    """An `edit_operator` change: an input's buffer becomes `transform(bytes)`.
+
+    `shape` and `tensor_type`, when given, replace the tensor's.
+    """
+
+    def change(model, operator):
+        tensor = model.subgraphs[0].tensors[operator.inputs[input_position]]
+        buffer = model.buffers[tensor.buffer]
+        buffer.data = np.frombuffer(transform(bytes(buffer.data)), np.uint8)
+        if shape is not None:
+            tensor.shape = np.array(shape, np.int32)
+        if tensor_type is not None:
+            tensor.type = tensor_type
+
+    return change
+
+
+def load_in_subprocess(tmp_path, models):
+    """Loads and runs `{name: tflite bytes}` in load_models.py, one subprocess.
+
+    Returns `{name: result}` (load_models.py's JSON line per file); a crash
+    of the loader fails the test.
+    """
+    paths = []
+    for name, content in models.items():
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(content)
+        paths.append(str(path))
+    script = os.path.join(os.path.dirname(__file__), "load_models.py")
+    completed = subprocess.run(
+        [sys.executable, script, *paths], capture_output=True, text=True, timeout=600
+    )
+    results = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            result = json.loads(line)
+            results[os.path.basename(result["file"])[: -len(".tflite")]] = result
+    assert completed.returncode == 0, (
+        f"loader crashed (exit {completed.returncode}) after {len(results)} of "
+        f"{len(paths)} files; stderr tail: {completed.stderr[-2000:]}"
+    )
+    assert len(results) == len(paths)
+    return results
