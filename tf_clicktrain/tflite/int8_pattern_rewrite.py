@@ -16,7 +16,6 @@ The op reproduces TFLite's int8 reference CONV_2D bit for bit.
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from flatbuffers import flexbuffers
 
 from tf_clicktrain.tflite import compact_format
 
@@ -42,13 +41,11 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
             CONV_2D and the file holding it.
         limits: `model_rewrite.PlanLimits`.
     """
-    inputs = [int(index) for index in operator.inputs]
-    outputs = [int(index) for index in operator.outputs]
-    tensors = subgraph.tensors
-    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+    operands = model_rewrite.conv_operands(subgraph, operator)
+    if operands is None:
         return None
-    filter_tensor = tensors[inputs[1]]
-    shape = tuple(int(d) for d in filter_tensor.shape)
+    inputs, outputs, filter_tensor, shape = operands
+    tensors = subgraph.tensors
     if filter_tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[1:3] != (3, 3):
         return None  # Float filters are the float planner's; others not ours.
     name = (filter_tensor.name or b"").decode(errors="replace")
@@ -97,15 +94,11 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         return keep("input/output is not a per-tensor quantized int8 NHWC tensor")
     if input_shape[3] != input_channels:
         return keep("grouped convolution")
-    bias_index = inputs[2] if len(inputs) > 2 else model_rewrite._NO_TENSOR
-    if bias_index >= 0:
-        bias = tensors[bias_index]
-        if (
-            bias.type != schema.TensorType.INT32
-            or model.buffers[bias.buffer].data is None
-            or [int(d) for d in bias.shape] != [output_channels]
-        ):
-            return keep("bias is not a constant int32 vector")
+    bias_index = model_rewrite.bias_input(inputs)
+    if bias_index >= 0 and not model_rewrite.is_constant_vector(
+        model, subgraph, bias_index, schema.TensorType.INT32, output_channels
+    ):
+        return keep("bias is not a constant int32 vector")
     structure = compact_format.encode_conv(dense.astype(np.float32))
     if structure is None:
         return keep("no non-zero weight, or too many patterns")
@@ -124,20 +117,8 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
             f"max_size_ratio={limits.max_size_ratio}"
         )
 
-    custom_options = bytes(
-        flexbuffers.Dumps(
-            {
-                "format_version": compact_format.FORMAT_VERSION,
-                "input_channels": int(input_channels),
-                "output_channels": int(output_channels),
-                "stride_h": int(options.strideH),
-                "stride_w": int(options.strideW),
-                "dilation_h": int(options.dilationHFactor),
-                "dilation_w": int(options.dilationWFactor),
-                "padding": model_rewrite._PADDING_NAMES[options.padding],
-                "fused_activation": activation,
-            }
-        )
+    custom_options = model_rewrite.pattern_conv_options(
+        input_channels, output_channels, options, activation
     )
 
     def apply(editor, target_subgraph, target_operator):
@@ -153,15 +134,17 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         ]
         scales_index = editor.add_constant(target_subgraph, f"{name}/filter_scales", scales)
         target_inputs = [int(index) for index in target_operator.inputs]
-        target_bias = target_inputs[2] if len(target_inputs) > 2 else model_rewrite._NO_TENSOR
-        target_operator.opcodeIndex = editor.custom_opcode(OP_NAME)
-        target_operator.inputs = np.array(
-            [target_inputs[0], *compact_inputs, target_bias, scales_index], np.int32
+        editor.make_custom(
+            target_operator,
+            OP_NAME,
+            [
+                target_inputs[0],
+                *compact_inputs,
+                model_rewrite.bias_input(target_inputs),
+                scales_index,
+            ],
+            custom_options,
         )
-        target_operator.builtinOptionsType = schema.BuiltinOptions.NONE
-        target_operator.builtinOptions = None
-        target_operator.customOptions = np.frombuffer(custom_options, np.uint8)
-        target_operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
         return [target_inputs[1]]
 
     report = model_rewrite.LayerReport(

@@ -406,6 +406,80 @@ class ModelEditor:
             self._custom_opcodes[op_type] = len(self.model.operatorCodes) - 1
         return self._custom_opcodes[op_type]
 
+    def make_custom(self, operator, op_type, inputs, custom_options):
+        """Turns `operator` into the CUSTOM op `op_type` in place.
+
+        Args:
+            operator: the `OperatorT` to rewrite.
+            op_type: the custom op's name.
+            inputs: its tensor indices, in the custom op's order.
+            custom_options: its flexbuffer options, as bytes.
+        """
+        operator.opcodeIndex = self.custom_opcode(op_type)
+        operator.inputs = np.array(inputs, np.int32)
+        operator.builtinOptionsType = schema.BuiltinOptions.NONE
+        operator.builtinOptions = None
+        operator.customOptions = np.frombuffer(bytes(custom_options), np.uint8)
+        operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+
+
+# -- what the planners share -----------------------------------------------------
+
+
+def conv_operands(subgraph, operator):
+    """`(inputs, outputs, filter tensor, filter shape)` of a convolution.
+
+    The inputs and outputs as lists of tensor indices; None when the
+    operator has no filter input or not exactly one output.
+    """
+    inputs = [int(index) for index in operator.inputs]
+    outputs = [int(index) for index in operator.outputs]
+    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+        return None
+    filter_tensor = subgraph.tensors[inputs[1]]
+    return inputs, outputs, filter_tensor, tuple(int(d) for d in filter_tensor.shape)
+
+
+def bias_input(inputs):
+    """The bias tensor index among a convolution's inputs, or `_NO_TENSOR`."""
+    return inputs[2] if len(inputs) > 2 else _NO_TENSOR
+
+
+def is_constant_vector(model, subgraph, index, tensor_type, length):
+    """Whether tensor `index` is a constant `tensor_type` vector of `length`."""
+    tensor = subgraph.tensors[index]
+    return (
+        tensor.type == tensor_type
+        and model.buffers[tensor.buffer].data is not None
+        and [int(d) for d in tensor.shape] == [length]
+    )
+
+
+def pattern_conv_options(input_channels, output_channels, options, activation):
+    """The flexbuffer options (bytes) of the pattern-conv ops, float and int8.
+
+    Args:
+        input_channels, output_channels: the convolution's channels.
+        options: the builtin operator's `Conv2DOptionsT` or
+            `DepthwiseConv2DOptionsT`.
+        activation: the fused activation's name (`_ACTIVATION_NAMES`).
+    """
+    return bytes(
+        flexbuffers.Dumps(
+            {
+                "format_version": compact_format.FORMAT_VERSION,
+                "input_channels": int(input_channels),
+                "output_channels": int(output_channels),
+                "stride_h": int(options.strideH),
+                "stride_w": int(options.strideW),
+                "dilation_h": int(options.dilationHFactor),
+                "dilation_w": int(options.dilationWFactor),
+                "padding": _PADDING_NAMES[options.padding],
+                "fused_activation": activation,
+            }
+        )
+    )
+
 
 # -- the pattern-conv planners ---------------------------------------------------
 
@@ -423,13 +497,11 @@ def plan_pattern_depthwise_conv(model, subgraph, operator, limits):
 def _plan_pattern(model, subgraph, operator, limits, depthwise):
     """A `Rewrite`, a kept `LayerReport`, or None for a non-3x3 operator."""
     op_name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
-    inputs = [int(index) for index in operator.inputs]
-    outputs = [int(index) for index in operator.outputs]
-    tensors = subgraph.tensors
-    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+    operands = conv_operands(subgraph, operator)
+    if operands is None:
         return None
-    filter_tensor = tensors[inputs[1]]
-    shape = tuple(int(d) for d in filter_tensor.shape)
+    inputs, outputs, filter_tensor, shape = operands
+    tensors = subgraph.tensors
     if len(shape) != 4 or shape[1:3] != (3, 3):
         return None  # Not a 3x3 convolution: not ours to report.
     name = (filter_tensor.name or b"").decode(errors="replace")
@@ -466,15 +538,11 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
         if input_shape[3] != input_channels:
             return keep("grouped convolution", dense.nbytes)
         compact = compact_format.encode_conv(dense)
-    bias_index = inputs[2] if len(inputs) > 2 else _NO_TENSOR
-    if bias_index >= 0:
-        bias = tensors[bias_index]
-        if (
-            bias.type != schema.TensorType.FLOAT32
-            or model.buffers[bias.buffer].data is None
-            or [int(d) for d in bias.shape] != [output_channels]
-        ):
-            return keep("bias is not a constant float32 vector", dense.nbytes)
+    bias_index = bias_input(inputs)
+    if bias_index >= 0 and not is_constant_vector(
+        model, subgraph, bias_index, schema.TensorType.FLOAT32, output_channels
+    ):
+        return keep("bias is not a constant float32 vector", dense.nbytes)
     if compact is None:
         return keep("no non-zero weight, or too many patterns", dense.nbytes)
     if compact.num_patterns > limits.max_patterns:
@@ -489,19 +557,7 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
             dense.nbytes,
         )
 
-    custom_options = flexbuffers.Dumps(
-        {
-            "format_version": compact_format.FORMAT_VERSION,
-            "input_channels": int(input_channels),
-            "output_channels": int(output_channels),
-            "stride_h": int(options.strideH),
-            "stride_w": int(options.strideW),
-            "dilation_h": int(options.dilationHFactor),
-            "dilation_w": int(options.dilationWFactor),
-            "padding": _PADDING_NAMES[options.padding],
-            "fused_activation": activation,
-        }
-    )
+    custom_options = pattern_conv_options(input_channels, output_channels, options, activation)
     op_type = compact_format.DEPTHWISE_CONV_OP_NAME if depthwise else compact_format.CONV_OP_NAME
 
     def apply(editor, target_subgraph, target_operator):
@@ -516,15 +572,12 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
             editor.add_constant(target_subgraph, f"{name}/values", compact.values),
         ]
         target_inputs = [int(index) for index in target_operator.inputs]
-        target_bias = target_inputs[2] if len(target_inputs) > 2 else _NO_TENSOR
-        target_operator.opcodeIndex = editor.custom_opcode(op_type)
-        target_operator.inputs = np.array(
-            [target_inputs[0], *compact_inputs, target_bias], np.int32
+        editor.make_custom(
+            target_operator,
+            op_type,
+            [target_inputs[0], *compact_inputs, bias_input(target_inputs)],
+            custom_options,
         )
-        target_operator.builtinOptionsType = schema.BuiltinOptions.NONE
-        target_operator.builtinOptions = None
-        target_operator.customOptions = np.frombuffer(bytes(custom_options), np.uint8)
-        target_operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
         return [target_inputs[1]]
 
     report = LayerReport(
@@ -543,7 +596,7 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
         op_type,
         tuple(input_shape),
         shape,
-        bytes(custom_options),
+        custom_options,
         bias_index >= 0,
         compact.num_patterns,
         compact.num_kernels,

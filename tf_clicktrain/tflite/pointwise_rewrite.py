@@ -29,13 +29,11 @@ def plan_sparse_conv1x1(model, subgraph, operator, limits):
             CONV_2D and the file holding it.
         limits: `model_rewrite.PlanLimits` (its `max_size_ratio` applies).
     """
-    inputs = [int(index) for index in operator.inputs]
-    outputs = [int(index) for index in operator.outputs]
-    tensors = subgraph.tensors
-    if len(inputs) < 2 or len(outputs) != 1 or inputs[1] < 0:
+    operands = model_rewrite.conv_operands(subgraph, operator)
+    if operands is None:
         return None
-    filter_tensor = tensors[inputs[1]]
-    shape = tuple(int(d) for d in filter_tensor.shape)
+    inputs, outputs, filter_tensor, shape = operands
+    tensors = subgraph.tensors
     if len(shape) != 4 or shape[1:3] != (1, 1):
         return None  # Not a 1x1 convolution: not ours to report.
     name = (filter_tensor.name or b"").decode(errors="replace")
@@ -79,15 +77,11 @@ def plan_sparse_conv1x1(model, subgraph, operator, limits):
         return keep(f"more than {pointwise_format.MAX_CHANNELS} channels", dense.nbytes, kept)
     if not (1 <= options.strideH <= MAX_STRIDE and 1 <= options.strideW <= MAX_STRIDE):
         return keep(f"stride above {MAX_STRIDE}", dense.nbytes, kept)
-    bias_index = inputs[2] if len(inputs) > 2 else model_rewrite._NO_TENSOR
-    if bias_index >= 0:
-        bias = tensors[bias_index]
-        if (
-            bias.type != schema.TensorType.FLOAT32
-            or model.buffers[bias.buffer].data is None
-            or [int(d) for d in bias.shape] != [output_channels]
-        ):
-            return keep("bias is not a constant float32 vector", dense.nbytes, kept)
+    bias_index = model_rewrite.bias_input(inputs)
+    if bias_index >= 0 and not model_rewrite.is_constant_vector(
+        model, subgraph, bias_index, schema.TensorType.FLOAT32, output_channels
+    ):
+        return keep("bias is not a constant float32 vector", dense.nbytes, kept)
     sparsity = 1.0 - kept / dense.size
     if sparsity < MIN_SPARSITY:
         return keep(
@@ -123,15 +117,12 @@ def plan_sparse_conv1x1(model, subgraph, operator, limits):
         )
         values_index = editor.add_constant(target_subgraph, f"{name}/values", compact.values)
         target_inputs = [int(index) for index in target_operator.inputs]
-        target_bias = target_inputs[2] if len(target_inputs) > 2 else model_rewrite._NO_TENSOR
-        target_operator.opcodeIndex = editor.custom_opcode(pointwise_format.OP_NAME)
-        target_operator.inputs = np.array(
-            [target_inputs[0], mask_index, values_index, target_bias], np.int32
+        editor.make_custom(
+            target_operator,
+            pointwise_format.OP_NAME,
+            [target_inputs[0], mask_index, values_index, model_rewrite.bias_input(target_inputs)],
+            custom_options,
         )
-        target_operator.builtinOptionsType = schema.BuiltinOptions.NONE
-        target_operator.builtinOptions = None
-        target_operator.customOptions = np.frombuffer(custom_options, np.uint8)
-        target_operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
         return [target_inputs[1]]
 
     report = model_rewrite.LayerReport(
