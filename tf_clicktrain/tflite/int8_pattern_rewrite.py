@@ -122,16 +122,9 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
     )
 
     def apply(editor, target_subgraph, target_operator):
-        compact_inputs = [
-            editor.add_constant(target_subgraph, f"{name}/pattern_masks", structure.pattern_masks),
-            editor.add_constant(
-                target_subgraph, f"{name}/pattern_run_lengths", structure.pattern_run_lengths
-            ),
-            editor.add_constant(
-                target_subgraph, f"{name}/kernel_input_channels", structure.kernel_input_channels
-            ),
-            editor.add_constant(target_subgraph, f"{name}/values", values),
-        ]
+        compact_inputs = model_rewrite.add_compact_constants(
+            editor, target_subgraph, name, structure, values
+        )
         scales_index = editor.add_constant(target_subgraph, f"{name}/filter_scales", scales)
         target_inputs = [int(index) for index in target_operator.inputs]
         editor.make_custom(

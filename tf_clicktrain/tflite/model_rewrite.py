@@ -455,6 +455,24 @@ def is_constant_vector(model, subgraph, index, tensor_type, length):
     )
 
 
+def add_compact_constants(editor, subgraph, name, compact, values):
+    """Adds the pattern-conv ops' compact tensors; returns their indices.
+
+    `[pattern_masks, pattern_run_lengths, kernel_input_channels, values]`,
+    from `compact` (`compact_format`) but with `values` (float32 or int8).
+    """
+    return [
+        editor.add_constant(subgraph, f"{name}/pattern_masks", compact.pattern_masks),
+        editor.add_constant(
+            subgraph, f"{name}/pattern_run_lengths", compact.pattern_run_lengths
+        ),
+        editor.add_constant(
+            subgraph, f"{name}/kernel_input_channels", compact.kernel_input_channels
+        ),
+        editor.add_constant(subgraph, f"{name}/values", values),
+    ]
+
+
 def pattern_conv_options(input_channels, output_channels, options, activation):
     """The flexbuffer options (bytes) of the pattern-conv ops, float and int8.
 
@@ -561,16 +579,9 @@ def _plan_pattern(model, subgraph, operator, limits, depthwise):
     op_type = compact_format.DEPTHWISE_CONV_OP_NAME if depthwise else compact_format.CONV_OP_NAME
 
     def apply(editor, target_subgraph, target_operator):
-        compact_inputs = [
-            editor.add_constant(target_subgraph, f"{name}/pattern_masks", compact.pattern_masks),
-            editor.add_constant(
-                target_subgraph, f"{name}/pattern_run_lengths", compact.pattern_run_lengths
-            ),
-            editor.add_constant(
-                target_subgraph, f"{name}/kernel_input_channels", compact.kernel_input_channels
-            ),
-            editor.add_constant(target_subgraph, f"{name}/values", compact.values),
-        ]
+        compact_inputs = add_compact_constants(
+            editor, target_subgraph, name, compact, compact.values
+        )
         target_inputs = [int(index) for index in target_operator.inputs]
         editor.make_custom(
             target_operator,
