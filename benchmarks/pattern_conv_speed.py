@@ -67,6 +67,7 @@ from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
+from _timing import prepared_invoke  # noqa: E402
 
 # 4-of-9 patterns with the centre kept (bit 3 * ky + kx).
 PATTERNS = (0b000111010, 0b010111000, 0b010110010, 0b010011010,
@@ -108,15 +109,6 @@ def _convert(model, **kwargs):
         return ct_tflite.convert(model, decide_by="size", max_size_ratio=1.0, **kwargs)
 
 
-def _invoker(interpreter, inputs):
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], inputs)
-    interpreter.invoke()  # warm-up: lazy delegate application, caches
-    output = interpreter.get_output_details()[0]["index"]
-    return interpreter.invoke, lambda: interpreter.get_tensor(output)
-
-
 def time_interleaved(invokes, rounds, sample_seconds=None, statistic=None):
     """Median (or min) ms per invoke of each callable, sampled round-robin."""
     if sample_seconds is None:
@@ -153,10 +145,10 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
                 dense_model = model  # the dense file's speed does not depend on its zeros
                 dense = litert_interpreter.Interpreter(
                     model_content=_convert(model, custom_ops=False), num_threads=threads)
-                invokes["dense"], outputs["dense"] = _invoker(dense, inputs)
+                invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
                 dense_reference = model
             ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
-            invokes[compression], outputs[compression] = _invoker(ours, inputs)
+            invokes[compression], outputs[compression] = prepared_invoke(ours, inputs)
             nonzero[compression] = (np.count_nonzero(model.layers[0].get_weights()[0]), model)
         times = time_interleaved(invokes, rounds)
         out_size = (size + stride - 1) // stride
@@ -201,9 +193,9 @@ def bench_models(threads, rounds, rng, compressions):
             if "dense" not in invokes:
                 dense = litert_interpreter.Interpreter(
                     model_content=_convert(model, custom_ops=False), num_threads=threads)
-                invokes["dense"], outputs["dense"] = _invoker(dense, inputs)
+                invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
             ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
-            invokes[compression], outputs[compression] = _invoker(ours, inputs)
+            invokes[compression], outputs[compression] = prepared_invoke(ours, inputs)
             models[compression] = model
         times = time_interleaved(invokes, rounds)
         for compression in compressions:

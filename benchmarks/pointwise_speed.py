@@ -64,6 +64,7 @@ from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import model_rewrite  # noqa: E402
 from tf_clicktrain.tflite import pointwise_rewrite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
+from _timing import prepared_invoke  # noqa: E402
 
 LAYERS = (  # (network, size, input channels, output channels)
     ("ResNet-50", 56, 64, 256),
@@ -77,14 +78,6 @@ LAYERS = (  # (network, size, input channels, output channels)
     ("MobileNetV2", 14, 576, 96),
     ("MobileNetV2", 7, 960, 160),
 )
-
-
-def _interpreter_run(interpreter, inputs):
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs)
-    interpreter.invoke()  # warm-up: lazy delegate application, caches
-    output = interpreter.get_output_details()[0]["index"]
-    return interpreter.invoke, lambda: interpreter.get_tensor(output)
 
 
 def time_interleaved(invokes, rounds, sample_seconds=0.01):
@@ -126,9 +119,9 @@ def bench_layers(threads, sparsities, rounds, rng):
                 raise RuntimeError(f"{name} at {sparsity} stayed builtin: {report.reason}")
             if not invokes:  # XNNPACK's dense time does not depend on the zeros
                 dense = litert_interpreter.Interpreter(model_content=builtin, num_threads=threads)
-                invokes["dense"], outputs["dense"] = _interpreter_run(dense, inputs)
+                invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
             interpreter = ct_tflite.Interpreter(model_content=ours, num_threads=threads)
-            invokes[sparsity], outputs[sparsity] = _interpreter_run(interpreter, inputs)
+            invokes[sparsity], outputs[sparsity] = prepared_invoke(interpreter, inputs)
             layers[sparsity] = (model, kept)
         times = time_interleaved(invokes, rounds)
         dense_flops = 2.0 * size * size * cin * cout
@@ -187,8 +180,8 @@ def bench_models(threads, sparsities, rounds, rng):
             dense = litert_interpreter.Interpreter(model_content=builtin, num_threads=threads)
             interpreter = ct_tflite.Interpreter(model_content=ours, num_threads=threads)
             invokes, outputs = {}, {}
-            invokes["dense"], outputs["dense"] = _interpreter_run(dense, inputs)
-            invokes["ours"], outputs["ours"] = _interpreter_run(interpreter, inputs)
+            invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
+            invokes["ours"], outputs["ours"] = prepared_invoke(interpreter, inputs)
             times = time_interleaved(invokes, rounds, sample_seconds=0.05)
             pick = 1 if on_cpu else 0
             expected = outputs["dense"]()

@@ -60,6 +60,7 @@ import tf_clicktrain as ct  # noqa: E402
 from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
+from _timing import prepared_invoke  # noqa: E402
 
 
 def build(name, size):
@@ -116,12 +117,7 @@ def _invoker(content, threads, inputs):
         interpreter = ct_tflite.Interpreter(model_content=content, num_threads=threads)
     else:
         interpreter = litert_interpreter.Interpreter(model_content=content, num_threads=threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], inputs)
-    interpreter.invoke()  # Warm-up: delegate preparation, weight packing.
-    output = interpreter.get_output_details()[0]["index"]
-    return interpreter.invoke, lambda: interpreter.get_tensor(output)
+    return prepared_invoke(interpreter, inputs)
 
 
 def time_interleaved(invokes, rounds, sample_seconds=0.1):
