@@ -38,8 +38,12 @@ struct PatternConvS8Node {
   clicktrain_s8_layer layer{};
   bool prepared = false;
   clicktrain_conv_geometry geometry{};
+  void* scratch = nullptr;  // the planar kernel's, sized for `geometry`
 
-  ~PatternConvS8Node() { clicktrain_s8_layer_release(&layer); }
+  ~PatternConvS8Node() {
+    clicktrain_s8_layer_release(&layer);
+    std::free(scratch);
+  }
 };
 
 TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
@@ -281,6 +285,14 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                   &op->geometry, error, sizeof(error)) != 0) {
     return Report(context, "%s", error);
   }
+  std::free(op->scratch);
+  const size_t scratch_bytes =
+      clicktrain_s8_patconv_planar_scratch_bytes(&op->geometry);
+  op->scratch = std::aligned_alloc(16, (scratch_bytes + 15) / 16 * 16 + 16);
+  if (op->scratch == nullptr) {
+    return Report(context, "out of memory for %zu bytes of scratch",
+                  scratch_bytes);
+  }
   op->prepared = true;
   const clicktrain_conv_geometry& g = op->geometry;
   const int shape[4] = {g.batch, g.output_height, g.output_width,
@@ -319,10 +331,10 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
       (output_bytes != 0 && output->data == nullptr)) {
     return Report(context, "tensors changed size since Prepare");
   }
-  clicktrain_s8_patconv_ukernel__scalar(
+  clicktrain_s8_patconv_ukernel__planar(
       &g, &op->layer.structure.weights, op->layer.values,
       &op->layer.requantization, static_cast<const int8_t*>(input->data),
-      static_cast<int8_t*>(output->data));
+      static_cast<int8_t*>(output->data), op->scratch);
   return kTfLiteOk;
 }
 

@@ -1,7 +1,7 @@
 /* Native test of the int8 pattern conv: the scalar kernel against a dense
  * int8 conv over the same taps (every geometry the options allow: strides,
  * dilations, SAME/VALID padding, channel counts needing uint16 indices), the
- * layer builder's validation, and TFLite's QuantizeMultiplier and
+ * planar kernel against the scalar one, the layer builder's validation, and TFLite's QuantizeMultiplier and
  * MultiplyByQuantizedMultiplier on known values. Bit-exactness against
  * LiteRT's reference CONV_2D is tested end to end in
  * tests/tflite/test_int8_pattern_conv.py. */
@@ -143,6 +143,15 @@ static void check_layer(int input_channels, int output_channels, int stride,
   clicktrain_s8_patconv_ukernel__scalar(&g, &layer.structure.weights, layer.values,
                                         &layer.requantization, input, output);
   const clicktrain_s8_requantization* q = &layer.requantization;
+  void* scratch = aligned_alloc(16, (clicktrain_s8_patconv_planar_scratch_bytes(&g) + 15) / 16 * 16);
+  int8_t* planar = malloc(output_size + 1);
+  clicktrain_s8_patconv_ukernel__planar(&g, &layer.structure.weights, layer.values, q, input,
+                                        planar, scratch);
+  CHECK(memcmp(planar, output, output_size) == 0,
+        "planar != scalar: in %d out %d stride %d dilation %d %s size %d", input_channels,
+        output_channels, stride, dilation, same ? "SAME" : "VALID", size);
+  free(scratch);
+  free(planar);
   size_t mismatches = 0;
   for (int b = 0; b < g.batch; ++b)
     for (int oy = 0; oy < g.output_height; ++oy)
@@ -231,6 +240,6 @@ int main(void) {
     fprintf(stderr, "pattern_conv_s8_test: %d checks failed\n", failures);
     return 1;
   }
-  printf("pattern_conv_s8_test: all checks passed (scalar)\n");
+  printf("pattern_conv_s8_test: all checks passed (scalar, planar)\n");
   return 0;
 }

@@ -27,6 +27,7 @@
 #ifndef CLICKTRAIN_PATTERN_CONV_S8_H_
 #define CLICKTRAIN_PATTERN_CONV_S8_H_
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "clicktrain/pattern_conv.h"
@@ -63,6 +64,18 @@ void clicktrain_s8_patconv_ukernel__scalar(
     const clicktrain_pattern_weights* weights, const int8_t* values,
     const clicktrain_s8_requantization* requantization, const int8_t* input,
     int8_t* output);
+
+/* Portable planar kernel (src/s8-patconv/planar.c), the one the op runs:
+ * bit-identical to the scalar reference, with a caller-provided scratch of
+ * clicktrain_s8_patconv_planar_scratch_bytes(geometry) bytes, 16-byte
+ * aligned. */
+size_t clicktrain_s8_patconv_planar_scratch_bytes(
+    const clicktrain_conv_geometry* geometry);
+void clicktrain_s8_patconv_ukernel__planar(
+    const clicktrain_conv_geometry* geometry,
+    const clicktrain_pattern_weights* weights, const int8_t* values,
+    const clicktrain_s8_requantization* requantization, const int8_t* input,
+    int8_t* output, void* scratch);
 
 /* TFLite's QuantizeMultiplier: `real` as multiplier * 2^(shift - 31). */
 void clicktrain_quantize_multiplier(double real, int32_t* multiplier,
