@@ -290,8 +290,8 @@ def test_planner_ignores_float_convs():
 
 
 def test_speed_decision_keeps_a_layer_builtin_when_xnnpack_is_faster():
-    # The scalar int8 kernel is far slower than XNNPACK's int8 conv at this
-    # size (~100x, benchmarks/README.md): the never-slower rule keeps it.
+    # The portable int8 kernel is far slower than XNNPACK's int8 conv at this
+    # size (~16x, benchmarks/README.md): the never-slower rule keeps it.
     qat = _pattern_model(1, "same", "relu", seed=2, channels=(64, 64), size=28)
     tflite_bytes, reports = ct.tflite.convert(qat, inference_input_type="int8",
                                               inference_output_type="int8", return_report=True)
