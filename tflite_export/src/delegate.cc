@@ -10,7 +10,6 @@
  * types, shapes, custom options and compact weights are validated before
  * use, and any failure is reported through the runtime as kTfLiteError.
  */
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -27,9 +26,16 @@
 #include "pattern_conv_operator.h"
 #include "pattern_conv_s8_node.h"
 #include "sparse_conv1x1_node.h"
+#include "node_checks.h"
 #include "thread_pool.h"
 
 #define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
+
+using clicktrain::CheckConstant;
+using clicktrain::ReportNodeError;
+using clicktrain::ResizeOutput;
+using clicktrain::TensorAt;
+using clicktrain::TypeSize;
 
 namespace {
 
@@ -96,16 +102,6 @@ struct PatternConvNode {
   }
 };
 
-TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
-  char message[kErrorSize];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(message, sizeof(message), format, args);
-  va_end(args);
-  context->ReportError(context, "%s: %s\n", kDelegateKernelName, message);
-  return kTfLiteError;
-}
-
 bool IsPatternConvName(const char* name, bool* depthwise) {
   if (name == nullptr) return false;
   if (std::strcmp(name, CLICKTRAIN_PATTERN_CONV_OP_NAME) == 0) {
@@ -117,29 +113,6 @@ bool IsPatternConvName(const char* name, bool* depthwise) {
     return true;
   }
   return false;
-}
-
-size_t TypeSize(TfLiteType type) {
-  switch (type) {
-    case kTfLiteFloat32:
-    case kTfLiteInt32:
-    case kTfLiteUInt32:
-      return 4;
-    case kTfLiteInt16:
-    case kTfLiteUInt16:
-    case kTfLiteFloat16:
-      return 2;
-    case kTfLiteInt8:
-    case kTfLiteUInt8:
-    case kTfLiteBool:
-      return 1;
-    case kTfLiteInt64:
-    case kTfLiteUInt64:
-    case kTfLiteFloat64:
-      return 8;
-    default:
-      return 0;
-  }
 }
 
 // Checks, on the live runtime, that the function table of TfLiteContext is
@@ -276,54 +249,6 @@ void KernelFree(TfLiteContext*, void* buffer) {
   delete static_cast<PatternConvNode*>(buffer);
 }
 
-// Returns the tensor at `index`, or nullptr when the index is out of range.
-TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
-  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
-    return nullptr;
-  }
-  return &context->tensors[index];
-}
-
-// Validates a constant compact-weight tensor of type `type` (or, when
-// given, `other_type`) and returns its size along each dimension (up to 2).
-TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
-                           const char* name, TfLiteType type, int rank,
-                           size_t* shape,
-                           TfLiteType other_type = kTfLiteNoType) {
-  if (tensor == nullptr) {
-    return Report(context, "input tensor '%s' is missing", name);
-  }
-  if (tensor->type != type &&
-      (other_type == kTfLiteNoType || tensor->type != other_type)) {
-    return Report(context, "input '%s' has the wrong TFLite type %d", name,
-                  tensor->type);
-  }
-  type = tensor->type;
-  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
-    return Report(context, "input '%s' must be a constant tensor", name);
-  }
-  if (tensor->sparsity != nullptr) {
-    return Report(context, "input '%s' must be dense, not a TFLite sparse "
-                  "tensor", name);
-  }
-  if (tensor->dims == nullptr || tensor->dims->size != rank) {
-    return Report(context, "input '%s' must have rank %d", name, rank);
-  }
-  size_t elements = 1;
-  for (int d = 0; d < rank; ++d) {
-    if (tensor->dims->data[d] < 0) {
-      return Report(context, "input '%s' has a negative dimension", name);
-    }
-    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
-    elements *= shape[d];
-  }
-  if (elements * TypeSize(type) != tensor->bytes) {
-    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
-                  name, tensor->bytes, elements * TypeSize(type));
-  }
-  return kTfLiteOk;
-}
-
 TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0},
          values_shape[1] = {0}, bias_shape[1] = {0};
@@ -332,21 +257,25 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   const TfLiteTensor* channels =
       TensorAt(context, op->inputs[kKernelInputChannels]);
   const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
-  if (CheckConstant(context, masks, "pattern_masks", kTfLiteUInt16, 1,
+  if (CheckConstant(context, kDelegateKernelName, masks, "pattern_masks",
+                    kTfLiteUInt16, kTfLiteNoType, 1,
                     masks_shape) != kTfLiteOk ||
-      CheckConstant(context, runs, "pattern_run_lengths", kTfLiteUInt16, 2,
-                    runs_shape, kTfLiteUInt8) != kTfLiteOk ||
-      CheckConstant(context, channels, "kernel_input_channels", kTfLiteUInt16,
-                    1, channels_shape, kTfLiteUInt8) != kTfLiteOk ||
-      CheckConstant(context, values, "values", kTfLiteFloat32, 1,
+      CheckConstant(context, kDelegateKernelName, runs, "pattern_run_lengths",
+                    kTfLiteUInt16, kTfLiteUInt8, 2, runs_shape) != kTfLiteOk ||
+      CheckConstant(context, kDelegateKernelName, channels,
+                    "kernel_input_channels", kTfLiteUInt16, kTfLiteUInt8, 1,
+                    channels_shape) != kTfLiteOk ||
+      CheckConstant(context, kDelegateKernelName, values, "values",
+                    kTfLiteFloat32, kTfLiteNoType, 1,
                     values_shape) != kTfLiteOk) {
     return kTfLiteError;
   }
   const TfLiteTensor* bias = nullptr;
   if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
     bias = TensorAt(context, op->inputs[kBias]);
-    if (CheckConstant(context, bias, "bias", kTfLiteFloat32, 1, bias_shape) !=
-        kTfLiteOk) {
+    if (CheckConstant(context, kDelegateKernelName, bias, "bias",
+                      kTfLiteFloat32, kTfLiteNoType, 1,
+                      bias_shape) != kTfLiteOk) {
       return kTfLiteError;
     }
   }
@@ -368,7 +297,8 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   if (clicktrain_build_pattern_weights(
           &compact, op->options.input_channels, op->options.output_channels,
           op->depthwise, &op->weights, error, sizeof(error)) != 0) {
-    return Report(context, "invalid compact weights: %s", error);
+    return ReportNodeError(context, kDelegateKernelName,
+                           "invalid compact weights: %s", error);
   }
   op->weights_ready = true;
   return kTfLiteOk;
@@ -376,12 +306,19 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
 
 TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvNode*>(node->user_data);
-  if (op == nullptr) return Report(context, "kernel was not initialised");
-  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op == nullptr) {
+    return ReportNodeError(context, kDelegateKernelName,
+                           "kernel was not initialised");
+  }
+  if (!op->error.empty()) {
+    return ReportNodeError(context, kDelegateKernelName,
+                           "%s", op->error.c_str());
+  }
   if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
-    return Report(context,
-                  "op must have %d inputs and 1 output. Received: %zu and %zu",
-                  kNumInputs, op->inputs.size(), op->outputs.size());
+    return ReportNodeError(
+        context, kDelegateKernelName,
+        "op must have %d inputs and 1 output. Received: %zu and %zu",
+        kNumInputs, op->inputs.size(), op->outputs.size());
   }
   if (!op->weights_ready && BuildWeights(context, op) != kTfLiteOk) {
     return kTfLiteError;
@@ -389,52 +326,43 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
-    return Report(context, "input or output tensor index out of range");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "input or output tensor index out of range");
   }
   if (input->type != kTfLiteFloat32 || output->type != kTfLiteFloat32) {
-    return Report(context, "input and output must be float32");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "input and output must be float32");
   }
   if (input->dims == nullptr || input->dims->size != 4) {
-    return Report(context, "input must be 4-D NHWC");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "input must be 4-D NHWC");
   }
   const int* in = input->dims->data;
   char error[kErrorSize];
   if (clicktrain_compute_geometry(&op->options, in[0], in[1], in[2], in[3],
                                   &op->geometry, error,
                                   sizeof(error)) != 0) {
-    return Report(context, "%s", error);
+    return ReportNodeError(context, kDelegateKernelName, "%s", error);
   }
   clicktrain_patconv_operator_release(&op->conv_operator);
   op->operator_ready = false;
   if (clicktrain_patconv_operator_setup(&op->conv_operator, &op->geometry,
                                         &op->weights.weights, op->depthwise,
                                         op->kernels, kMaxThreads) != 0) {
-    return Report(context, "out of memory preparing the layer");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "out of memory preparing the layer");
   }
   op->operator_ready = true;
   const int shape[4] = {op->geometry.batch, op->geometry.output_height,
                         op->geometry.output_width,
                         op->geometry.output_channels};
-  if (output->dims != nullptr && output->dims->size == 4 &&
-      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
-    return kTfLiteOk;
-  }
-  if (context->ResizeTensorExplicit != nullptr) {
-    return context->ResizeTensorExplicit(context, output, 4, shape);
-  }
-  // ResizeTensor takes ownership and releases the array with free().
-  auto* dims = static_cast<TfLiteIntArray*>(
-      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
-  if (dims == nullptr) return Report(context, "out of memory");
-  dims->size = 4;
-  std::memcpy(dims->data, shape, sizeof(shape));
-  return context->ResizeTensor(context, output, dims);
+  return ResizeOutput(context, kDelegateKernelName, output, shape);
 }
 
 TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvNode*>(node->user_data);
   if (op == nullptr || !op->weights_ready || !op->operator_ready) {
-    return Report(context, "op was not prepared");
+    return ReportNodeError(context, kDelegateKernelName, "op was not prepared");
   }
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
@@ -447,7 +375,8 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
       output->bytes != output_bytes ||
       (input_bytes != 0 && input->data == nullptr) ||
       (output_bytes != 0 && output->data == nullptr)) {
-    return Report(context, "tensors changed size since Prepare");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "tensors changed size since Prepare");
   }
   clicktrain_thread_pool* pool =
       op->delegate_state == nullptr
@@ -493,7 +422,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   TfLiteIntArray* plan = nullptr;
   if (context->GetExecutionPlan(context, &plan) != kTfLiteOk ||
       plan == nullptr) {
-    return Report(context, "cannot read the execution plan");
+    return ReportNodeError(context, kDelegateKernelName,
+                           "cannot read the execution plan");
   }
   std::vector<int> claimed;
   std::vector<bool> claimed_sparse_1x1;
@@ -543,7 +473,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   if (!claimed.empty()) {
     int found = 0;
     if (context->GetExecutionPlan(context, &plan) != kTfLiteOk) {
-      return Report(context, "cannot read the execution plan");
+      return ReportNodeError(context, kDelegateKernelName,
+                             "cannot read the execution plan");
     }
     for (int i = 0; i < plan->size; ++i) {
       TfLiteNode* node = nullptr;
@@ -560,15 +491,17 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
                 : (replaced->invoke == int8.invoke ? int8 : sparse_1x1);
         if (replaced->prepare != ours.prepare ||
             replaced->custom_name != ours.custom_name) {
-          return Report(context, "TfLiteRegistration layout differs from the "
+          return ReportNodeError(context, kDelegateKernelName,
+                                 "TfLiteRegistration layout differs from the "
                                  "runtime's");
         }
         ++found;
       }
     }
     if (found != static_cast<int>(claimed.size())) {
-      return Report(context, "claimed %zu nodes but the runtime shows %d",
-                    claimed.size(), found);
+      return ReportNodeError(context, kDelegateKernelName,
+                             "claimed %zu nodes but the runtime shows %d",
+                             claimed.size(), found);
     }
   }
   static_cast<DelegateState*>(delegate->data_)->claimed_nodes +=

@@ -1,6 +1,5 @@
 #include "pattern_conv_s8_node.h"
 
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -9,8 +8,15 @@
 #include <vector>
 
 #include "clicktrain/pattern_conv_s8.h"
+#include "node_checks.h"
 #include "op_options.h"
 #include "pattern_conv_s8_operator.h"
+
+using clicktrain::CheckConstant;
+using clicktrain::ReportNodeError;
+using clicktrain::ResizeOutput;
+using clicktrain::TensorAt;
+using clicktrain::TypeSize;
 
 namespace {
 
@@ -46,105 +52,35 @@ struct PatternConvS8Node {
   }
 };
 
-TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
-  char message[kErrorSize];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(message, sizeof(message), format, args);
-  va_end(args);
-  context->ReportError(context, "%s: %s\n", kKernelName, message);
-  return kTfLiteError;
-}
-
-TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
-  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
-    return nullptr;
-  }
-  return &context->tensors[index];
-}
-
-// Checks a constant input of one of `types` (element size `element_size`),
-// `rank` dimensions and exactly the bytes its shape needs; returns its
-// dimensions in `shape`.
-TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
-                           const char* name, TfLiteType type,
-                           TfLiteType other_type, int rank, size_t* shape,
-                           size_t* element_size) {
-  if (tensor == nullptr) {
-    return Report(context, "input tensor '%s' is missing", name);
-  }
-  if (tensor->type != type && tensor->type != other_type) {
-    return Report(context, "input '%s' has the wrong TFLite type %d", name,
-                  static_cast<int>(tensor->type));
-  }
-  switch (tensor->type) {
-    case kTfLiteInt8:
-    case kTfLiteUInt8:
-      *element_size = 1;
-      break;
-    case kTfLiteUInt16:
-      *element_size = 2;
-      break;
-    default:
-      *element_size = 4;
-  }
-  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
-    return Report(context, "input '%s' must be a constant tensor", name);
-  }
-  if (tensor->sparsity != nullptr) {
-    return Report(context, "input '%s' must be dense, not a TFLite sparse "
-                  "tensor", name);
-  }
-  if (tensor->dims == nullptr || tensor->dims->size != rank) {
-    return Report(context, "input '%s' must have rank %d", name, rank);
-  }
-  size_t bytes = *element_size;
-  for (int d = 0; d < rank; ++d) {
-    if (tensor->dims->data[d] < 0) {
-      return Report(context, "input '%s' has a negative dimension", name);
-    }
-    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
-    if (__builtin_mul_overflow(bytes, shape[d], &bytes)) {
-      return Report(context, "input '%s' has an impossible shape", name);
-    }
-  }
-  if (bytes != tensor->bytes) {
-    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
-                  name, tensor->bytes, bytes);
-  }
-  return kTfLiteOk;
-}
-
 TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
   size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
-  size_t masks_size = 0, runs_size = 0, channels_size = 0, values_size = 0;
-  size_t bias_size = 0, scales_size = 0;
   const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
   const TfLiteTensor* runs = TensorAt(context, op->inputs[kRunLengths]);
   const TfLiteTensor* channels =
       TensorAt(context, op->inputs[kKernelInputChannels]);
   const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
   const TfLiteTensor* scales = TensorAt(context, op->inputs[kFilterScales]);
-  if (CheckConstant(context, masks, "pattern_masks", kTfLiteUInt16,
-                    kTfLiteUInt16, 1, masks_shape, &masks_size) != kTfLiteOk ||
-      CheckConstant(context, runs, "pattern_run_lengths", kTfLiteUInt8,
-                    kTfLiteUInt16, 2, runs_shape, &runs_size) != kTfLiteOk ||
-      CheckConstant(context, channels, "kernel_input_channels", kTfLiteUInt8,
-                    kTfLiteUInt16, 1, channels_shape,
-                    &channels_size) != kTfLiteOk ||
-      CheckConstant(context, values, "values", kTfLiteInt8, kTfLiteInt8, 1,
-                    values_shape, &values_size) != kTfLiteOk ||
-      CheckConstant(context, scales, "filter_scales", kTfLiteFloat32,
-                    kTfLiteFloat32, 1, scales_shape,
-                    &scales_size) != kTfLiteOk) {
+  if (CheckConstant(context, kKernelName, masks, "pattern_masks",
+                    kTfLiteUInt16, kTfLiteNoType, 1,
+                    masks_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, runs, "pattern_run_lengths",
+                    kTfLiteUInt8, kTfLiteUInt16, 2, runs_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, channels, "kernel_input_channels",
+                    kTfLiteUInt8, kTfLiteUInt16, 1,
+                    channels_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, values, "values", kTfLiteInt8,
+                    kTfLiteNoType, 1, values_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, scales, "filter_scales",
+                    kTfLiteFloat32, kTfLiteNoType, 1,
+                    scales_shape) != kTfLiteOk) {
     return kTfLiteError;
   }
   const TfLiteTensor* bias = nullptr;
   if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
     bias = TensorAt(context, op->inputs[kBias]);
-    if (CheckConstant(context, bias, "bias", kTfLiteInt32, kTfLiteInt32, 1,
-                      bias_shape, &bias_size) != kTfLiteOk) {
+    if (CheckConstant(context, kKernelName, bias, "bias", kTfLiteInt32,
+                      kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
       return kTfLiteError;
     }
   }
@@ -154,10 +90,11 @@ TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   tensors.structure.pattern_run_lengths = runs->data;
   tensors.structure.run_lengths_rows = runs_shape[0];
   tensors.structure.run_lengths_columns = runs_shape[1];
-  tensors.structure.run_lengths_element_size = runs_size;
+  tensors.structure.run_lengths_element_size = TypeSize(runs->type);
   tensors.structure.kernel_input_channels = channels->data;
   tensors.structure.kernel_input_channels_count = channels_shape[0];
-  tensors.structure.kernel_input_channels_element_size = channels_size;
+  tensors.structure.kernel_input_channels_element_size =
+      TypeSize(channels->type);
   tensors.values = values->data;
   tensors.values_count = values_shape[0];
   tensors.bias = bias == nullptr ? nullptr : bias->data;
@@ -169,7 +106,8 @@ TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
           &tensors, static_cast<size_t>(op->options.input_channels),
           static_cast<size_t>(op->options.output_channels), &op->layer, error,
           sizeof(error)) != 0) {
-    return Report(context, "invalid int8 pattern weights: %s", error);
+    return ReportNodeError(context, kKernelName,
+                           "invalid int8 pattern weights: %s", error);
   }
   op->layer_ready = true;
   return kTfLiteOk;
@@ -222,12 +160,14 @@ void Free(TfLiteContext*, void* buffer) {
 TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
                              const char* name) {
   if (t->type != kTfLiteInt8) {
-    return Report(context, "%s must be int8. Received TFLite type %d", name,
-                  static_cast<int>(t->type));
+    return ReportNodeError(context, kKernelName,
+                           "%s must be int8. Received TFLite type %d", name,
+                           static_cast<int>(t->type));
   }
   // kTfLiteAffineQuantization is 1; per-channel activations are not TFLite's.
   if (t->quantization.type != 1 || t->quantization.params == nullptr) {
-    return Report(context, "%s has no affine quantization", name);
+    return ReportNodeError(context, kKernelName,
+                           "%s has no affine quantization", name);
   }
   struct Affine {
     void* scale;  // TfLiteFloatArray*
@@ -238,19 +178,27 @@ TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
   const auto* scale = static_cast<const TfLiteIntArray*>(affine->scale);
   if (scale == nullptr || scale->size != 1 || affine->zero_point == nullptr ||
       affine->zero_point->size != 1) {
-    return Report(context, "%s must be quantized per tensor", name);
+    return ReportNodeError(context, kKernelName,
+                           "%s must be quantized per tensor", name);
   }
   return kTfLiteOk;
 }
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvS8Node*>(node->user_data);
-  if (op == nullptr) return Report(context, "kernel was not initialised");
-  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op == nullptr) {
+    return ReportNodeError(context, kKernelName,
+                           "kernel was not initialised");
+  }
+  if (!op->error.empty()) {
+    return ReportNodeError(context, kKernelName,
+                           "%s", op->error.c_str());
+  }
   if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
-    return Report(context,
-                  "op must have %d inputs and 1 output. Received: %zu and %zu",
-                  kNumInputs, op->inputs.size(), op->outputs.size());
+    return ReportNodeError(
+        context, kKernelName,
+        "op must have %d inputs and 1 output. Received: %zu and %zu",
+        kNumInputs, op->inputs.size(), op->outputs.size());
   }
   if (!op->layer_ready && BuildLayer(context, op) != kTfLiteOk) {
     return kTfLiteError;
@@ -258,65 +206,55 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
-    return Report(context, "input or output tensor index out of range");
+    return ReportNodeError(context, kKernelName,
+                           "input or output tensor index out of range");
   }
   if (CheckActivation(context, input, "input") != kTfLiteOk ||
       CheckActivation(context, output, "output") != kTfLiteOk) {
     return kTfLiteError;
   }
   if (input->dims == nullptr || input->dims->size != 4) {
-    return Report(context, "input must be 4-D NHWC");
+    return ReportNodeError(context, kKernelName, "input must be 4-D NHWC");
   }
   const int* in = input->dims->data;
   if (in[3] != op->options.input_channels) {
-    return Report(context,
-                  "input has %d channels but the layer was exported for %d",
-                  in[3], op->options.input_channels);
+    return ReportNodeError(
+        context, kKernelName,
+        "input has %d channels but the layer was exported for %d",
+        in[3], op->options.input_channels);
   }
   char error[kErrorSize];
   if (clicktrain_s8_layer_requantize(
           &op->layer, input->params.scale, input->params.zero_point,
           output->params.scale, output->params.zero_point,
           op->options.activation, error, sizeof(error)) != 0) {
-    return Report(context, "%s", error);
+    return ReportNodeError(context, kKernelName, "%s", error);
   }
   op->prepared = false;
   if (clicktrain_compute_geometry(&op->options, in[0], in[1], in[2], in[3],
                                   &op->geometry, error, sizeof(error)) != 0) {
-    return Report(context, "%s", error);
+    return ReportNodeError(context, kKernelName, "%s", error);
   }
   std::free(op->scratch);
   const size_t scratch_bytes =
       clicktrain_s8_patconv_planar_scratch_bytes(&op->geometry);
   op->scratch = std::aligned_alloc(16, (scratch_bytes + 15) / 16 * 16 + 16);
   if (op->scratch == nullptr) {
-    return Report(context, "out of memory for %zu bytes of scratch",
-                  scratch_bytes);
+    return ReportNodeError(context, kKernelName,
+                           "out of memory for %zu bytes of scratch",
+                           scratch_bytes);
   }
   op->prepared = true;
   const clicktrain_conv_geometry& g = op->geometry;
   const int shape[4] = {g.batch, g.output_height, g.output_width,
                         g.output_channels};
-  if (output->dims != nullptr && output->dims->size == 4 &&
-      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
-    return kTfLiteOk;
-  }
-  if (context->ResizeTensorExplicit != nullptr) {
-    return context->ResizeTensorExplicit(context, output, 4, shape);
-  }
-  // ResizeTensor takes ownership and releases the array with free().
-  auto* dims = static_cast<TfLiteIntArray*>(
-      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
-  if (dims == nullptr) return Report(context, "out of memory");
-  dims->size = 4;
-  std::memcpy(dims->data, shape, sizeof(shape));
-  return context->ResizeTensor(context, output, dims);
+  return ResizeOutput(context, kKernelName, output, shape);
 }
 
 TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvS8Node*>(node->user_data);
   if (op == nullptr || !op->layer_ready || !op->prepared) {
-    return Report(context, "op was not prepared");
+    return ReportNodeError(context, kKernelName, "op was not prepared");
   }
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
@@ -329,7 +267,8 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
       output->bytes != output_bytes ||
       (input_bytes != 0 && input->data == nullptr) ||
       (output_bytes != 0 && output->data == nullptr)) {
-    return Report(context, "tensors changed size since Prepare");
+    return ReportNodeError(context, kKernelName,
+                           "tensors changed size since Prepare");
   }
   clicktrain_s8_patconv_ukernel__planar(
       &g, &op->layer.structure.weights, op->layer.values,

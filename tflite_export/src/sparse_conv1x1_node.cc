@@ -1,6 +1,5 @@
 #include "sparse_conv1x1_node.h"
 
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -9,9 +8,15 @@
 #include <vector>
 
 #include "clicktrain/sparse_conv1x1.h"
+#include "node_checks.h"
 #include "sparse_conv1x1_operator.h"
 #include "sparse_conv1x1_options.h"
 #include "sparse_conv1x1_weights.h"
+
+using clicktrain::CheckConstant;
+using clicktrain::ReportNodeError;
+using clicktrain::ResizeOutput;
+using clicktrain::TensorAt;
 
 namespace {
 
@@ -44,77 +49,21 @@ struct SparseConv1x1Node {
   }
 };
 
-TfLiteStatus Report(TfLiteContext* context, const char* format, ...) {
-  char message[kErrorSize];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(message, sizeof(message), format, args);
-  va_end(args);
-  context->ReportError(context, "%s: %s\n", kKernelName, message);
-  return kTfLiteError;
-}
-
-TfLiteTensor* TensorAt(TfLiteContext* context, int index) {
-  if (index < 0 || static_cast<size_t>(index) >= context->tensors_size) {
-    return nullptr;
-  }
-  return &context->tensors[index];
-}
-
-// Checks a constant input of `type`, `rank` dimensions and exactly the bytes
-// its shape needs; returns its dimensions in `shape`.
-TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* tensor,
-                           const char* name, TfLiteType type,
-                           size_t element_size, int rank, size_t* shape) {
-  if (tensor == nullptr) {
-    return Report(context, "input tensor '%s' is missing", name);
-  }
-  if (tensor->type != type) {
-    return Report(context, "input '%s' has the wrong TFLite type %d", name,
-                  static_cast<int>(tensor->type));
-  }
-  if (tensor->allocation_type != kTfLiteMmapRo || tensor->data == nullptr) {
-    return Report(context, "input '%s' must be a constant tensor", name);
-  }
-  if (tensor->sparsity != nullptr) {
-    return Report(context, "input '%s' must be dense, not a TFLite sparse "
-                  "tensor", name);
-  }
-  if (tensor->dims == nullptr || tensor->dims->size != rank) {
-    return Report(context, "input '%s' must have rank %d", name, rank);
-  }
-  size_t bytes = element_size;
-  for (int d = 0; d < rank; ++d) {
-    if (tensor->dims->data[d] < 0) {
-      return Report(context, "input '%s' has a negative dimension", name);
-    }
-    shape[d] = static_cast<size_t>(tensor->dims->data[d]);
-    if (__builtin_mul_overflow(bytes, shape[d], &bytes)) {
-      return Report(context, "input '%s' has an impossible shape", name);
-    }
-  }
-  if (bytes != tensor->bytes) {
-    return Report(context, "input '%s' holds %zu bytes, its shape needs %zu",
-                  name, tensor->bytes, bytes);
-  }
-  return kTfLiteOk;
-}
-
 TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
   size_t mask_shape[2] = {0, 0}, values_shape[1] = {0}, bias_shape[1] = {0};
   const TfLiteTensor* mask = TensorAt(context, op->inputs[kNonzeroMask]);
   const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
-  if (CheckConstant(context, mask, "nonzero_mask", kTfLiteUInt8, 1, 2,
-                    mask_shape) != kTfLiteOk ||
-      CheckConstant(context, values, "values", kTfLiteFloat32, 4, 1,
-                    values_shape) != kTfLiteOk) {
+  if (CheckConstant(context, kKernelName, mask, "nonzero_mask", kTfLiteUInt8,
+                    kTfLiteNoType, 2, mask_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, values, "values", kTfLiteFloat32,
+                    kTfLiteNoType, 1, values_shape) != kTfLiteOk) {
     return kTfLiteError;
   }
   const TfLiteTensor* bias = nullptr;
   if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
     bias = TensorAt(context, op->inputs[kBias]);
-    if (CheckConstant(context, bias, "bias", kTfLiteFloat32, 4, 1,
-                      bias_shape) != kTfLiteOk) {
+    if (CheckConstant(context, kKernelName, bias, "bias", kTfLiteFloat32,
+                      kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
       return kTfLiteError;
     }
   }
@@ -131,7 +80,8 @@ TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
           &tensors, static_cast<size_t>(op->options.input_channels),
           static_cast<size_t>(op->options.output_channels), &op->weights,
           error, sizeof(error)) != 0) {
-    return Report(context, "invalid sparse weights: %s", error);
+    return ReportNodeError(context, kKernelName,
+                           "invalid sparse weights: %s", error);
   }
   op->weights_ready = true;
   return kTfLiteOk;
@@ -185,12 +135,19 @@ void Free(TfLiteContext*, void* buffer) {
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<SparseConv1x1Node*>(node->user_data);
-  if (op == nullptr) return Report(context, "kernel was not initialised");
-  if (!op->error.empty()) return Report(context, "%s", op->error.c_str());
+  if (op == nullptr) {
+    return ReportNodeError(context, kKernelName,
+                           "kernel was not initialised");
+  }
+  if (!op->error.empty()) {
+    return ReportNodeError(context, kKernelName,
+                           "%s", op->error.c_str());
+  }
   if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
-    return Report(context,
-                  "op must have %d inputs and 1 output. Received: %zu and %zu",
-                  kNumInputs, op->inputs.size(), op->outputs.size());
+    return ReportNodeError(
+        context, kKernelName,
+        "op must have %d inputs and 1 output. Received: %zu and %zu",
+        kNumInputs, op->inputs.size(), op->outputs.size());
   }
   if (!op->weights_ready && BuildWeights(context, op) != kTfLiteOk) {
     return kTfLiteError;
@@ -198,19 +155,22 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
-    return Report(context, "input or output tensor index out of range");
+    return ReportNodeError(context, kKernelName,
+                           "input or output tensor index out of range");
   }
   if (input->type != kTfLiteFloat32 || output->type != kTfLiteFloat32) {
-    return Report(context, "input and output must be float32");
+    return ReportNodeError(context, kKernelName,
+                           "input and output must be float32");
   }
   if (input->dims == nullptr || input->dims->size != 4) {
-    return Report(context, "input must be 4-D NHWC");
+    return ReportNodeError(context, kKernelName, "input must be 4-D NHWC");
   }
   const int* in = input->dims->data;
   if (in[3] != op->options.input_channels) {
-    return Report(context,
-                  "input has %d channels but the layer was exported for %d",
-                  in[3], op->options.input_channels);
+    return ReportNodeError(
+        context, kKernelName,
+        "input has %d channels but the layer was exported for %d",
+        in[3], op->options.input_channels);
   }
   clicktrain_spconv1x1_geometry geometry;
   char error[kErrorSize];
@@ -218,7 +178,7 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
           in[0], in[1], in[2], in[3], op->options.output_channels,
           op->options.stride_h, op->options.stride_w, op->options.output_min,
           op->options.output_max, &geometry, error, sizeof(error)) != 0) {
-    return Report(context, "%s", error);
+    return ReportNodeError(context, kKernelName, "%s", error);
   }
   clicktrain_spconv1x1_operator_release(&op->conv);
   op->operator_ready = false;
@@ -226,32 +186,20 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
           &op->conv, &geometry, &op->weights.weights,
           clicktrain_select_spconv1x1_ukernels(),
           context->recommended_num_threads) != 0) {
-    return Report(context, "cannot prepare the layer: out of memory, or a "
+    return ReportNodeError(context, kKernelName,
+                           "cannot prepare the layer: out of memory, or a "
                            "layer too large for 32-bit offsets");
   }
   op->operator_ready = true;
   const int shape[4] = {geometry.batch, geometry.output_height,
                         geometry.output_width, geometry.output_channels};
-  if (output->dims != nullptr && output->dims->size == 4 &&
-      std::memcmp(output->dims->data, shape, sizeof(shape)) == 0) {
-    return kTfLiteOk;
-  }
-  if (context->ResizeTensorExplicit != nullptr) {
-    return context->ResizeTensorExplicit(context, output, 4, shape);
-  }
-  // ResizeTensor takes ownership and releases the array with free().
-  auto* dims = static_cast<TfLiteIntArray*>(
-      std::malloc(sizeof(TfLiteIntArray) + sizeof(shape)));
-  if (dims == nullptr) return Report(context, "out of memory");
-  dims->size = 4;
-  std::memcpy(dims->data, shape, sizeof(shape));
-  return context->ResizeTensor(context, output, dims);
+  return ResizeOutput(context, kKernelName, output, shape);
 }
 
 TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<SparseConv1x1Node*>(node->user_data);
   if (op == nullptr || !op->weights_ready || !op->operator_ready) {
-    return Report(context, "op was not prepared");
+    return ReportNodeError(context, kKernelName, "op was not prepared");
   }
   const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
@@ -264,7 +212,8 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
       output->bytes != output_bytes ||
       (input_bytes != 0 && input->data == nullptr) ||
       (output_bytes != 0 && output->data == nullptr)) {
-    return Report(context, "tensors changed size since Prepare");
+    return ReportNodeError(context, kKernelName,
+                           "tensors changed size since Prepare");
   }
   clicktrain_spconv1x1_operator_run(
       &op->conv, static_cast<const float*>(input->data),
