@@ -11,10 +11,13 @@ conv left dense) on the same data with the same epochs and optimizer
 - ct8_onebatch, ct8_fixed, ct8_nosoft, ct8_magnitude: ablations of ct8
   (one-minibatch importance, fixed library, no group-lasso penalty,
   magnitude importance); ct8_magnitude_anneal: magnitude importance with the
-  soft phase also fading removed weights out of the forward pass.
+  soft phase also fading removed weights out of the forward pass;
+  ct8_rewind: learning-rate rewinding, the run's rate schedule replayed
+  from its start (squeezed into the remaining steps) when the masks apply.
 - pat8: prune after training: the trained dense model of the same seed,
   pruned to the same patterns and fine-tuned for as many epochs again
   (soft half, hard half); its wall time includes the dense training.
+  pat8_ft<N> (e.g. pat8_ft1): the same with N fine-tuning epochs.
 - tfmot: tensorflow-model-optimization's unstructured magnitude pruning of
   the same layers at the sparsity of ct8, run by benchmarks/tfmot_baseline.py
   in its own virtual environment (.venv-tfmot, made by
@@ -29,6 +32,7 @@ that file.
 """
 
 import collections
+import re
 import json
 import os
 import statistics
@@ -45,6 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
+from tf_clicktrain.pruning.learning_rate_rewinding import RewoundLearningRate  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
@@ -82,6 +87,9 @@ ROW_SETTINGS = {
                                hard_fraction=143 / 190, penalty=1.5e-4),
     "ct8_bn": dict(compression=8.0, batchnorm_folded=True),
     "ct8_gradual": dict(compression=8.0, gradual_events=10),
+    # Learning-rate rewinding: the run's rate schedule replayed from its
+    # start, squeezed into the steps from the hard phase on.
+    "ct8_rewind": dict(compression=8.0, rewind_learning_rate=True),
 }
 
 
@@ -168,26 +176,33 @@ def _evaluate(model, test, steps_per_epoch):
 
 
 def _dense_path(seed):
-    return os.path.join(os.path.dirname(FLAGS.results), f"dense_seed{seed}.keras")
+    """The dense row's model, one per results file (pat rows fine-tune it)."""
+    stem = os.path.splitext(os.path.basename(FLAGS.results))[0]
+    return os.path.join(os.path.dirname(FLAGS.results), f"{stem}_dense_seed{seed}.keras")
+
+
+def _timed_fit(model, train, epochs, callbacks=None):
+    """Fits; returns (wall seconds, CPU seconds of this process)."""
+    start, start_cpu = time.time(), time.process_time()
+    model.fit(train, epochs=epochs, verbose=2, callbacks=callbacks)
+    return time.time() - start, time.process_time() - start_cpu
 
 
 def run_dense(seed, train, test, info, steps):
     keras.utils.set_random_seed(seed)
     model = recipe.build_model(info)
     recipe.compile_model(model, steps)
-    start = time.time()
-    model.fit(train, epochs=FLAGS.epochs, verbose=2)
-    seconds = time.time() - start
+    seconds, cpu_seconds = _timed_fit(model, train, FLAGS.epochs)
     _, result = _evaluate(model, test, steps)
     os.makedirs(os.path.dirname(_dense_path(seed)), exist_ok=True)
     model.save(_dense_path(seed))
-    return {**result, "seconds": seconds}
+    return {**result, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
                    pattern_library=None, penalty=None, soft_anneal=True,
                    selection_fraction=None, hard_fraction=None, batchnorm_folded=False,
-                   gradual_events=0):
+                   gradual_events=0, rewind_learning_rate=False):
     keras.utils.set_random_seed(seed)
     if penalty is None:  # the flag's, else the library's (sized to the soft phase)
         penalty = FLAGS.penalty
@@ -206,42 +221,59 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
     )
     if batchnorm_folded:
         _fold_batchnorm_into_importance(model)
-    recipe.compile_model(model, steps)
-    start = time.time()
-    model.fit(train, epochs=FLAGS.epochs, verbose=2, callbacks=[ct.UpdatePruningStep()])
-    seconds = time.time() - start
+    if rewind_learning_rate:
+        rate = RewoundLearningRate(
+            recipe.learning_rate_schedule(FLAGS.learning_rate, FLAGS.epochs, steps),
+            rewind_step=schedule.hard_pruning_step, total_steps=FLAGS.epochs * steps)
+        model.compile(keras.optimizers.SGD(rate, momentum=0.9, weight_decay=5e-4),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    else:
+        recipe.compile_model(model, steps)
+    seconds, cpu_seconds = _timed_fit(model, train, FLAGS.epochs, [ct.UpdatePruningStep()])
     _, result = _evaluate(model, test, steps)
-    return {**result, "seconds": seconds, "penalty": schedule.penalty_value,
+    return {**result, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "penalty": schedule.penalty_value,
             "selection_step": schedule.selection_step,
             "hard_pruning_step": schedule.hard_pruning_step}
 
 
-def run_prune_after_training(seed, train, test, info, steps, finished):
-    dense_rows = [r for r in finished if r["row"] == "dense" and r["seed"] == seed]
+def run_prune_after_training(seed, train, test, info, steps, finished, finetune_epochs):
+    """Prunes the dense row's trained model and fine-tunes it.
+
+    Pattern selection on the first step (magnitude importance, the library's
+    default), soft phase for the first half of the fine-tuning steps at a
+    tenth of the initial learning rate, hard masks and a further x0.1 for
+    the second half. Wall and CPU time include the dense row's training.
+    """
+    dense_rows = [r for r in finished if r["row"] == "dense" and r["seed"] == seed
+                  and r["config"] == _config()]
     if not dense_rows or not os.path.exists(_dense_path(seed)):
-        raise RuntimeError("pat8 needs the dense row of the same seed first (--rows=dense,pat8)")
+        raise RuntimeError("pat rows need the dense row of the same seed and "
+                           "configuration first (--rows=dense,pat8)")
     keras.utils.set_random_seed(seed)
     dense = keras.saving.load_model(_dense_path(seed))
-    epochs = FLAGS.epochs
-    soft_epochs = max(1, epochs // 2)
+    soft_steps = max(1, finetune_epochs * steps // 2)
     sparsity = ct.patterns.sparsity_for_compression(8.0)
     # Fine-tuning starts where dense training's first drop left the rate.
     lr = FLAGS.learning_rate * 0.1
     # The penalty sized to the soft phase at the fine-tuning rate (the
     # library's rule assumes the rate of 0.05 the phase starts at otherwise).
-    penalty = ct.schedules.default_penalty(0, soft_epochs * steps) * FLAGS.learning_rate / lr
-    schedule = ct.ClickTrainSchedule(0, soft_epochs * steps, sparsity, penalty=penalty)
+    penalty = ct.schedules.default_penalty(0, soft_steps) * FLAGS.learning_rate / lr
+    schedule = ct.ClickTrainSchedule(0, soft_steps, sparsity, penalty=penalty)
     model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude")
     optimizer = keras.optimizers.SGD(
-        keras.optimizers.schedules.PiecewiseConstantDecay([soft_epochs * steps], [lr, lr * 0.1]),
+        keras.optimizers.schedules.PiecewiseConstantDecay([soft_steps], [lr, lr * 0.1]),
         momentum=0.9, weight_decay=5e-4)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    start = time.time()
-    model.fit(train, epochs=epochs, verbose=2, callbacks=[ct.UpdatePruningStep()])
-    seconds = time.time() - start + dense_rows[-1]["seconds"]
+    seconds, cpu_seconds = _timed_fit(model, train, finetune_epochs, [ct.UpdatePruningStep()])
     _, result = _evaluate(model, test, steps)
-    return {**result, "seconds": seconds, "finetune_epochs": epochs}
+    dense_row = dense_rows[-1]
+    return {**result, "seconds": seconds + dense_row["seconds"],
+            "cpu_seconds": cpu_seconds + dense_row.get("cpu_seconds", float("nan")),
+            "finetune_seconds": seconds, "finetune_cpu_seconds": cpu_seconds,
+            "finetune_epochs": finetune_epochs}
 
 
 def run_tfmot(seed):
@@ -249,7 +281,8 @@ def run_tfmot(seed):
     if not os.path.exists(python):
         print("tfmot: .venv-tfmot missing (bash benchmarks/setup_tfmot_venv.sh); skipped")
         return None
-    out = os.path.join(os.path.dirname(FLAGS.results), f"tfmot_seed{seed}.json")
+    stem = os.path.splitext(os.path.basename(FLAGS.results))[0]
+    out = os.path.join(os.path.dirname(FLAGS.results), f"{stem}_tfmot_seed{seed}.json")
     command = [
         python, os.path.join(REPO, "benchmarks", "tfmot_baseline.py"),
         f"--dataset={FLAGS.dataset}", f"--epochs={FLAGS.epochs}",
@@ -279,9 +312,7 @@ def print_table(rows):
               f"{compression:>11.2f}x{model_compression:>13.2f}x{seconds:>9.0f}")
 
 
-def main(argv):
-    del argv
-    finished = _finished(FLAGS.results)
+def _config():
     config = {"dataset": FLAGS.dataset, "epochs": FLAGS.epochs,
               "widths": FLAGS.widths, "train_examples": FLAGS.train_examples,
               "selection_fraction": round(FLAGS.selection_fraction
@@ -290,6 +321,13 @@ def main(argv):
                                      or ct.ClickTrainSchedule.HARD_FRACTION, 4)}
     if FLAGS.penalty is not None:
         config["penalty"] = FLAGS.penalty
+    return config
+
+
+def main(argv):
+    del argv
+    finished = _finished(FLAGS.results)
+    config = _config()
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
                                                  FLAGS.train_examples)
@@ -302,8 +340,10 @@ def main(argv):
                 print(f"=== {name}, seed {seed}", flush=True)
                 if name == "dense":
                     result = run_dense(seed, train, test, info, steps)
-                elif name == "pat8":
-                    result = run_prune_after_training(seed, train, test, info, steps, finished)
+                elif name == "pat8" or re.fullmatch(r"pat8_ft\d+", name):
+                    finetune_epochs = int(name[len("pat8_ft"):] or FLAGS.epochs)
+                    result = run_prune_after_training(seed, train, test, info, steps,
+                                                      finished, finetune_epochs)
                 elif name == "tfmot":
                     result = run_tfmot(seed)
                 elif name in ROW_SETTINGS:
