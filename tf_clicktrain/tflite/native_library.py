@@ -51,14 +51,26 @@ def library_path():
     )
 
 
+# `name: (restype, argtypes)` of every `clicktrain_tflite_*` function of the
+# library's public header, tflite_export/include/clicktrain_tflite.h (the
+# plugin entry points there are called by LiteRT's `load_delegate`).
+# tests/tflite/test_native_api.py checks this table against the header and
+# the header against the library's exported symbols.
+C_FUNCTIONS = {
+    "clicktrain_tflite_claimed_nodes": (ctypes.c_int, (ctypes.c_void_p,)),
+    "clicktrain_tflite_litert_abi_version": (ctypes.c_char_p, ()),
+    "clicktrain_tflite_format_version": (ctypes.c_int, ()),
+    "clicktrain_tflite_kernel_name": (ctypes.c_char_p, ()),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _library(path):
     library = ctypes.CDLL(path)
-    library.clicktrain_tflite_litert_abi_version.restype = ctypes.c_char_p
-    library.clicktrain_tflite_kernel_name.restype = ctypes.c_char_p
-    library.clicktrain_tflite_format_version.restype = ctypes.c_int
-    library.clicktrain_tflite_claimed_nodes.restype = ctypes.c_int
-    library.clicktrain_tflite_claimed_nodes.argtypes = [ctypes.c_void_p]
+    for name, (restype, argtypes) in C_FUNCTIONS.items():
+        function = getattr(library, name)
+        function.restype = restype
+        function.argtypes = list(argtypes)
     return library
 
 

@@ -2,15 +2,9 @@
  * Java Interpreter the same TfLiteDelegate the desktop plugin creates. */
 #include <jni.h>
 #include <stddef.h>
+#include <stdint.h>
 
-#include "litert_abi.h"
-
-TfLiteDelegate* tflite_plugin_create_delegate(char** option_keys,
-                                              char** option_values,
-                                              size_t num_options,
-                                              void (*report_error)(const char*));
-void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
-const char* clicktrain_tflite_kernel_name(void);
+#include "clicktrain_tflite.h"
 
 JNIEXPORT jlong JNICALL
 Java_org_tfclicktrain_tflite_ClickTrainDelegate_createDelegate(JNIEnv* env,
@@ -26,7 +20,7 @@ Java_org_tfclicktrain_tflite_ClickTrainDelegate_deleteDelegate(JNIEnv* env,
                                                                jlong handle) {
   (void)env;
   (void)clazz;
-  tflite_plugin_destroy_delegate((TfLiteDelegate*)(intptr_t)handle);
+  tflite_plugin_destroy_delegate((struct TfLiteDelegate*)(intptr_t)handle);
 }
 
 JNIEXPORT jstring JNICALL
