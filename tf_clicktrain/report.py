@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from tf_clicktrain import patterns as patterns_lib
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
@@ -145,7 +145,7 @@ def _wrapper_reports(wrapper):
     pattern_weights = [
         (index, weight)
         for index, (weight, kind) in enumerate(wrapper.pruned_weights())
-        if kind == eligibility.PATTERN
+        if kind == layer_kinds.PATTERN
     ]
     phase = schedules_lib.PHASE_NAMES.get(int(wrapper.pruning_phase.numpy()), "unknown")
     selected = int(wrapper.selection_count.numpy()) > 0

@@ -14,7 +14,7 @@ import numpy as np
 
 from tf_clicktrain import patterns
 from tf_clicktrain.patterns.m_by_n import m_by_n_mask
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 
 logger = logging.getLogger(__name__)
@@ -91,12 +91,12 @@ class PruningController:
     def _layer_sparsity(self, pruned, decision, step):
         own = (
             self.config.connectivity_sparsity
-            if pruned.kind == eligibility.PATTERN
+            if pruned.kind == layer_kinds.PATTERN
             else self.config.unstructured_sparsity
         )
         if own is not None:
             return own * self.config.schedule.ramp(step)
-        if pruned.kind == eligibility.PATTERN and eligibility.keeps_every_kernel(
+        if pruned.kind == layer_kinds.PATTERN and layer_kinds.keeps_every_kernel(
             self.wrapper.layer, pruned.weight
         ):
             return 0.0
@@ -132,7 +132,7 @@ class PruningController:
         for pruned in self.wrapper.pruned:
             importance = self._importance_of(pruned)
             sparsity = self._layer_sparsity(pruned, decision, step)
-            if pruned.kind == eligibility.PATTERN:
+            if pruned.kind == layer_kinds.PATTERN:
                 selection = patterns.select_patterns_and_kernels(
                     patterns.to_kernel_rows(importance),
                     num_patterns=config.num_patterns,

@@ -6,7 +6,7 @@ import numbers
 
 import keras
 
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 from tf_clicktrain.pruning.config import PruningConfig
 from tf_clicktrain.pruning.config import resolve_schedule
@@ -183,7 +183,7 @@ def prune_pattern(
                                               hard_pruning_step=200))
     ```
     """
-    eligibility.validate_unstructured_policy(unstructured)
+    layer_kinds.validate_unstructured_policy(unstructured)
     if isinstance(skip_layers, str):
         raise ValueError(
             "skip_layers must be a list of layer names. "
@@ -228,8 +228,8 @@ def prune_pattern(
                     "prune_pattern takes a layer, a list of layers or a model. "
                     f"Received a list containing: {layer!r}"
                 )
-        kinds = [eligibility.pruning_kind(layer, unstructured, explicit=True) for layer in to_prune]
-        pattern_layers = [l for l, k in zip(to_prune, kinds) if k == eligibility.PATTERN]
+        kinds = [layer_kinds.pruning_kind(layer, unstructured, explicit=True) for layer in to_prune]
+        pattern_layers = [l for l, k in zip(to_prune, kinds) if k == layer_kinds.PATTERN]
         per_layer = _resolve_connectivity(connectivity_sparsity, pattern_layers)
         return [
             PatternPruningWrapper(
@@ -238,9 +238,9 @@ def prune_pattern(
             for layer in to_prune
         ]
     if isinstance(to_prune, keras.layers.Layer):
-        kind = eligibility.pruning_kind(to_prune, unstructured, explicit=True)
+        kind = layer_kinds.pruning_kind(to_prune, unstructured, explicit=True)
         per_layer = _resolve_connectivity(
-            connectivity_sparsity, [to_prune] if kind == eligibility.PATTERN else []
+            connectivity_sparsity, [to_prune] if kind == layer_kinds.PATTERN else []
         )
         return PatternPruningWrapper(
             to_prune, connectivity_sparsity=per_layer.get(to_prune.name), **wrapper_kwargs
@@ -271,17 +271,17 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
             f"skip_layers names layers that are not in the model: {sorted(unknown)}"
         )
     first_conv = next(
-        (layer for layer in layers if eligibility.is_conv(_unwrapped(layer))), None
+        (layer for layer in layers if layer_kinds.is_conv(_unwrapped(layer))), None
     )
     chosen = {}
     for layer in layers:
         if layer.name in skip_layers or (skip_first_conv and layer is first_conv):
             continue
-        kind = eligibility.pruning_kind(layer, unstructured)
+        kind = layer_kinds.pruning_kind(layer, unstructured)
         if kind is not None:
             chosen[id(layer)] = kind
     pattern_layers = [
-        layer for layer in layers if chosen.get(id(layer)) == eligibility.PATTERN
+        layer for layer in layers if chosen.get(id(layer)) == layer_kinds.PATTERN
     ]
     per_layer = _resolve_connectivity(connectivity_sparsity, pattern_layers)
     if not chosen:

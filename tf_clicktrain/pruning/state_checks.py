@@ -10,7 +10,7 @@ import numpy as np
 
 from tf_clicktrain import patterns
 from tf_clicktrain.patterns.m_by_n import follows_m_by_n
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 
 # Far beyond any training run, far below int64 overflow in step arithmetic.
@@ -112,7 +112,7 @@ def check_wrapper_state(wrapper):
         target = check.binary(pruned.target_mask)
         # The importance accumulator is checked where it is used: selection
         # raises a clear error on NaN or Inf (diverged gradients included).
-        if pruned.kind == eligibility.PATTERN:
+        if pruned.kind == layer_kinds.PATTERN:
             _check_patterns(check, wrapper, pruned, target, selected)
         elif not selected and not np.all(target == 1):
             check.fail(pruned.target_mask, "must be all ones before the first selection")

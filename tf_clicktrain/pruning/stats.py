@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tf_clicktrain import patterns
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ def wrapper_stats(wrapper):
     (weight, kind), = wrapper.pruned_weights()[:1]
     value = wrapper.masked_weight_values()[0]
     pattern_ids = None
-    if kind == eligibility.PATTERN:
+    if kind == layer_kinds.PATTERN:
         pattern_ids = wrapper.pattern_state(0)[1]
     return _kernel_stats(wrapper.layer.name, kind, value, pattern_ids)
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clicktrain import patterns
-from tf_clicktrain.pruning import eligibility
+from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 from tf_clicktrain.pruning import state_checks
 from tf_clicktrain.pruning.config import PruningConfig
@@ -47,7 +47,7 @@ class PrunedWeight:
 
     Attributes:
         weight: the layer's variable being pruned.
-        kind: `eligibility.PATTERN` or `eligibility.UNSTRUCTURED`.
+        kind: `layer_kinds.PATTERN` or `layer_kinds.UNSTRUCTURED`.
         mask: the applied 0/1 mask (all ones before the hard phase).
         target_mask: the selection's 0/1 mask.
         pattern_set: ``(K, 9)`` 0/1 patterns (pattern kind only).
@@ -161,7 +161,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             )
         if isinstance(layer, PatternPruningWrapper):
             raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
-        eligibility.pruning_kind(layer, explicit=True)  # Raises, naming the layer.
+        layer_kinds.pruning_kind(layer, explicit=True)  # Raises, naming the layer.
         self.config = PruningConfig(
             schedule=resolve_schedule(schedule, pruning_schedule),
             num_patterns=num_patterns,
@@ -205,8 +205,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         self.pruned = []
         # The creation order below is the order of the variables in .keras and
         # .weights.h5 files: keep it, or files saved before will not load.
-        for index, weight in enumerate(eligibility.prunable_weights(self.layer)):
-            pruned = PrunedWeight(weight, eligibility.weight_kind(self.layer, weight))
+        for index, weight in enumerate(layer_kinds.prunable_weights(self.layer)):
+            pruned = PrunedWeight(weight, layer_kinds.weight_kind(self.layer, weight))
             base = f"{index}_{weight.name}"
             pruned.mask = self.add_weight(
                 name=f"{base}_mask", shape=weight.shape, initializer="ones",
@@ -216,7 +216,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
                 name=f"{base}_target_mask", shape=weight.shape, initializer="ones",
                 trainable=False,
             )
-            if pruned.kind == eligibility.PATTERN:
+            if pruned.kind == layer_kinds.PATTERN:
                 num_kernels = int(np.prod(weight.shape[2:]))
                 pruned.pattern_set = self.add_weight(
                     name=f"{base}_pattern_set", shape=(self.num_patterns, 9),
@@ -241,7 +241,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             # not the Python list `pruned`.
             for name, variable in pruned.variables():
                 setattr(self, f"{name}_{index}", variable)
-            if pruned.kind == eligibility.UNSTRUCTURED and self.sparsity_m_by_n:
+            if pruned.kind == layer_kinds.UNSTRUCTURED and self.sparsity_m_by_n:
                 m, n = self.sparsity_m_by_n
                 if len(weight.shape) < 2 or weight.shape[-2] % n:
                     raise ValueError(
@@ -359,7 +359,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         total = 0.0
         for pruned in self.pruned:
             removed = pruned.weight * (1.0 - pruned.target_mask)
-            if pruned.kind == eligibility.PATTERN:
+            if pruned.kind == layer_kinds.PATTERN:
                 squares = keras.ops.sum(keras.ops.square(removed), axis=(0, 1))
             else:
                 squares = keras.ops.square(removed)
@@ -421,7 +421,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     def pattern_state(self, index=0):
         """``(pattern_set, pattern_ids)`` of a pattern-pruned weight."""
         pruned = self.pruned[index]
-        if pruned.kind != eligibility.PATTERN:
+        if pruned.kind != layer_kinds.PATTERN:
             raise ValueError(
                 f"Weight {index} of '{self.layer.name}' is pruned unstructured "
                 "and has no patterns."
