@@ -22,6 +22,7 @@
 
 #include "clicktrain/pattern_conv.h"
 #include "clicktrain_tflite.h"
+#include "clicktrain_tflite.h"
 #include "compact_weights.h"
 #include "litert_abi.h"
 #include "memory_budget.h"
