@@ -269,8 +269,11 @@ typedef struct run_context {
   clicktrain_patconv_operator* op;
   const float* image;  /* NHWC input of the current batch element */
   float* output;       /* NHWC output of the current batch element */
-  size_t band_rows;      /* output rows per band in this run */
-  size_t filter_groups;  /* tasks per band */
+  size_t band_rows;    /* output rows per band in this run */
+  /* Shared bands (images with fewer bands than threads): band b lives in
+   * op->buffers[b], packed by channel_parts tasks split over input channels,
+   * then computed by one task per (band, filter block). */
+  size_t channel_parts;
 } run_context;
 
 static float* claim_buffer(clicktrain_patconv_operator* op, size_t* claimed) {
@@ -310,22 +313,24 @@ static void valid_columns(const clicktrain_conv_geometry* g, int kx,
  * per row. Rows outside the input are zeroed (columns outside it stay zero
  * from add_buffers). */
 static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
-                                int kx, size_t rows, float* buffer) {
+                                int kx, size_t rows, size_t first_channel,
+                                size_t end_channel, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
   const long first_row = (long)(band * run->band_rows);
   long first, end;
   valid_columns(g, kx, &first, &end);
-  float* sub_plane =
-      buffer + (p * kKernelColumns + (size_t)kx) * op->sub_plane_stride;
+  float* sub_plane = buffer +
+                     (p * kKernelColumns + (size_t)kx) * op->sub_plane_stride +
+                     first_channel * op->channel_stride;
   for (size_t r = 0; r < rows; ++r) {
     float* destination = sub_plane + r * op->columns;
     const long y = (first_row + (long)r) * g->stride_h + op->phase_value[p] -
                    g->padding_top;
     if (y < 0 || y >= g->input_height) {
-      for (size_t c = 0; c < channels; ++c) {
-        memset(destination + c * op->channel_stride, 0,
+      for (size_t c = first_channel; c < end_channel; ++c) {
+        memset(destination + (c - first_channel) * op->channel_stride, 0,
                op->columns * sizeof(float));
       }
       continue;
@@ -333,24 +338,26 @@ static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
     if (first >= end) continue;
     const long x =
         first * g->stride_w + (long)kx * g->dilation_w - g->padding_left;
-    const float* source =
-        run->image + ((size_t)y * g->input_width + (size_t)x) * channels;
-    op->kernels->transpose((size_t)(end - first), channels, source,
-                           (size_t)g->stride_w * channels, destination + first,
-                           op->channel_stride);
+    const float* source = run->image +
+                          ((size_t)y * g->input_width + (size_t)x) * channels +
+                          first_channel;
+    op->kernels->transpose((size_t)(end - first), end_channel - first_channel,
+                           source, (size_t)g->stride_w * channels,
+                           destination + first, op->channel_stride);
   }
 }
 
-/* The input rows band `band` reads -> `buffer`. Within a row phase, the
+/* Input channels [first_channel, end_channel) of the rows band `band`
+ * reads -> `buffer`. Within a row phase, the
  * sub-plane of kernel column kx holds, at output column x, the same input
  * pixel as that of column kx' at x + (kx - kx') * dilation / stride when that
  * is a whole number of columns: such a sub-plane is copied, channel by
  * channel, from an already transposed one (the widest first), and only its
  * padding columns are zeroed, instead of transposing the input again. */
-static void pack_band(const run_context* run, size_t band, float* buffer) {
+static void pack_band(const run_context* run, size_t band, size_t first_channel,
+                      size_t end_channel, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
-  const size_t channels = (size_t)g->input_channels;
   const size_t width = (size_t)g->output_width;
   /* The run's bands may be narrower than the buffers. */
   const size_t rows =
@@ -386,7 +393,8 @@ static void pack_band(const run_context* run, size_t band, float* buffer) {
         }
       }
       if (source_kx < 0) {
-        transpose_sub_plane(run, band, p, kx, rows, buffer);
+        transpose_sub_plane(run, band, p, kx, rows, first_channel, end_channel,
+                            buffer);
         transposed[count++] = kx;
         continue;
       }
@@ -398,7 +406,7 @@ static void pack_band(const run_context* run, size_t band, float* buffer) {
        * columns, zeroed below. */
       const size_t low = shift < 0 ? (size_t)-shift : 0;
       const size_t high = shift > 0 ? block - (size_t)shift : block;
-      for (size_t c = 0; c < channels; ++c) {
+      for (size_t c = first_channel; c < end_channel; ++c) {
         float* plane = destination + c * op->channel_stride;
         memcpy(plane + low, source + c * op->channel_stride + low + shift,
                (high - low) * sizeof(float));
@@ -455,23 +463,14 @@ static void compute_tile(const run_context* run, const float* buffer,
   }
 }
 
-/* Task: band index / filter_groups, filter group index % filter_groups. */
-static void run_task(void* context, size_t index) {
-  const run_context* run = (const run_context*)context;
-  clicktrain_patconv_operator* op = run->op;
-  const clicktrain_conv_geometry* g = &op->geometry;
-  const size_t band = index / run->filter_groups;
-  const size_t group = index % run->filter_groups;
-  const size_t first_block = group * op->filter_blocks / run->filter_groups;
-  const size_t end_block = (group + 1) * op->filter_blocks / run->filter_groups;
-  size_t rows = (size_t)g->output_height - band * run->band_rows;
+/* All pixels of band `band` for filter blocks [first_block, end_block). */
+static void compute_band(const run_context* run, const float* buffer,
+                         size_t band, size_t first_block, size_t end_block) {
+  const clicktrain_patconv_operator* op = run->op;
+  size_t rows = (size_t)op->geometry.output_height - band * run->band_rows;
   if (rows > run->band_rows) rows = run->band_rows;
   const size_t band_pixels = rows * op->columns;
   const size_t tile_size = tile_pixels(op, rows);
-
-  size_t slot;
-  float* buffer = claim_buffer(op, &slot);
-  pack_band(run, band, buffer);
   for (size_t first = 0; first < band_pixels; first += tile_size) {
     size_t pixels = band_pixels - first;
     if (pixels > tile_size) pixels = tile_size;
@@ -479,7 +478,74 @@ static void run_task(void* context, size_t index) {
       compute_tile(run, buffer, band, first, pixels, block);
     }
   }
+}
+
+/* Task `band`: packs the band into a free buffer and computes it. */
+static void band_task(void* context, size_t band) {
+  const run_context* run = (const run_context*)context;
+  clicktrain_patconv_operator* op = run->op;
+  size_t slot;
+  float* buffer = claim_buffer(op, &slot);
+  pack_band(run, band, 0, (size_t)op->geometry.input_channels, buffer);
+  compute_band(run, buffer, band, 0, op->filter_blocks);
   release_buffer(op, slot);
+}
+
+/* Shared bands, task band * channel_parts + part: packs a part of the
+ * band's input channels into op->buffers[band]. */
+static void shared_pack_task(void* context, size_t index) {
+  const run_context* run = (const run_context*)context;
+  const clicktrain_patconv_operator* op = run->op;
+  const size_t channels = (size_t)op->geometry.input_channels;
+  const size_t band = index / run->channel_parts;
+  const size_t part = index % run->channel_parts;
+  pack_band(run, band, part * channels / run->channel_parts,
+            (part + 1) * channels / run->channel_parts, op->buffers[band]);
+}
+
+/* Shared bands, task band * filter_blocks + block. */
+static void shared_compute_task(void* context, size_t index) {
+  const run_context* run = (const run_context*)context;
+  const clicktrain_patconv_operator* op = run->op;
+  const size_t band = index / op->filter_blocks;
+  const size_t block = index % op->filter_blocks;
+  compute_band(run, op->buffers[band], band, block, block + 1);
+}
+
+/* Output rows per band for a run on `threads` threads (more than one): the
+ * band count is a multiple of `threads` (at least op->bands, so a band fits
+ * its buffer) chosen by simulating the pool's greedy task assignment, each
+ * band costing its pixels plus a share for packing its rows and kernel
+ * reach; equal bands, one or a few per thread, keep every thread busy to
+ * the end and pack each input row at most a few times. */
+static size_t balanced_band_rows(const clicktrain_patconv_operator* op,
+                                 size_t threads) {
+  const size_t height = (size_t)op->geometry.output_height;
+  const size_t reach = op->band_buffer_rows - op->band_rows;
+  size_t best_rows = op->band_rows;
+  size_t best_cost = SIZE_MAX;
+  const size_t first_k = (op->bands + threads - 1) / threads;
+  for (size_t k = first_k; k < first_k + 4 && k * threads <= height; ++k) {
+    const size_t rows = (height + k * threads - 1) / (k * threads);
+    size_t load[CLICKTRAIN_PATCONV_MAX_BUFFERS] = {0};
+    size_t cost = 0;
+    for (size_t first = 0; first < height; first += rows) {
+      const size_t band = height - first < rows ? height - first : rows;
+      /* Packing a row costs about a quarter of computing it. */
+      const size_t task = 4 * band + band + reach;
+      size_t least = 0;
+      for (size_t t = 1; t < threads; ++t) {
+        if (load[t] < load[least]) least = t;
+      }
+      load[least] += task;
+      if (load[least] > cost) cost = load[least];
+    }
+    if (cost < best_cost) {
+      best_cost = cost;
+      best_rows = rows;
+    }
+  }
+  return best_rows;
 }
 
 void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
@@ -500,35 +566,34 @@ void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
     threads = 1;
   }
   if (threads < 2) pool = NULL;
-  /* A few tasks per thread, so the pool balances them: first narrower
-   * bands (the buffers are laid out for op->band_rows, so any fewer rows
-   * fit), down to half a pixel tile per band; then, for short images, each
-   * band's filters split into groups (each group packs the band itself). */
-  size_t band_rows = op->band_rows;
-  size_t filter_groups = 1;
-  if (threads > 1) {
-    const size_t height = (size_t)g->output_height;
-    const size_t wanted_tasks = 4 * threads;
-    size_t rows = (height + wanted_tasks - 1) / wanted_tasks;
-    const size_t min_rows = (op->pixel_tile / 2 + op->columns - 1) / op->columns;
-    if (rows < min_rows) rows = min_rows;
-    if (rows < band_rows) band_rows = rows;
-    const size_t bands = (height + band_rows - 1) / band_rows;
-    if (bands < 2 * threads) {
-      filter_groups = (wanted_tasks + bands - 1) / bands;
-      if (filter_groups > op->filter_blocks) filter_groups = op->filter_blocks;
-    }
-  }
   const size_t input_image =
       (size_t)g->input_height * g->input_width * g->input_channels;
   const size_t output_image =
       (size_t)g->output_height * g->output_width * g->output_channels;
-  const size_t bands = ((size_t)g->output_height + band_rows - 1) / band_rows;
-  run_context run = {op, input, output, band_rows, filter_groups};
+  run_context run = {op, input, output, op->band_rows, 0};
+  /* Fewer bands than threads: the bands are packed once, split over input
+   * channels, then computed split over filter blocks. */
+  if (threads > 1 && op->bands < threads) {
+    run.channel_parts = 2 * threads;
+    if (run.channel_parts > (size_t)g->input_channels) {
+      run.channel_parts = (size_t)g->input_channels;
+    }
+    for (int n = 0; n < g->batch; ++n) {
+      run.image = input + (size_t)n * input_image;
+      run.output = output + (size_t)n * output_image;
+      clicktrain_thread_pool_parallelize(pool, shared_pack_task, &run,
+                                         op->bands * run.channel_parts);
+      clicktrain_thread_pool_parallelize(pool, shared_compute_task, &run,
+                                         op->bands * op->filter_blocks);
+    }
+    return;
+  }
+  if (threads > 1) run.band_rows = balanced_band_rows(op, threads);
+  const size_t bands = ((size_t)g->output_height + run.band_rows - 1) / run.band_rows;
   for (int n = 0; n < g->batch; ++n) {
     run.image = input + (size_t)n * input_image;
     run.output = output + (size_t)n * output_image;
-    clicktrain_thread_pool_parallelize(pool, run_task, &run,
-                                       bands * filter_groups);
+    clicktrain_thread_pool_parallelize(pool, band_task, &run, bands);
   }
 }
+
