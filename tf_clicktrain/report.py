@@ -36,6 +36,7 @@ import numpy as np
 from tf_clicktrain import patterns as patterns_lib
 from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
+from tf_clicktrain.pruning.layer_walk import walk_layers
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 __all__ = [
@@ -108,35 +109,6 @@ class LayerPatternReport:
     def compression(self):
         """3x3 weights / weights the patterns keep."""
         return 9 * self.num_kernels / max(self.nonzero, 1)
-
-
-def _leaf_layers(root):
-    """Wrappers and plain layers of a model, nested models included."""
-    seen = set()
-
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, PatternPruningWrapper):
-            yield layer
-            return
-        if isinstance(layer, keras.Model):
-            children = layer.layers
-        else:
-            flatten = getattr(layer, "_flatten_layers", None)
-            children = (
-                list(flatten(include_self=False, recursive=False)) if flatten else []
-            )
-        yield layer
-        for child in children:
-            yield from visit(child)
-
-    if isinstance(root, (list, tuple)):
-        for layer in root:
-            yield from visit(layer)
-    else:
-        yield from visit(root)
 
 
 def _wrapper_reports(wrapper):
@@ -212,7 +184,7 @@ def pattern_report(model, include_dense=False):
         Unstructured-pruned and non-3x3 weights are not reported.
     """
     reports = []
-    for layer in _leaf_layers(model):
+    for layer in walk_layers(model, into_sublayers=True):
         if isinstance(layer, PatternPruningWrapper):
             reports.extend(_wrapper_reports(layer))
             continue

@@ -1,6 +1,25 @@
-"""Which layers are pruned, and how: the policy from layer to weights."""
+"""Which layers are pruned, and how: the table of layer kinds.
 
+`LAYER_KINDS` has one row per kind of layer: the Keras layer types it is
+for, an optional condition on the layer, how such layers are pruned
+(`PATTERN`, `UNSTRUCTURED`, or `DENSE` with the reason), under which
+``unstructured`` policies `prune_pattern` prunes them when it meets them in
+a model, and which of their weights are pruned. The first row that matches
+a layer decides. A kind of layer is one row, e.g. the 3x3 convolutions:
+
+```python
+LayerKind((keras.layers.Conv2D, keras.layers.DepthwiseConv2D), PATTERN, when=_is_3x3),
+```
+
+A ``PATTERN`` layer gets patterns on each of its ``(3, 3, in, out)``
+weights and unstructured magnitude pruning on its other weights (see
+`weight_kind`), so custom layers that implement `PrunableLayer` are a row
+too: they name their weights themselves.
+"""
+
+import dataclasses
 import logging
+from typing import Callable
 
 import keras
 
@@ -8,34 +27,147 @@ from tf_clicktrain.pruning.prunable_layer import is_prunable_layer
 
 logger = logging.getLogger(__name__)
 
-# Layers whose 3x3 kernels get patterns (Conv2DTranspose is not a Conv2D).
-_PATTERN_LAYERS = (
-    keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+PATTERN = "pattern"
+UNSTRUCTURED = "unstructured"
+DENSE = None  # Left as it is.
+
+UNSTRUCTURED_POLICIES = ("none", "pointwise", "all")
+EVERY_POLICY = UNSTRUCTURED_POLICIES
+POINTWISE_OR_ALL = ("pointwise", "all")
+ALL_ONLY = ("all",)
+
+_NOT_SUPPORTED = (
+    "tf_clicktrain prunes convolutions, Dense and Embedding layers, and "
+    "layers implementing tf_clicktrain.PrunableLayer (get_prunable_weights)"
 )
 
-# Layers pruned unstructured (tfmot's magnitude pruning) when not patterned.
-_UNSTRUCTURED_LAYERS = (
+
+def _kernel_size(layer):
+    return tuple(getattr(layer, "kernel_size", ()))
+
+
+def _is_3x3(layer):
+    return _kernel_size(layer) == (3, 3)
+
+
+def _is_1x1(layer):
+    return _kernel_size(layer) == (1, 1)
+
+
+def _is_grouped(layer):
+    return getattr(layer, "groups", 1) != 1
+
+
+def _groups_reason(layer):
+    return f"it has groups={layer.groups}; only groups=1 is supported"
+
+
+def _kernel_size_reason(layer):
+    return (
+        f"its kernel_size is {_kernel_size(layer)}; patterns need a 3x3 2-D "
+        "kernel, and unstructured pruning of it is enabled by unstructured='all'"
+    )
+
+
+def _embedding_reason(layer):
+    return "unstructured pruning of embeddings is enabled by unstructured='all'"
+
+
+def _always(layer):
+    return True
+
+
+def _kernel(layer):
+    return [layer.kernel]
+
+
+def _separable_kernels(layer):
+    return [layer.depthwise_kernel, layer.pointwise_kernel]
+
+
+def _embeddings(layer):
+    return [layer.embeddings]
+
+
+def _declared_weights(layer):
+    """The weights a `PrunableLayer` names, checked."""
+    weights = list(layer.get_prunable_weights())
+    if not weights:
+        raise ValueError(
+            f"Layer '{layer.name}' returned no weights from get_prunable_weights()."
+        )
+    for weight in weights:
+        if not isinstance(weight, keras.Variable):
+            raise ValueError(
+                f"Layer '{layer.name}': get_prunable_weights() must return "
+                f"Keras variables. Received: {weight!r}"
+            )
+    return weights
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+    """One row of the table of layer kinds.
+
+    Attributes:
+        layer_types: the Keras layer classes of the row (subclasses match).
+        pruning: `PATTERN`, `UNSTRUCTURED`, or `DENSE` (left as it is).
+        when: a further condition on the layer (e.g. its kernel size).
+        policies: the ``unstructured`` policies under which `prune_pattern`
+            prunes such a layer met in a model. A layer passed to it
+            directly is pruned whatever the policy.
+        reason: why such a layer is left dense: a string or a callable
+            ``(layer) -> str``. For a pruned kind, why a policy outside
+            ``policies`` leaves it dense; None when that is no news (the
+            policy names the kind), which leaves it dense silently.
+        weights: ``(layer) -> list of variables`` of a built layer: the
+            weights pruned.
+    """
+
+    layer_types: tuple
+    pruning: object
+    when: Callable = _always
+    policies: tuple = EVERY_POLICY
+    reason: object = None
+    weights: Callable = _kernel
+
+    def matches(self, layer):
+        return isinstance(layer, self.layer_types) and self.when(layer)
+
+    def reason_for(self, layer):
+        return self.reason(layer) if callable(self.reason) else self.reason
+
+
+_CONVOLUTIONS = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
     keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D, keras.layers.Embedding,
 )
 
-# Layers with weight matrices or kernels: a user pruning a model expects
-# these to be pruned, so leaving one dense is logged with the reason.
-_WEIGHT_LAYERS = (
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D, keras.layers.Dense, keras.layers.EinsumDense,
-    keras.layers.Embedding, keras.layers.RNN, keras.layers.MultiHeadAttention,
+# Layers with weight matrices or kernels that no row above prunes: a user
+# pruning a model expects them pruned, so leaving one dense is logged.
+_OTHER_WEIGHT_LAYERS = (
+    keras.layers.SeparableConv1D, keras.layers.DepthwiseConv1D,
+    keras.layers.EinsumDense, keras.layers.RNN, keras.layers.MultiHeadAttention,
 )
 
-PATTERN = "pattern"
-UNSTRUCTURED = "unstructured"
-
-UNSTRUCTURED_POLICIES = ("none", "pointwise", "all")
+LAYER_KINDS = [
+    LayerKind((keras.layers.Layer,), PATTERN, when=is_prunable_layer,
+              weights=_declared_weights),
+    LayerKind((keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D), DENSE,
+              when=_is_grouped, reason=_groups_reason),
+    LayerKind((keras.layers.Conv2D, keras.layers.DepthwiseConv2D), PATTERN, when=_is_3x3),
+    LayerKind((keras.layers.SeparableConv2D,), PATTERN, when=_is_3x3,
+              weights=_separable_kernels),
+    LayerKind((keras.layers.Conv2D,), UNSTRUCTURED, when=_is_1x1, policies=POINTWISE_OR_ALL),
+    LayerKind((keras.layers.Dense,), UNSTRUCTURED, policies=ALL_ONLY),
+    LayerKind((keras.layers.Embedding,), UNSTRUCTURED, policies=ALL_ONLY,
+              reason=_embedding_reason, weights=_embeddings),
+    LayerKind((keras.layers.SeparableConv2D,), UNSTRUCTURED, policies=ALL_ONLY,
+              reason=_kernel_size_reason, weights=_separable_kernels),
+    LayerKind(_CONVOLUTIONS, UNSTRUCTURED, policies=ALL_ONLY, reason=_kernel_size_reason),
+    LayerKind(_OTHER_WEIGHT_LAYERS, DENSE, reason=_NOT_SUPPORTED),
+]
 
 
 def validate_unstructured_policy(unstructured):
@@ -46,17 +178,21 @@ def validate_unstructured_policy(unstructured):
         )
 
 
-def _kernel_size(layer):
-    return tuple(getattr(layer, "kernel_size", ()))
+def kind_of(layer):
+    """The first row of `LAYER_KINDS` that matches ``layer``, or None."""
+    return next((kind for kind in LAYER_KINDS if kind.matches(layer)), None)
 
 
 def is_conv(layer):
     """True for the convolutions whose first layer the paper leaves dense."""
-    return isinstance(layer, _PATTERN_LAYERS)
+    return isinstance(
+        layer,
+        (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D),
+    )
 
 
 def pruning_kind(layer, unstructured="pointwise", explicit=False):
-    """How a built-in or protocol layer is pruned.
+    """How a layer is pruned, from the table of layer kinds.
 
     Args:
         layer: a Keras layer.
@@ -68,81 +204,44 @@ def pruning_kind(layer, unstructured="pointwise", explicit=False):
             whatever ``unstructured`` says.
 
     Returns:
-        `PATTERN`, `UNSTRUCTURED`, or None for layers left alone (a layer
-        with weights left dense for another reason than the policy is
-        logged, naming it and why).
+        `PATTERN`, `UNSTRUCTURED`, or `DENSE` (None) for layers left alone.
+        A layer of the table left dense for a reason is logged, naming it
+        and why.
 
     Raises:
         ValueError: if ``explicit`` and the layer cannot be pruned.
     """
-    if is_prunable_layer(layer):
-        return PATTERN  # The wrapper decides per weight, by shape.
-    if isinstance(layer, _PATTERN_LAYERS) and _kernel_size(layer) == (3, 3):
-        if getattr(layer, "groups", 1) == 1:
-            return PATTERN
-        reason = f"it has groups={layer.groups}; only groups=1 is supported"
-    elif isinstance(layer, keras.layers.Conv2D) and _kernel_size(layer) == (1, 1):
-        if getattr(layer, "groups", 1) != 1:
-            reason = f"it has groups={layer.groups}; only groups=1 is supported"
-        elif explicit or unstructured in ("pointwise", "all"):
-            return UNSTRUCTURED
-        else:
-            return None
-    elif isinstance(layer, keras.layers.Dense):
-        if explicit or unstructured == "all":
-            return UNSTRUCTURED
-        return None
-    elif isinstance(layer, _UNSTRUCTURED_LAYERS):
-        if getattr(layer, "groups", 1) != 1:
-            reason = f"it has groups={layer.groups}; only groups=1 is supported"
-        elif explicit or unstructured == "all":
-            return UNSTRUCTURED
-        else:
-            reason = (
-                f"its kernel_size is {_kernel_size(layer)}; patterns need a 3x3 "
-                "2-D kernel, and unstructured pruning of it is enabled by "
-                "unstructured='all'"
-            )
+    kind = kind_of(layer)
+    if kind is not None and kind.pruning is not DENSE:
+        if explicit or unstructured in kind.policies:
+            return kind.pruning
+        reason = kind.reason_for(layer)
+        if reason is None:
+            return DENSE
     else:
-        reason = (
-            "tf_clicktrain prunes convolutions, Dense and Embedding layers, and "
-            "layers implementing tf_clicktrain.PrunableLayer "
-            "(get_prunable_weights)"
-        )
+        reason = _NOT_SUPPORTED if kind is None else kind.reason_for(layer)
     if explicit:
         raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be pruned: "
-            f"{reason}."
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be pruned: {reason}."
         )
-    if isinstance(layer, _WEIGHT_LAYERS):
+    if kind is not None:
         logger.warning(
             "prune_pattern: layer '%s' (%s) is left dense: %s.",
             layer.name, type(layer).__name__, reason,
         )
-    return None
+    return DENSE
+
+
+def _prunable_kind(layer):
+    kind = kind_of(layer)
+    if kind is None or kind.pruning is DENSE:
+        pruning_kind(layer, explicit=True)  # Raises, naming the layer and why.
+    return kind
 
 
 def prunable_weights(layer):
     """The variables of a built layer that the wrapper prunes."""
-    if is_prunable_layer(layer):
-        weights = list(layer.get_prunable_weights())
-        if not weights:
-            raise ValueError(
-                f"Layer '{layer.name}' returned no weights from "
-                "get_prunable_weights()."
-            )
-        for weight in weights:
-            if not isinstance(weight, keras.Variable):
-                raise ValueError(
-                    f"Layer '{layer.name}': get_prunable_weights() must return "
-                    f"Keras variables. Received: {weight!r}"
-                )
-        return weights
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return [layer.depthwise_kernel, layer.pointwise_kernel]
-    if isinstance(layer, keras.layers.Embedding):
-        return [layer.embeddings]
-    return [layer.kernel]
+    return _prunable_kind(layer).weights(layer)
 
 
 def keeps_every_kernel(layer, weight):
@@ -153,11 +252,9 @@ def keeps_every_kernel(layer, weight):
 
 
 def weight_kind(layer, weight):
-    """`PATTERN` for the ``(3, 3, a, b)`` kernels of 2-D convolutions and
-    `PrunableLayer` weights, else `UNSTRUCTURED` (transposed convolutions'
-    kernels included)."""
+    """`PATTERN` for the ``(3, 3, a, b)`` weights of a `PATTERN` layer, else
+    `UNSTRUCTURED` (a separable conv's pointwise kernel, for one)."""
     shape = tuple(weight.shape)
-    pattern_layer = is_prunable_layer(layer) or isinstance(layer, _PATTERN_LAYERS)
-    if pattern_layer and len(shape) == 4 and shape[:2] == (3, 3):
+    if _prunable_kind(layer).pruning == PATTERN and len(shape) == 4 and shape[:2] == (3, 3):
         return PATTERN
     return UNSTRUCTURED

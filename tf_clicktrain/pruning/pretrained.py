@@ -2,18 +2,13 @@
 
 import keras
 
+from tf_clicktrain.pruning.layer_walk import walk_layers
 from tf_clicktrain.pruning.prune import pruning_wrappers
 from tf_clicktrain.pruning.prune import strip_pruning
 
 
 def _layers_by_name(model):
-    found = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.update(_layers_by_name(layer))
-        else:
-            found[layer.name] = layer
-    return found
+    return {layer.name: layer for layer in walk_layers(model)}
 
 
 def load_pretrained_weights(pruned_model, source):

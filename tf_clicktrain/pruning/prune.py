@@ -10,18 +10,10 @@ from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 from tf_clicktrain.pruning.config import PruningConfig
 from tf_clicktrain.pruning.config import resolve_schedule
+from tf_clicktrain.pruning.layer_walk import walk_layers
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 logger = logging.getLogger(__name__)
-
-
-def _walk_layers(layer):
-    """Yields the layers of a model in order, descending into nested models."""
-    for sublayer in getattr(layer, "layers", []):
-        if isinstance(sublayer, keras.Model):
-            yield from _walk_layers(sublayer)
-        else:
-            yield sublayer
 
 
 def _copy_layer(layer):
@@ -259,7 +251,7 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
             f"a subclassed model ('{type(model).__name__}'), wrap its layers in "
             "__init__ with tf_clicktrain.prune_pattern(layer)."
         )
-    layers = list(_walk_layers(model))
+    layers = list(walk_layers(model))
     if not layers:
         raise ValueError(
             f"prune_pattern: model '{model.name}' has no layers (an empty "
@@ -424,28 +416,7 @@ def pruning_wrappers(model):
     Walks Sequential/Functional layers and the attributes of subclassed
     models and custom layers, so hand-wrapped layers are found too.
     """
-    found = []
-    seen = set()
-
-    def visit(value):
-        if id(value) in seen:
-            return
-        seen.add(id(value))
-        if isinstance(value, PatternPruningWrapper):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, keras.layers.Layer):
-            if isinstance(value, keras.Model):
-                for layer in value.layers:
-                    visit(layer)
-            for name, attribute in vars(value).items():
-                if isinstance(attribute, (keras.layers.Layer, list, tuple, dict)):
-                    visit(attribute)
-
-    visit(model)
-    return found
+    return [
+        layer for layer in walk_layers(model, into_sublayers=True)
+        if isinstance(layer, PatternPruningWrapper)
+    ]

@@ -7,6 +7,8 @@ import numpy as np
 
 from tf_clicktrain import patterns
 from tf_clicktrain.pruning import layer_kinds
+from tf_clicktrain.pruning.layer_walk import walk_layers
+from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,14 +125,6 @@ class ModelStats:
         return "\n".join(lines)
 
 
-def _leaf_layers(model):
-    for layer in model.layers if isinstance(model, keras.Model) else [model]:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def model_stats(model):
     """Per-layer and total compression of a wrapped or stripped model.
 
@@ -145,13 +139,11 @@ def model_stats(model):
     print(ct.model_stats(ct.strip_pruning(model)).table())
     ```
     """
-    from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
-
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"model_stats takes a Keras model. Received: model={model!r}")
     layer_stats = []
     model_weights = model_nonzero = 0
-    for layer in _leaf_layers(model):
+    for layer in walk_layers(model):
         masked = {}
         inner = layer
         if isinstance(layer, PatternPruningWrapper):

@@ -93,13 +93,13 @@ def convert(
     """
     import tensorflow as tf  # Deferred: the runtime side needs no TensorFlow.
 
+    from tf_clicktrain.pruning.prune import pruning_wrappers
     from tf_clicktrain.tflite import int8_export
-    from tf_clicktrain.tflite import model_rewrite
 
     if not hasattr(model, "layers") or not callable(model):
         raise ValueError(f"convert takes a Keras model. Received: model={model!r}")
     _validate_decision_arguments(decide_by, num_threads, whole_model_check)
-    wrapped = [layer.name for layer in _all_layers(model) if _is_pruning_wrapper(layer)]
+    wrapped = [layer.name for layer in pruning_wrappers(model)]
     if wrapped:
         raise ValueError(
             "convert takes a stripped model: call ct.strip_pruning(model) first. "
@@ -204,15 +204,3 @@ def rewrite_builtin_file(
     return speed_decision.keep_not_slower(
         builtin_bytes, rewritten, choose, rewrite, model_timer, verbose=verbose
     )
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
-
-
-def _is_pruning_wrapper(layer):
-    from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
-
-    return isinstance(layer, PatternPruningWrapper)
