@@ -19,7 +19,11 @@ _NATIVE_DIR = "tflite_export"
 _NATIVE_LIBRARY = "tf_clicktrain.tflite.libclicktrain_tflite"
 # SIMD kernel variants get their ISA's flags, and only they do, so the library
 # still loads on CPUs without the ISA (tflite_export/Makefile does the same).
-_X86_64_ISA_FLAGS = {"avx2.c": ["-mavx2", "-mfma"], "avx512.c": ["-mavx512f"]}
+_X86_64_ISA_FLAGS = {
+    "avx2.c": ["-mavx2", "-mfma"],
+    "avx512.c": ["-mavx512f"],
+    "avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vnni"],
+}
 
 
 def _native_sources():

@@ -1,10 +1,17 @@
 """int8 vs fp32, dense vs pattern-sparse: 3x3 layers and whole models in LiteRT.
 
-Per layer (ResNet-18's 3x3 conv shapes at the given compression, int8 in and
-out so the file is the conv alone): XNNPACK's dense int8 CONV_2D against the
-int8 pattern-conv custom op (`ClickTrainPatternConv2DInt8`, scalar kernel),
-interleaved, and whether the two agree bit for bit with LiteRT's reference
-kernels.
+Per layer (ResNet-18's 3x3 conv shapes, stride 1 and 2, at the given
+compression, int8 in and out so the file is the conv alone): XNNPACK's dense
+int8 CONV_2D against the int8 pattern-conv custom op
+(`ClickTrainPatternConv2DInt8`, the kernel variant dispatch picks, or
+TF_CLICKTRAIN_KERNELS), interleaved, each sample clocked in wall time and in
+the calling thread's CPU time (1 thread: both ops run on the calling thread,
+so CPU time leaves out what other jobs take from a shared core); min and
+median of each; the rate of each side in int8 GOPS (XNNPACK: dense ops; ours:
+the non-zero ops, "effective") and as a fraction of `--peak_gops`, the core's
+VPDPBUSD peak (Zen 4 at ~3.55 GHz: one 512-bit VPDPBUSD per cycle, double
+pumped, 64 multiply-adds = 128 ops per cycle, 454 GOPS); and whether the two
+agree bit for bit with LiteRT's reference kernels.
 
 Whole models: five files of the same network, timed in one run, interleaved
 round by round:
@@ -29,13 +36,14 @@ are random (speed and size do not depend on their values). Timing: median
 each the mean of enough invokes to last ~20 ms.
 
 Usage: python benchmarks/int8_speed.py [--rounds 9] [--compression 8]
-       [--statistic min] [--skip_models]
+       [--statistic min] [--skip_models] [--skip_layers] [--peak_gops 454.4]
 """
 
 import argparse
 import contextlib
 import io
 import os
+import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,21 +53,26 @@ import numpy as np  # noqa: E402
 from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain import applications  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import reference_models  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pattern_conv_speed import pattern_sparsify  # noqa: E402
 from pattern_conv_speed import time_interleaved  # noqa: E402
 
+from tf_clicktrain.tflite import speed_decision  # noqa: E402
+
 NETWORKS = (  # (name, build, input shape, leave the first conv dense)
     ("main job CNN 28x28x1",
-     lambda: applications.vgg_style_cnn((28, 28, 1), widths=(16, 16, 32, 32, 64, 64)),
+     lambda: reference_models.vgg_style_cnn((28, 28, 1), widths=(16, 16, 32, 32, 64, 64)),
      (28, 28, 1), True),
-    ("ResNet-18 224x224x3", applications.resnet18, (224, 224, 3), False),
+    ("ResNet-18 224x224x3", reference_models.resnet18, (224, 224, 3), False),
 )
 CALIBRATION_IMAGES = 8
-# ResNet-18's 3x3 convs (stride 1, SAME): (height = width, channels in = out).
-RESNET18_LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
+# ResNet-18's 3x3 convs (SAME): (input height = width, channels in, out, stride).
+RESNET18_LAYERS = ((56, 64, 64, 1), (28, 128, 128, 1), (14, 256, 256, 1), (7, 512, 512, 1),
+                   (56, 64, 128, 2), (28, 128, 256, 2), (14, 256, 512, 2))
 
 
 def _quietly(function, *args, **kwargs):
@@ -99,11 +112,11 @@ def build_files(build, shape, first_conv_dense, compression, rng):
     }
 
 
-def _single_conv_files(size, channels, compression, rng):
+def _single_conv_files(size, channels, outputs, stride, compression, rng):
     """Builtin-only and custom-op int8 files of one pattern-sparse 3x3 conv."""
     model = keras.Sequential([
         keras.Input((size, size, channels)),
-        keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(outputs, 3, strides=stride, padding="same", activation="relu"),
     ])
     pattern_sparsify(model, compression, rng)
     qat = ct.quantize_model(model)
@@ -126,23 +139,53 @@ def _reference_output(tflite_bytes, inputs):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def layer_rows(compression, rounds, statistic, rng):
+def layer_rows(compression, rounds, rng):
+    """Per layer: name, dense ops, bit-exactness and {clock: {statistic: (dense ms, ours ms)}}."""
     rows = []
-    for size, channels in RESNET18_LAYERS:
-        builtin, custom = _single_conv_files(size, channels, compression, rng)
+    for size, channels, outputs, stride in RESNET18_LAYERS:
+        builtin, custom = _single_conv_files(size, channels, outputs, stride, compression, rng)
         inputs = rng.integers(-128, 128, (1, size, size, channels)).astype(np.int8)
         xnnpack = litert_interpreter.Interpreter(model_content=builtin, num_threads=1)
         ours = ct.tflite.Interpreter(model_content=custom, num_threads=1)
-        invokes = {"XNNPACK dense int8": _invoker(xnnpack, inputs),
-                   "pattern int8 op": _invoker(ours, inputs)}
+        invokes = {"dense": _invoker(xnnpack, inputs), "ours": _invoker(ours, inputs)}
         exact = np.array_equal(
             ours.get_tensor(ours.get_output_details()[0]["index"]),
             _reference_output(builtin, inputs))
-        times = time_interleaved(invokes, rounds, statistic=statistic)
-        rows.append((f"{size}x{size}x{channels} -> {channels}", times["XNNPACK dense int8"],
-                     times["pattern int8 op"], exact))
-        print(f"done: layer {size}x{size}x{channels}", file=sys.stderr)
+        wall, cpu = speed_decision.interleaved_samples(invokes, rounds, 0.02,
+                                                       return_thread_time=True)
+        times = {}
+        for clock, samples in (("wall", wall), ("cpu", cpu)):
+            times[clock] = {
+                name: tuple(reduce(samples[side]) * 1e3 for side in ("dense", "ours"))
+                for name, reduce in (("min", min), ("median", statistics.median))}
+        out_size = (size + stride - 1) // stride
+        dense_ops = 2 * out_size * out_size * outputs * channels * 9
+        name = f"{size}x{size}x{channels} -> {outputs}" + (f" s{stride}" if stride > 1 else "")
+        rows.append((name, dense_ops, exact, times))
+        print(f"done: layer {name}", file=sys.stderr)
     return rows
+
+
+def print_layer_rows(rows, compression, rounds, peak_gops):
+    print(f"\n1 thread, batch 1, one 3x3 conv at {compression:g}x, int8 in/out, "
+          f"{rounds} interleaved samples; ms as min / median; GOPS and % of the "
+          f"{peak_gops:g} GOPS VPDPBUSD peak from the min")
+    for clock, title in (("cpu", "calling thread's CPU time"), ("wall", "wall time")):
+        print(f"\n{title}:")
+        print("| layer | XNNPACK dense int8 ms | pattern int8 op ms | speedup (min) | "
+              "speedup (median) | XNNPACK GOPS (% peak) | ours eff. GOPS (% peak) | "
+              "bit-exact |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for name, dense_ops, exact, times in rows:
+            (dense_min, ours_min), (dense_median, ours_median) = (
+                times[clock]["min"], times[clock]["median"])
+            dense_gops = dense_ops / dense_min / 1e6
+            ours_gops = dense_ops / compression / ours_min / 1e6
+            print(f"| {name} | {dense_min:.3f} / {dense_median:.3f} | "
+                  f"{ours_min:.3f} / {ours_median:.3f} | {dense_min / ours_min:.2f}x | "
+                  f"{dense_median / ours_median:.2f}x | {dense_gops:.0f} "
+                  f"({100 * dense_gops / peak_gops:.0f}%) | {ours_gops:.0f} "
+                  f"({100 * ours_gops / peak_gops:.0f}%) | {'yes' if exact else 'NO'} |")
 
 
 def main():
@@ -154,17 +197,15 @@ def main():
                         help="min of the interleaved samples suits a loaded machine")
     parser.add_argument("--skip_models", action="store_true",
                         help="time the single layers only")
+    parser.add_argument("--skip_layers", action="store_true",
+                        help="time the whole models only")
+    parser.add_argument("--peak_gops", type=float, default=454.4,
+                        help="the core's int8 dot-product peak, GOPS")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    layers = layer_rows(args.compression, args.rounds, args.statistic, rng)
-    print(f"\n1 thread, batch 1, one 3x3 conv at {args.compression:g}x, int8 in/out, "
-          f"{args.statistic} of {args.rounds} interleaved samples")
-    print("| layer | XNNPACK dense int8 ms | pattern int8 op ms | speedup | "
-          "bit-exact vs LiteRT reference |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for name, dense_ms, ours_ms, exact in layers:
-        print(f"| {name} | {dense_ms:.3f} | {ours_ms:.3f} | {dense_ms / ours_ms:.2f}x | "
-              f"{'yes' if exact else 'NO'} |")
+    if not args.skip_layers:
+        layers = layer_rows(args.compression, args.rounds, rng)
+        print_layer_rows(layers, args.compression, args.rounds, args.peak_gops)
     if args.skip_models:
         return
     rows = []

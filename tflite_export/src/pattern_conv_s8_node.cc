@@ -11,6 +11,7 @@
 #include "node_checks.h"
 #include "op_options.h"
 #include "pattern_conv_s8_operator.h"
+#include "sparse_conv1x1_node.h"  // ClickTrainDelegateThreadPool
 
 using clicktrain::CheckConstant;
 using clicktrain::ReportNodeError;
@@ -34,6 +35,7 @@ enum InputIndex {
 
 constexpr const char* kKernelName = "ClickTrainPatternConv2DInt8Kernel";
 constexpr size_t kErrorSize = 512;
+constexpr int kMaxThreads = 64;
 
 struct PatternConvS8Node {
   std::vector<int> inputs;
@@ -44,11 +46,12 @@ struct PatternConvS8Node {
   clicktrain_s8_layer layer{};
   bool prepared = false;
   clicktrain_conv_geometry geometry{};
-  void* scratch = nullptr;  // the planar kernel's, sized for `geometry`
+  TfLiteDelegate* delegate = nullptr;  // owns the thread pool
+  clicktrain_s8_patconv_operator conv_operator{};  // set up for `geometry`
 
   ~PatternConvS8Node() {
+    clicktrain_s8_patconv_operator_release(&conv_operator);
     clicktrain_s8_layer_release(&layer);
-    std::free(scratch);
   }
 };
 
@@ -122,6 +125,7 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     op->error = "expected exactly one node per delegate kernel";
     return op;
   }
+  op->delegate = params->delegate;
   TfLiteNode* node = nullptr;
   TfLiteRegistration* registration = nullptr;
   if (context->GetNodeAndRegistration(context,
@@ -235,14 +239,12 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                   &op->geometry, error, sizeof(error)) != 0) {
     return ReportNodeError(context, kKernelName, "%s", error);
   }
-  std::free(op->scratch);
-  const size_t scratch_bytes =
-      clicktrain_s8_patconv_planar_scratch_bytes(&op->geometry);
-  op->scratch = std::aligned_alloc(16, (scratch_bytes + 15) / 16 * 16 + 16);
-  if (op->scratch == nullptr) {
+  clicktrain_s8_patconv_operator_release(&op->conv_operator);
+  if (clicktrain_s8_patconv_operator_setup(
+          &op->conv_operator, &op->geometry, &op->layer,
+          clicktrain_s8_patconv_select_ukernels(), kMaxThreads) != 0) {
     return ReportNodeError(context, kKernelName,
-                           "out of memory for %zu bytes of scratch",
-                           scratch_bytes);
+                           "out of memory preparing the layer");
   }
   op->prepared = true;
   const clicktrain_conv_geometry& g = op->geometry;
@@ -270,10 +272,11 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kKernelName,
                            "tensors changed size since Prepare");
   }
-  clicktrain_s8_patconv_ukernel__planar(
-      &g, &op->layer.structure.weights, op->layer.values,
-      &op->layer.requantization, static_cast<const int8_t*>(input->data),
-      static_cast<int8_t*>(output->data), op->scratch);
+  clicktrain_s8_patconv_operator_run(
+      &op->conv_operator, static_cast<const int8_t*>(input->data),
+      static_cast<int8_t*>(output->data),
+      ClickTrainDelegateThreadPool(op->delegate,
+                                   context->recommended_num_threads));
   return kTfLiteOk;
 }
 

@@ -1,6 +1,7 @@
 #include "pattern_conv_s8_operator.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,4 +211,487 @@ void clicktrain_s8_layer_release(clicktrain_s8_layer* layer) {
   free(layer->multiplier);
   free(layer->shift);
   memset(layer, 0, sizeof(*layer));
+}
+
+/* ------------------------------------------------------------------------
+ * Micro-kernel selection. */
+
+size_t clicktrain_s8_patconv_available_ukernels(
+    const clicktrain_s8_patconv_ukernels** sets, size_t capacity) {
+  size_t count = 0;
+  if (count < capacity) sets[count] = &clicktrain_s8_patconv_ukernels__scalar;
+  ++count;
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  /* __builtin_cpu_supports also checks that the OS saves the registers. */
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vnni")) {
+    if (count < capacity) {
+      sets[count] = &clicktrain_s8_patconv_ukernels__avx512vnni;
+    }
+    ++count;
+  }
+#endif
+  return count;
+}
+
+static const clicktrain_s8_patconv_ukernels* selected_ukernels =
+    &clicktrain_s8_patconv_ukernels__scalar;
+static pthread_once_t selection_once = PTHREAD_ONCE_INIT;
+
+static void select_once(void) {
+  const clicktrain_s8_patconv_ukernels* sets[8];
+  size_t count = clicktrain_s8_patconv_available_ukernels(sets, 8);
+  if (count > 8) count = 8;
+  selected_ukernels = sets[count - 1];  /* later entries are faster */
+  const char* wanted = getenv("TF_CLICKTRAIN_KERNELS");
+  if (wanted == NULL) return;
+  for (size_t i = 0; i < count; ++i) {
+    if (strcmp(sets[i]->name, wanted) == 0) selected_ukernels = sets[i];
+  }
+}
+
+const clicktrain_s8_patconv_ukernels* clicktrain_s8_patconv_select_ukernels(
+    void) {
+  pthread_once(&selection_once, select_once);
+  return selected_ukernels;
+}
+
+/* ------------------------------------------------------------------------
+ * Operator. */
+
+enum { kTile = CLICKTRAIN_S8_PATCONV_TILE, kAlignment = 64 };
+
+static size_t round_up(size_t value, size_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+/* A tap group in use: (input channel, pattern, group), as one sortable key. */
+static uint64_t slot_key(uint32_t channel, uint32_t pattern, uint32_t group,
+                         uint32_t patterns) {
+  return ((uint64_t)channel * patterns + pattern) * 3u + group;
+}
+
+static int compare_keys(const void* a, const void* b) {
+  const uint64_t x = *(const uint64_t*)a, y = *(const uint64_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+static int compare_entries(const void* a, const void* b) {
+  const uint32_t x = *(const uint32_t*)a, y = *(const uint32_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+static size_t find_slot(const uint64_t* keys, size_t count, uint64_t key) {
+  size_t low = 0, high = count;
+  while (high - low > 1) {
+    const size_t middle = (low + high) / 2;
+    if (keys[middle] <= key) low = middle; else high = middle;
+  }
+  return low;
+}
+
+/* The taps of a mask, in position order. */
+static int mask_taps(unsigned mask, int taps[9]) {
+  int count = 0;
+  for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS; ++position) {
+    if ((mask >> position) & 1u) taps[count++] = position;
+  }
+  return count;
+}
+
+static int add_workspaces(clicktrain_s8_patconv_operator* op, size_t count) {
+  if (count > CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES) {
+    count = CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES;
+  }
+  while (op->allocated_workspaces < count) {
+    void* workspace = aligned_alloc(kAlignment, op->workspace_bytes);
+    if (workspace == NULL) return -1;
+    /* Plane rows a short band leaves unwritten are read only for dropped
+     * pixels; zeroing them keeps every run deterministic. */
+    memset(workspace, 0, op->workspace_bytes);
+    op->workspaces[op->allocated_workspaces++] = workspace;
+    op->scratch_bytes += op->workspace_bytes;
+  }
+  return 0;
+}
+
+/* Band layout for `band_rows` rows; returns the workspace bytes. */
+static size_t layout(clicktrain_s8_patconv_operator* op, size_t band_rows) {
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t row_reach = (size_t)(2 * g->dilation_h / g->stride_h);
+  const size_t column_reach = (size_t)(2 * g->dilation_w / g->stride_w);
+  op->band_rows = band_rows;
+  op->columns = (size_t)g->output_width + column_reach;
+  op->phase_rows = band_rows + row_reach;
+  op->phase_bytes = op->phase_rows * op->columns;
+  op->channel_bytes =
+      round_up(op->row_phases * op->column_phases * op->phase_bytes +
+                   column_reach + kTile, kAlignment);
+  op->planes_bytes = op->channel_bytes * (size_t)g->input_channels;
+  op->packed_offset = op->planes_bytes;
+  op->tile_offset = op->packed_offset + op->slots * 4 * kTile;
+  return op->tile_offset + (size_t)g->output_channels * kTile;
+}
+
+int clicktrain_s8_patconv_operator_setup(
+    clicktrain_s8_patconv_operator* op,
+    const clicktrain_conv_geometry* geometry, const clicktrain_s8_layer* layer,
+    const clicktrain_s8_patconv_ukernels* ukernels, int max_threads) {
+  memset(op, 0, sizeof(*op));
+  op->geometry = *geometry;
+  op->layer = layer;
+  op->ukernels = ukernels;
+  op->max_threads = max_threads < 1 ? 1 : max_threads;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const clicktrain_pattern_weights* w = &layer->structure.weights;
+  const clicktrain_s8_requantization* q = &layer->requantization;
+  if (g->stride_h > 64 || g->stride_w > 64 || g->output_height < 1 ||
+      g->output_width < 1) {
+    return 0;  /* reference kernel */
+  }
+
+  /* Slots in use, sorted: (channel, pattern, group of 4 taps). */
+  if (w->num_patterns > 64) return 0;  /* reference kernel */
+  int groups[64];
+  for (uint32_t p = 0; p < w->num_patterns; ++p) {
+    int taps[9];
+    groups[p] = (mask_taps(w->pattern_masks[p], taps) + 3) / 4;
+  }
+  size_t entries = 0;
+  for (uint32_t o = 0; o < w->output_channels; ++o) {
+    for (uint32_t p = 0; p < w->num_patterns; ++p) {
+      entries += (size_t)w->pattern_run_lengths[o * w->num_patterns + p] *
+                 (size_t)groups[p];
+    }
+  }
+  uint64_t* keys = (uint64_t*)malloc((entries ? entries : 1) * sizeof(uint64_t));
+  if (keys == NULL) return -1;
+  size_t count = 0;
+  for (uint32_t o = 0; o < w->output_channels; ++o) {
+    uint32_t kernel = w->filter_kernel_start[o];
+    for (uint32_t p = 0; p < w->num_patterns; ++p) {
+      const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
+      for (uint32_t j = 0; j < run; ++j, ++kernel) {
+        for (int group = 0; group < groups[p]; ++group) {
+          keys[count++] = slot_key(w->kernel_input_channels[kernel], p,
+                                   (uint32_t)group, w->num_patterns);
+        }
+      }
+    }
+  }
+  qsort(keys, count, sizeof(uint64_t), compare_keys);
+  size_t slots = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (slots == 0 || keys[i] != keys[slots - 1]) keys[slots++] = keys[i];
+  }
+  op->slots = slots;
+
+  /* Phases in use and the band height: the whole image when its planes
+   * take at most ~256 KB (L2-resident with the packed slots), else fewer
+   * rows, at least a tile of pixels. */
+  for (int i = 0; i < 64; ++i) {
+    op->row_phase_index[i] = -1;
+    op->column_phase_index[i] = -1;
+  }
+  for (int t = 0; t < 3; ++t) {
+    const int row_phase = (t * g->dilation_h) % g->stride_h;
+    const int column_phase = (t * g->dilation_w) % g->stride_w;
+    if (op->row_phase_index[row_phase] < 0) {
+      op->row_phase_index[row_phase] = (int)op->row_phases++;
+    }
+    if (op->column_phase_index[column_phase] < 0) {
+      op->column_phase_index[column_phase] = (int)op->column_phases++;
+    }
+  }
+  size_t band_rows = (size_t)g->output_height;
+  size_t workspace = layout(op, band_rows);
+  const size_t min_rows = (kTile + op->columns - 1) / op->columns;
+  while (band_rows > min_rows && op->planes_bytes > ((size_t)256 << 10)) {
+    band_rows = band_rows / 2 > min_rows ? band_rows / 2 : min_rows;
+    workspace = layout(op, band_rows);
+  }
+  const size_t input_image = (size_t)g->input_height * g->input_width *
+                             (size_t)g->input_channels;
+  const size_t output_image = (size_t)g->output_height * g->output_width *
+                              (size_t)g->output_channels;
+  if (workspace > 4 * (input_image + output_image) +
+                      CLICKTRAIN_S8_PATCONV_FIXED_SCRATCH_BYTES ||
+      op->planes_bytes > UINT32_MAX - kTile ||
+      slots * 4 * kTile > UINT32_MAX) {
+    free(keys);
+    op->slots = 0;
+    return 0;  /* reference kernel */
+  }
+  op->workspace_bytes = round_up(workspace, kAlignment);
+
+  /* Tap offsets of every slot; a group of fewer than 4 taps repeats its
+   * first one (weight 0). */
+  op->tap_offsets = (uint32_t*)malloc((slots ? slots : 1) * 4 * sizeof(uint32_t));
+  op->program = (uint32_t*)malloc(
+      ((size_t)w->output_channels + 2 * entries) * sizeof(uint32_t));
+  op->requantization = (clicktrain_s8_filter_requantization*)malloc(
+      (size_t)w->output_channels * sizeof(clicktrain_s8_filter_requantization));
+  if (op->tap_offsets == NULL || op->program == NULL ||
+      op->requantization == NULL) {
+    free(keys);
+    clicktrain_s8_patconv_operator_release(op);
+    return -1;
+  }
+  for (size_t s = 0; s < slots; ++s) {
+    const uint32_t group = (uint32_t)(keys[s] % 3u);
+    const uint32_t pattern = (uint32_t)((keys[s] / 3u) % w->num_patterns);
+    const uint32_t channel = (uint32_t)(keys[s] / 3u / w->num_patterns);
+    int taps[9];
+    const int tap_count = mask_taps(w->pattern_masks[pattern], taps);
+    for (int j = 0; j < 4; ++j) {
+      const int index = (int)group * 4 + j;
+      const int position = taps[index < tap_count ? index : (int)group * 4];
+      const int row = (position / 3) * g->dilation_h;
+      const int column = (position % 3) * g->dilation_w;
+      const size_t phase =
+          (size_t)op->row_phase_index[row % g->stride_h] * op->column_phases +
+          (size_t)op->column_phase_index[column % g->stride_w];
+      op->tap_offsets[4 * s + (size_t)j] = (uint32_t)(
+          channel * op->channel_bytes + phase * op->phase_bytes +
+          (size_t)(row / g->stride_h) * op->columns +
+          (size_t)(column / g->stride_w));
+    }
+  }
+
+  /* Per filter: its entries sorted by slot (the packed tile is read in
+   * order), and its requantization with the +128 of every tap folded into
+   * the bias. */
+  uint32_t* program = op->program;
+  const uint32_t shifted_zero_point = (uint32_t)(q->input_zero_point + 128);
+  for (uint32_t o = 0; o < w->output_channels; ++o) {
+    uint32_t* entry = program + 1;
+    uint32_t kernel = w->filter_kernel_start[o];
+    const int8_t* value = layer->values + w->filter_value_start[o];
+    uint32_t weight_sum = 0;
+    for (uint32_t p = 0; p < w->num_patterns; ++p) {
+      int taps[9];
+      const int tap_count = mask_taps(w->pattern_masks[p], taps);
+      const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
+      for (uint32_t j = 0; j < run; ++j, ++kernel, value += tap_count) {
+        for (int group = 0; group < groups[p]; ++group) {
+          uint32_t word = 0;
+          for (int t = 0; t < 4 && group * 4 + t < tap_count; ++t) {
+            const int8_t weight = value[group * 4 + t];
+            word |= (uint32_t)(uint8_t)weight << (8 * t);
+            weight_sum += (uint32_t)(int32_t)weight;
+          }
+          const size_t slot = find_slot(
+              keys, slots,
+              slot_key(w->kernel_input_channels[kernel], p, (uint32_t)group,
+                       w->num_patterns));
+          *entry++ = (uint32_t)(slot * 4 * kTile);
+          *entry++ = word;
+        }
+      }
+    }
+    const uint32_t entry_count = (uint32_t)((entry - program - 1) / 2);
+    qsort(program + 1, entry_count, 2 * sizeof(uint32_t), compare_entries);
+    program[0] = entry_count;
+    program = entry;
+
+    clicktrain_s8_filter_requantization* r = &op->requantization[o];
+    const int shift = q->shift[o];
+    const int exponent = shift < 0 ? -shift : 0;
+    r->bias = (int32_t)((uint32_t)q->bias[o] - shifted_zero_point * weight_sum);
+    r->multiplier = q->multiplier[o];
+    r->shift = shift;
+    r->left_shift = (uint32_t)(shift > 0 ? shift : 0);
+    r->right_shift = (uint32_t)(31 + exponent);
+    r->reserved = 0;
+    r->rounding = ((int64_t)1 << 30) +
+                  (exponent > 0 ? ((int64_t)1 << (30 + exponent)) : 0);
+    r->negative_rounding = exponent > 0 ? ((int64_t)1 << 31) : 0;
+  }
+  free(keys);
+  op->output_params.zero_point = q->output_zero_point;
+  op->output_params.min = q->output_min;
+  op->output_params.max = q->output_max;
+  op->padding_value = (uint8_t)shifted_zero_point;
+  op->scratch_bytes = slots * 4 * sizeof(uint32_t) +
+                      ((size_t)w->output_channels + 2 * entries) * sizeof(uint32_t) +
+                      (size_t)w->output_channels *
+                          sizeof(clicktrain_s8_filter_requantization);
+  if (add_workspaces(op, 1) != 0) {
+    clicktrain_s8_patconv_operator_release(op);
+    return -1;
+  }
+  op->fast = 1;
+  return 0;
+}
+
+void clicktrain_s8_patconv_operator_release(
+    clicktrain_s8_patconv_operator* op) {
+  for (size_t i = 0; i < op->allocated_workspaces; ++i) {
+    free(op->workspaces[i]);
+  }
+  free(op->tap_offsets);
+  free(op->program);
+  free(op->requantization);
+  memset(op, 0, sizeof(*op));
+}
+
+typedef struct run_context {
+  clicktrain_s8_patconv_operator* op;
+  const int8_t* image;  /* NHWC input of the current batch element */
+  int8_t* output;       /* NHWC output of the current batch element */
+  size_t band_rows;     /* output rows per band in this run */
+} run_context;
+
+static uint8_t* claim_workspace(clicktrain_s8_patconv_operator* op,
+                                size_t* claimed) {
+  for (;;) {
+    uint64_t used = __atomic_load_n(&op->workspaces_in_use, __ATOMIC_RELAXED);
+    size_t slot = 0;
+    while (slot < op->allocated_workspaces && (used >> slot) & 1u) ++slot;
+    if (slot == op->allocated_workspaces) continue;  /* a task is finishing */
+    if (__atomic_compare_exchange_n(&op->workspaces_in_use, &used,
+                                    used | ((uint64_t)1 << slot), 0,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+      *claimed = slot;
+      return (uint8_t*)op->workspaces[slot];
+    }
+  }
+}
+
+static void release_workspace(clicktrain_s8_patconv_operator* op,
+                              size_t slot) {
+  __atomic_fetch_and(&op->workspaces_in_use, ~((uint64_t)1 << slot),
+                     __ATOMIC_RELEASE);
+}
+
+/* The band's input rows -> u8 planes of every phase in use. */
+static void fill_planes(const run_context* run, size_t first_row, size_t rows,
+                        uint8_t* planes) {
+  const clicktrain_s8_patconv_operator* op = run->op;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t channels = (size_t)g->input_channels;
+  const long stride_w = g->stride_w;
+  const size_t plane_rows = rows + (op->phase_rows - op->band_rows);
+  for (int row_phase = 0; row_phase < g->stride_h && row_phase < 64; ++row_phase) {
+    if (op->row_phase_index[row_phase] < 0) continue;
+    for (int column_phase = 0; column_phase < g->stride_w && column_phase < 64;
+         ++column_phase) {
+      if (op->column_phase_index[column_phase] < 0) continue;
+      const size_t phase =
+          (size_t)op->row_phase_index[row_phase] * op->column_phases +
+          (size_t)op->column_phase_index[column_phase];
+      /* Columns j whose input column j * stride + phase - padding is inside. */
+      const long shift = column_phase - g->padding_left;
+      long first = shift >= 0 ? 0 : (-shift + stride_w - 1) / stride_w;
+      long end = ((long)g->input_width - 1 - shift) / stride_w + 1;
+      if ((long)g->input_width - 1 - shift < 0) end = 0;
+      if (end > (long)op->columns) end = (long)op->columns;
+      if (first > end) first = end;
+      for (size_t r = 0; r < plane_rows; ++r) {
+        uint8_t* row = planes + phase * op->phase_bytes + r * op->columns;
+        const long y = (long)(first_row + r) * g->stride_h + row_phase -
+                       g->padding_top;
+        if (y < 0 || y >= g->input_height || first == end) {
+          for (size_t c = 0; c < channels; ++c) {
+            memset(row + c * op->channel_bytes, op->padding_value, op->columns);
+          }
+          continue;
+        }
+        for (size_t c = 0; c < channels; ++c) {
+          uint8_t* channel_row = row + c * op->channel_bytes;
+          memset(channel_row, op->padding_value, (size_t)first);
+          memset(channel_row + end, op->padding_value,
+                 op->columns - (size_t)end);
+        }
+        const int8_t* source =
+            run->image +
+            ((size_t)y * g->input_width + (size_t)(first * stride_w + shift)) *
+                channels;
+        op->ukernels->transpose((size_t)(end - first), channels,
+                                (const uint8_t*)source,
+                                (size_t)stride_w * channels, row + first,
+                                op->channel_bytes, 0x80);
+      }
+    }
+  }
+}
+
+static void run_band(void* context, size_t band) {
+  const run_context* run = (const run_context*)context;
+  clicktrain_s8_patconv_operator* op = run->op;
+  const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t first_row = band * run->band_rows;
+  size_t rows = (size_t)g->output_height - first_row;
+  if (rows > run->band_rows) rows = run->band_rows;
+  const size_t pixels = rows * op->columns;
+  const size_t width = (size_t)g->output_width;
+  const size_t output_channels = (size_t)g->output_channels;
+  size_t slot;
+  uint8_t* workspace = claim_workspace(op, &slot);
+  uint8_t* packed = workspace + op->packed_offset;
+  int8_t* tile = (int8_t*)(workspace + op->tile_offset);
+  fill_planes(run, first_row, rows, workspace);
+  for (size_t start = 0; start < pixels; start += kTile) {
+    op->ukernels->pack(op->slots, op->tap_offsets, workspace + start, packed);
+    op->ukernels->compute(output_channels, op->program, packed,
+                          op->requantization, &op->output_params, tile);
+    /* Row by row, the tile's pixels inside the output. */
+    size_t end = start + kTile < pixels ? start + kTile : pixels;
+    for (size_t pixel = start; pixel < end;) {
+      const size_t y = pixel / op->columns, x = pixel % op->columns;
+      size_t row_end = pixel + (op->columns - x);
+      if (row_end > end) row_end = end;
+      if (x < width) {
+        const size_t count = (row_end < pixel + (width - x)) ? row_end - pixel
+                                                             : width - x;
+        op->ukernels->transpose(
+            output_channels, count, (const uint8_t*)tile + (pixel - start),
+            kTile,
+            (uint8_t*)run->output + ((first_row + y) * width + x) * output_channels,
+            output_channels, 0);
+      }
+      pixel = row_end;
+    }
+  }
+  release_workspace(op, slot);
+}
+
+void clicktrain_s8_patconv_operator_run(clicktrain_s8_patconv_operator* op,
+                                        const int8_t* input, int8_t* output,
+                                        clicktrain_thread_pool* pool) {
+  const clicktrain_conv_geometry* g = &op->geometry;
+  if (!op->fast) {
+    clicktrain_s8_patconv_ukernel__scalar(
+        g, &op->layer->structure.weights, op->layer->values,
+        &op->layer->requantization, input, output);
+    return;
+  }
+  size_t threads = (size_t)clicktrain_thread_pool_threads(pool);
+  if (threads > (size_t)op->max_threads ||
+      threads > CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES ||
+      (threads > 1 && add_workspaces(op, threads) != 0)) {
+    threads = 1;
+  }
+  if (threads < 2) pool = NULL;
+  /* A few bands per thread, each at least a tile of pixels. */
+  size_t band_rows = op->band_rows;
+  if (threads > 1) {
+    const size_t height = (size_t)g->output_height;
+    size_t rows = (height + 2 * threads - 1) / (2 * threads);
+    const size_t min_rows = (kTile + op->columns - 1) / op->columns;
+    if (rows < min_rows) rows = min_rows;
+    if (rows < band_rows) band_rows = rows;
+  }
+  const size_t bands = ((size_t)g->output_height + band_rows - 1) / band_rows;
+  const size_t input_image =
+      (size_t)g->input_height * g->input_width * g->input_channels;
+  const size_t output_image =
+      (size_t)g->output_height * g->output_width * g->output_channels;
+  run_context run = {op, input, output, band_rows};
+  for (int n = 0; n < g->batch; ++n) {
+    run.image = input + (size_t)n * input_image;
+    run.output = output + (size_t)n * output_image;
+    clicktrain_thread_pool_parallelize(pool, run_band, &run, bands);
+  }
 }

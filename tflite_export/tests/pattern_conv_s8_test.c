@@ -50,6 +50,35 @@ static void check_quantization_arithmetic(void) {
         "saturating high multiply");
 }
 
+/* Every micro-kernel variant through the operator, serially and on a pool
+ * of 2 threads, against the scalar reference's `expected` output. */
+static void check_operators(const clicktrain_conv_geometry* g, const clicktrain_s8_layer* layer,
+                            const int8_t* input, const int8_t* expected, size_t output_size) {
+  const clicktrain_s8_patconv_ukernels* sets[8];
+  size_t count = clicktrain_s8_patconv_available_ukernels(sets, 8);
+  if (count > 8) count = 8;
+  clicktrain_thread_pool* pool = clicktrain_thread_pool_create(2);
+  int8_t* output = malloc(output_size + 1);
+  for (size_t i = 0; i < count; ++i) {
+    clicktrain_s8_patconv_operator op;
+    CHECK(clicktrain_s8_patconv_operator_setup(&op, g, layer, sets[i], 2) == 0,
+          "operator setup (%s)", sets[i]->name);
+    CHECK(op.fast, "the fast path is taken (%s)", sets[i]->name);
+    for (int threaded = 0; threaded < 2; ++threaded) {
+      memset(output, 0x55, output_size);
+      clicktrain_s8_patconv_operator_run(&op, input, output, threaded ? pool : NULL);
+      CHECK(memcmp(output, expected, output_size) == 0,
+            "%s%s != scalar reference: in %d out %d stride %d dilation %d pad %d,%d "
+            "size %dx%d", sets[i]->name, threaded ? " (2 threads)" : "", g->input_channels,
+            g->output_channels, g->stride_h, g->dilation_h, g->padding_top, g->padding_left,
+            g->input_height, g->input_width);
+    }
+    clicktrain_s8_patconv_operator_release(&op);
+  }
+  free(output);
+  clicktrain_thread_pool_destroy(pool);
+}
+
 /* One random layer and geometry, kernel vs dense conv. */
 static void check_layer(int input_channels, int output_channels, int stride,
                         int dilation, int same, int size, int wide) {
@@ -143,15 +172,7 @@ static void check_layer(int input_channels, int output_channels, int stride,
   clicktrain_s8_patconv_ukernel__scalar(&g, &layer.structure.weights, layer.values,
                                         &layer.requantization, input, output);
   const clicktrain_s8_requantization* q = &layer.requantization;
-  void* scratch = aligned_alloc(16, (clicktrain_s8_patconv_planar_scratch_bytes(&g) + 15) / 16 * 16);
-  int8_t* planar = malloc(output_size + 1);
-  clicktrain_s8_patconv_ukernel__planar(&g, &layer.structure.weights, layer.values, q, input,
-                                        planar, scratch);
-  CHECK(memcmp(planar, output, output_size) == 0,
-        "planar != scalar: in %d out %d stride %d dilation %d %s size %d", input_channels,
-        output_channels, stride, dilation, same ? "SAME" : "VALID", size);
-  free(scratch);
-  free(planar);
+  check_operators(&g, &layer, input, output, output_size);
   size_t mismatches = 0;
   for (int b = 0; b < g.batch; ++b)
     for (int oy = 0; oy < g.output_height; ++oy)
@@ -183,6 +204,57 @@ static void check_layer(int input_channels, int output_channels, int stride,
   clicktrain_s8_layer_release(&layer);
   free(runs); free(channels); free(values); free(dense); free(bias); free(scales);
   free(narrow_runs); free(narrow_channels); free(input); free(output);
+}
+
+/* The compute micro-kernels' requantization against TFLite's arithmetic at
+ * its extremes: random packed taps and weights (-128..127), sums that wrap,
+ * biases over the whole int32 range and every shift TFLite allows. */
+static void check_requantization_extremes(void) {
+  enum { kTile = CLICKTRAIN_S8_PATCONV_TILE, kFilters = 64, kKernels = 9 };
+  uint8_t* packed = aligned_alloc(64, (size_t)kKernels * 4 * kTile);
+  for (size_t i = 0; i < (size_t)kKernels * 4 * kTile; ++i) packed[i] = (uint8_t)next_int(0, 255);
+  uint32_t program[kFilters * (1 + 2 * kKernels)];
+  clicktrain_s8_filter_requantization requantization[kFilters];
+  uint32_t* entry = program;
+  for (int f = 0; f < kFilters; ++f) {
+    const int kernels = f % (kKernels + 1);
+    *entry++ = (uint32_t)kernels;
+    for (int k = 0; k < kernels; ++k) {
+      *entry++ = (uint32_t)(next_int(0, kKernels - 1) * 4 * kTile);
+      uint32_t word = 0;
+      for (int t = 0; t < 4; ++t) {
+        const int weight = f % 3 == 0 ? (next_int(0, 1) ? 127 : -128) : next_int(-128, 127);
+        word |= (uint32_t)(uint8_t)weight << (8 * t);
+      }
+      *entry++ = word;
+    }
+    clicktrain_s8_filter_requantization* r = &requantization[f];
+    const int shift = f < 62 ? next_int(-31, 30) : (f == 62 ? -31 : 30);
+    const int exponent = shift < 0 ? -shift : 0;
+    r->bias = (int32_t)(((uint32_t)next_int(0, 65535) << 16) ^ (uint32_t)next_int(0, 65535));
+    r->multiplier = f % 4 == 0 ? INT32_MAX : (1 << 30) + next_int(0, (1 << 30) - 1);
+    r->shift = shift;
+    r->left_shift = (uint32_t)(shift > 0 ? shift : 0);
+    r->right_shift = (uint32_t)(31 + exponent);
+    r->reserved = 0;
+    r->rounding = ((int64_t)1 << 30) + (exponent > 0 ? ((int64_t)1 << (30 + exponent)) : 0);
+    r->negative_rounding = exponent > 0 ? ((int64_t)1 << 31) : 0;
+  }
+  const clicktrain_s8_output_params params[2] = {{-7, -128, 127}, {5, -3, 90}};
+  const clicktrain_s8_patconv_ukernels* sets[8];
+  size_t count = clicktrain_s8_patconv_available_ukernels(sets, 8);
+  if (count > 8) count = 8;
+  int8_t expected[kFilters * kTile], actual[kFilters * kTile] __attribute__((aligned(64)));
+  for (int p = 0; p < 2; ++p) {
+    clicktrain_s8_patconv_ukernels__scalar.compute(kFilters, program, packed, requantization,
+                                                   &params[p], expected);
+    for (size_t i = 1; i < count; ++i) {
+      sets[i]->compute(kFilters, program, packed, requantization, &params[p], actual);
+      CHECK(memcmp(actual, expected, sizeof(actual)) == 0,
+            "%s compute != scalar at extreme sums and shifts", sets[i]->name);
+    }
+  }
+  free(packed);
 }
 
 static void check_validation(void) {
@@ -236,10 +308,22 @@ int main(void) {
                 next_int(0, 1), next_int(3, 9), next_int(0, 1));
   }
   check_layer(300, 3, 1, 1, 1, 5, 1);  /* channel indices beyond 255 */
+  /* ResNet-like shapes: several tiles per band, stride 2, many filters. */
+  check_layer(64, 64, 1, 1, 1, 14, 0);
+  check_layer(32, 48, 2, 1, 1, 17, 0);
+  check_layer(40, 24, 2, 2, 0, 12, 1);
+  check_requantization_extremes();
+  {
+    const clicktrain_s8_patconv_ukernels* sets[8];
+    size_t count = clicktrain_s8_patconv_available_ukernels(sets, 8);
+    printf("pattern_conv_s8_test: tiled variants checked:");
+    for (size_t i = 0; i < count && i < 8; ++i) printf(" %s", sets[i]->name);
+    printf("\n");
+  }
   if (failures != 0) {
     fprintf(stderr, "pattern_conv_s8_test: %d checks failed\n", failures);
     return 1;
   }
-  printf("pattern_conv_s8_test: all checks passed (scalar, planar)\n");
+  printf("pattern_conv_s8_test: all checks passed (reference, every tiled variant)\n");
   return 0;
 }

@@ -65,17 +65,98 @@ void clicktrain_s8_patconv_ukernel__scalar(
     const clicktrain_s8_requantization* requantization, const int8_t* input,
     int8_t* output);
 
-/* Portable planar kernel (src/s8-patconv/planar.c), the one the op runs:
- * bit-identical to the scalar reference, with a caller-provided scratch of
- * clicktrain_s8_patconv_planar_scratch_bytes(geometry) bytes, 16-byte
- * aligned. */
-size_t clicktrain_s8_patconv_planar_scratch_bytes(
-    const clicktrain_conv_geometry* geometry);
-void clicktrain_s8_patconv_ukernel__planar(
-    const clicktrain_conv_geometry* geometry,
-    const clicktrain_pattern_weights* weights, const int8_t* values,
-    const clicktrain_s8_requantization* requantization, const int8_t* input,
-    int8_t* output, void* scratch);
+/* ------------------------------------------------------------------------
+ * Tiled micro-kernels (src/s8-patconv/, driven by pattern_conv_s8_operator.c).
+ *
+ * The driver lays the input out as u8 channel planes (each value + 128, the
+ * padding holding input_zero_point + 128) and computes output pixels in
+ * tiles of CLICKTRAIN_S8_PATCONV_TILE. For a tile, `pack` writes one
+ * "slot" per (input channel, pattern, group of up to 4 of the pattern's
+ * taps) in use: per pixel the 4 tap values as 4 consecutive bytes
+ * (packed[slot][pixel][tap]), the layout a u8 x s8 4-way dot product
+ * (x86 VPDPBUSD, arm64 SDOT) consumes. `compute` then runs, per filter, its
+ * program (a count, then per kernel tap group a byte offset of the slot in
+ * `packed` and its 4 int8 weights as one little-endian word, 0 for missing
+ * taps), accumulating int32 sums of u8 x s8 products; the +128 of every tap
+ * is folded into the filter's bias. It requantizes exactly as TFLite does
+ * and writes int8 output[filter][pixel]. `transpose` moves a block of bytes
+ * from rows to columns (NHWC <-> planar). */
+#define CLICKTRAIN_S8_PATCONV_TILE 64
+
+/* One filter's requantization in the micro-kernels' form. */
+typedef struct clicktrain_s8_filter_requantization {
+  /* bias - (input_zero_point + 128) * (sum of the filter's weights),
+   * wrapped to 32 bits as TFLite's int32 accumulator wraps. */
+  int32_t bias;
+  int32_t multiplier;        /* TFLite's QuantizeMultiplier, >= 0 */
+  int32_t shift;             /* TFLite's, in [-31, 30] */
+  uint32_t left_shift;       /* max(shift, 0) */
+  /* MultiplyByQuantizedMultiplier's two roundings as one: with
+   * product = (sum << left_shift) * multiplier (64-bit), the result is
+   * (product + rounding - (product < 0 ? negative_rounding : 0))
+   * >> right_shift (see pattern_conv_s8_operator.c for the derivation). */
+  uint32_t right_shift;      /* 31 + max(-shift, 0) */
+  uint32_t reserved;
+  int64_t rounding;          /* 2^30 + (shift < 0 ? 2^(30 - shift) : 0) */
+  int64_t negative_rounding; /* shift < 0 ? 2^31 : 0 */
+} clicktrain_s8_filter_requantization;
+
+typedef struct clicktrain_s8_output_params {
+  int32_t zero_point;
+  int32_t min;   /* fused activation clamp, quantized */
+  int32_t max;
+} clicktrain_s8_output_params;
+
+/* packed[s] (CLICKTRAIN_S8_PATCONV_TILE * 4 bytes, 64-byte aligned) =
+ * interleave of the 4 byte streams planes + tap_offsets[4 * s + j]. */
+typedef void (*clicktrain_s8_patconv_pack_fn)(size_t slots,
+                                              const uint32_t* tap_offsets,
+                                              const uint8_t* planes,
+                                              uint8_t* packed);
+/* output[f * CLICKTRAIN_S8_PATCONV_TILE + pixel] for `filters` filters. */
+typedef void (*clicktrain_s8_patconv_compute_fn)(
+    size_t filters, const uint32_t* program, const uint8_t* packed,
+    const clicktrain_s8_filter_requantization* requantization,
+    const clicktrain_s8_output_params* params, int8_t* output);
+/* destination[c * destination_stride + r] = source[r * source_stride + c]
+ * ^ flip, for r < rows, c < columns. */
+typedef void (*clicktrain_x8_transpose_fn)(size_t rows, size_t columns,
+                                           const uint8_t* source,
+                                           size_t source_stride,
+                                           uint8_t* destination,
+                                           size_t destination_stride,
+                                           uint8_t flip);
+
+typedef struct clicktrain_s8_patconv_ukernels {
+  const char* name;
+  clicktrain_s8_patconv_pack_fn pack;
+  clicktrain_s8_patconv_compute_fn compute;
+  clicktrain_x8_transpose_fn transpose;
+} clicktrain_s8_patconv_ukernels;
+
+/* Portable C, on every CPU. */
+void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns,
+                                             const uint8_t* source,
+                                             size_t source_stride,
+                                             uint8_t* destination,
+                                             size_t destination_stride,
+                                             uint8_t flip);
+extern const clicktrain_s8_patconv_ukernels
+    clicktrain_s8_patconv_ukernels__scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+/* AVX-512 F/BW + VNNI (VPDPBUSD); its name is "avx512". */
+extern const clicktrain_s8_patconv_ukernels
+    clicktrain_s8_patconv_ukernels__avx512vnni;
+#endif
+
+/* The variants this CPU runs, slowest first; returns their count. */
+size_t clicktrain_s8_patconv_available_ukernels(
+    const clicktrain_s8_patconv_ukernels** sets, size_t capacity);
+
+/* The fastest variant, chosen once per process; TF_CLICKTRAIN_KERNELS
+ * (a variant name: scalar, avx512) overrides it when this CPU runs it. */
+const clicktrain_s8_patconv_ukernels* clicktrain_s8_patconv_select_ukernels(
+    void);
 
 /* TFLite's QuantizeMultiplier: `real` as multiplier * 2^(shift - 31). */
 void clicktrain_quantize_multiplier(double real, int32_t* multiplier,

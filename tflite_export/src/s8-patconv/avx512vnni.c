@@ -1,0 +1,141 @@
+/* AVX-512 VNNI micro-kernels of the int8 pattern conv (interface in
+ * include/clicktrain/pattern_conv_s8.h). Compiled with -mavx512f
+ * -mavx512bw -mavx512vnni and only called when the CPU has them.
+ *
+ * compute: a tile of 64 pixels is 4 zmm accumulators of 16 int32 lanes; one
+ * VPDPBUSD of a packed slot vector (16 pixels x 4 u8 taps) with the
+ * kernel's 4 int8 weights broadcast does 64 multiply-adds. Two accumulator
+ * sets (even / odd kernels) hide the instruction's latency. Requantization
+ * is TFLite's MultiplyByQuantizedMultiplier, exactly: 64-bit products of
+ * the even and odd lanes, one rounding shift (see
+ * clicktrain_s8_filter_requantization), then zero point and clamp. */
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "clicktrain/pattern_conv_s8.h"
+
+enum { kTile = CLICKTRAIN_S8_PATCONV_TILE };
+
+/* packed[pixel][tap] from 4 streams of 64 bytes: each stream's dwords are
+ * first permuted so the in-lane byte and word interleaves leave the pixels
+ * in order (lane k of the permuted stream holds pixels 4k..4k+3, 16+4k.., ...). */
+static void pack(size_t slots, const uint32_t* tap_offsets,
+                 const uint8_t* planes, uint8_t* packed) {
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5,
+                                         1, 12, 8, 4, 0);
+  for (size_t s = 0; s < slots; ++s, tap_offsets += 4, packed += 4 * kTile) {
+    const __m512i a = _mm512_permutexvar_epi32(
+        order, _mm512_loadu_si512(planes + tap_offsets[0]));
+    const __m512i b = _mm512_permutexvar_epi32(
+        order, _mm512_loadu_si512(planes + tap_offsets[1]));
+    const __m512i c = _mm512_permutexvar_epi32(
+        order, _mm512_loadu_si512(planes + tap_offsets[2]));
+    const __m512i d = _mm512_permutexvar_epi32(
+        order, _mm512_loadu_si512(planes + tap_offsets[3]));
+    const __m512i ab_low = _mm512_unpacklo_epi8(a, b);
+    const __m512i ab_high = _mm512_unpackhi_epi8(a, b);
+    const __m512i cd_low = _mm512_unpacklo_epi8(c, d);
+    const __m512i cd_high = _mm512_unpackhi_epi8(c, d);
+    _mm512_store_si512(packed, _mm512_unpacklo_epi16(ab_low, cd_low));
+    _mm512_store_si512(packed + 64, _mm512_unpackhi_epi16(ab_low, cd_low));
+    _mm512_store_si512(packed + 128, _mm512_unpacklo_epi16(ab_high, cd_high));
+    _mm512_store_si512(packed + 192, _mm512_unpackhi_epi16(ab_high, cd_high));
+  }
+}
+
+/* 16 sums -> 16 requantized int8 (in int32 lanes, clamped). */
+static inline __m512i requantize(__m512i sum, __m512i multiplier, __m128i left_shift,
+                                 __m128i right_shift, __m512i rounding,
+                                 __m512i negative_rounding, __m512i merge,
+                                 __m512i zero_point, __m512i low,
+                                 __m512i high) {
+  const __m512i x = _mm512_sll_epi32(sum, left_shift);
+  __m512i even = _mm512_mul_epi32(x, multiplier);
+  __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), multiplier);
+  const __mmask8 even_negative =
+      _mm512_cmplt_epi64_mask(even, _mm512_setzero_si512());
+  const __mmask8 odd_negative =
+      _mm512_cmplt_epi64_mask(odd, _mm512_setzero_si512());
+  even = _mm512_add_epi64(even, rounding);
+  odd = _mm512_add_epi64(odd, rounding);
+  even = _mm512_mask_sub_epi64(even, even_negative, even, negative_rounding);
+  odd = _mm512_mask_sub_epi64(odd, odd_negative, odd, negative_rounding);
+  even = _mm512_sra_epi64(even, right_shift);
+  odd = _mm512_sra_epi64(odd, right_shift);
+  __m512i out = _mm512_permutex2var_epi32(even, merge, odd);
+  out = _mm512_add_epi32(out, zero_point);
+  return _mm512_min_epi32(_mm512_max_epi32(out, low), high);
+}
+
+static void compute(size_t filters, const uint32_t* program,
+                    const uint8_t* packed,
+                    const clicktrain_s8_filter_requantization* requantization,
+                    const clicktrain_s8_output_params* params,
+                    int8_t* output) {
+  const __m512i merge = _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6,
+                                         20, 4, 18, 2, 16, 0);
+  const __m512i zero_point = _mm512_set1_epi32(params->zero_point);
+  const __m512i low = _mm512_set1_epi32(params->min);
+  const __m512i high = _mm512_set1_epi32(params->max);
+  for (size_t f = 0; f < filters; ++f, output += kTile) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    __m512i acc2 = _mm512_setzero_si512(), acc3 = _mm512_setzero_si512();
+    __m512i odd0 = _mm512_setzero_si512(), odd1 = _mm512_setzero_si512();
+    __m512i odd2 = _mm512_setzero_si512(), odd3 = _mm512_setzero_si512();
+    uint32_t count = *program++;
+    for (; count >= 2; count -= 2, program += 4) {
+      const uint8_t* slot = packed + program[0];
+      const __m512i w = _mm512_set1_epi32((int)program[1]);
+      const uint8_t* next = packed + program[2];
+      const __m512i v = _mm512_set1_epi32((int)program[3]);
+      acc0 = _mm512_dpbusd_epi32(acc0, _mm512_load_si512(slot), w);
+      acc1 = _mm512_dpbusd_epi32(acc1, _mm512_load_si512(slot + 64), w);
+      acc2 = _mm512_dpbusd_epi32(acc2, _mm512_load_si512(slot + 128), w);
+      acc3 = _mm512_dpbusd_epi32(acc3, _mm512_load_si512(slot + 192), w);
+      odd0 = _mm512_dpbusd_epi32(odd0, _mm512_load_si512(next), v);
+      odd1 = _mm512_dpbusd_epi32(odd1, _mm512_load_si512(next + 64), v);
+      odd2 = _mm512_dpbusd_epi32(odd2, _mm512_load_si512(next + 128), v);
+      odd3 = _mm512_dpbusd_epi32(odd3, _mm512_load_si512(next + 192), v);
+    }
+    if (count != 0) {
+      const uint8_t* slot = packed + program[0];
+      const __m512i w = _mm512_set1_epi32((int)program[1]);
+      acc0 = _mm512_dpbusd_epi32(acc0, _mm512_load_si512(slot), w);
+      acc1 = _mm512_dpbusd_epi32(acc1, _mm512_load_si512(slot + 64), w);
+      acc2 = _mm512_dpbusd_epi32(acc2, _mm512_load_si512(slot + 128), w);
+      acc3 = _mm512_dpbusd_epi32(acc3, _mm512_load_si512(slot + 192), w);
+      program += 2;
+    }
+    const clicktrain_s8_filter_requantization* q = &requantization[f];
+    const __m512i bias = _mm512_set1_epi32(q->bias);
+    const __m512i multiplier = _mm512_set1_epi32(q->multiplier);
+    const __m128i left_shift = _mm_cvtsi32_si128((int)q->left_shift);
+    const __m128i right_shift = _mm_cvtsi32_si128((int)q->right_shift);
+    const __m512i rounding = _mm512_set1_epi64(q->rounding);
+    const __m512i negative_rounding = _mm512_set1_epi64(q->negative_rounding);
+#define CLICKTRAIN_STORE(i, a, b)                                             \
+  _mm_store_si128(                                                            \
+      (__m128i*)(output + 16 * (i)),                                          \
+      _mm512_cvtepi32_epi8(requantize(                                        \
+          _mm512_add_epi32(_mm512_add_epi32(a, b), bias), multiplier,      \
+          left_shift, right_shift, rounding, negative_rounding, merge,        \
+          zero_point, low, high)))
+    CLICKTRAIN_STORE(0, acc0, odd0);
+    CLICKTRAIN_STORE(1, acc1, odd1);
+    CLICKTRAIN_STORE(2, acc2, odd2);
+    CLICKTRAIN_STORE(3, acc3, odd3);
+#undef CLICKTRAIN_STORE
+  }
+}
+
+const clicktrain_s8_patconv_ukernels
+    clicktrain_s8_patconv_ukernels__avx512vnni = {
+        .name = "avx512",
+        .pack = pack,
+        .compute = compute,
+        .transpose = clicktrain_x8_transpose_ukernel__scalar,
+};
+
+#endif
