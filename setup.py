@@ -22,7 +22,7 @@ _NATIVE_LIBRARY = "tf_clicktrain.tflite.libclicktrain_tflite"
 _X86_64_ISA_FLAGS = {
     "avx2.c": ["-mavx2", "-mfma"],
     "avx512.c": ["-mavx512f"],
-    "avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vnni"],
+    "avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
 }
 
 

@@ -225,7 +225,7 @@ size_t clicktrain_s8_patconv_available_ukernels(
   __builtin_cpu_init();
   /* __builtin_cpu_supports also checks that the OS saves the registers. */
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vnni")) {
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
     if (count < capacity) {
       sets[count] = &clicktrain_s8_patconv_ukernels__avx512vnni;
     }
@@ -307,9 +307,12 @@ static int add_workspaces(clicktrain_s8_patconv_operator* op, size_t count) {
   while (op->allocated_workspaces < count) {
     void* workspace = aligned_alloc(kAlignment, op->workspace_bytes);
     if (workspace == NULL) return -1;
-    /* Plane rows a short band leaves unwritten are read only for dropped
-     * pixels; zeroing them keeps every run deterministic. */
-    memset(workspace, 0, op->workspace_bytes);
+    /* Padding columns hold the padding value for good (every band writes
+     * the same columns); rows a short band leaves unwritten are read only
+     * for dropped pixels, and initialised keep every run deterministic. */
+    memset(workspace, op->padding_value, op->planes_bytes);
+    memset((uint8_t*)workspace + op->planes_bytes, 0,
+           op->workspace_bytes - op->planes_bytes);
     op->workspaces[op->allocated_workspaces++] = workspace;
     op->scratch_bytes += op->workspace_bytes;
   }
@@ -331,7 +334,9 @@ static size_t layout(clicktrain_s8_patconv_operator* op, size_t band_rows) {
   op->planes_bytes = op->channel_bytes * (size_t)g->input_channels;
   op->packed_offset = op->planes_bytes;
   op->tile_offset = op->packed_offset + op->slots * 4 * kTile;
-  return op->tile_offset + (size_t)g->output_channels * kTile;
+  op->pixels_offset =
+      op->tile_offset + round_up((size_t)g->output_channels * kTile, kAlignment);
+  return op->pixels_offset + (size_t)g->output_channels * kTile;
 }
 
 int clicktrain_s8_patconv_operator_setup(
@@ -592,17 +597,13 @@ static void fill_planes(const run_context* run, size_t first_row, size_t rows,
         uint8_t* row = planes + phase * op->phase_bytes + r * op->columns;
         const long y = (long)(first_row + r) * g->stride_h + row_phase -
                        g->padding_top;
-        if (y < 0 || y >= g->input_height || first == end) {
+        if (first == end) continue;  /* all padding, set at allocation */
+        if (y < 0 || y >= g->input_height) {
           for (size_t c = 0; c < channels; ++c) {
-            memset(row + c * op->channel_bytes, op->padding_value, op->columns);
+            memset(row + c * op->channel_bytes + first, op->padding_value,
+                   (size_t)(end - first));
           }
           continue;
-        }
-        for (size_t c = 0; c < channels; ++c) {
-          uint8_t* channel_row = row + c * op->channel_bytes;
-          memset(channel_row, op->padding_value, (size_t)first);
-          memset(channel_row + end, op->padding_value,
-                 op->columns - (size_t)end);
         }
         const int8_t* source =
             run->image +
@@ -631,13 +632,18 @@ static void run_band(void* context, size_t band) {
   uint8_t* workspace = claim_workspace(op, &slot);
   uint8_t* packed = workspace + op->packed_offset;
   int8_t* tile = (int8_t*)(workspace + op->tile_offset);
+  uint8_t* tile_pixels = workspace + op->pixels_offset;
   fill_planes(run, first_row, rows, workspace);
   for (size_t start = 0; start < pixels; start += kTile) {
     op->ukernels->pack(op->slots, op->tap_offsets, workspace + start, packed);
     op->ukernels->compute(output_channels, op->program, packed,
                           op->requantization, &op->output_params, tile);
-    /* Row by row, the tile's pixels inside the output. */
-    size_t end = start + kTile < pixels ? start + kTile : pixels;
+    /* [filter][pixel] -> [pixel][filter], then row by row the pixels
+     * inside the output. */
+    const size_t end = start + kTile < pixels ? start + kTile : pixels;
+    op->ukernels->transpose(output_channels, end - start,
+                            (const uint8_t*)tile, kTile, tile_pixels,
+                            output_channels, 0);
     for (size_t pixel = start; pixel < end;) {
       const size_t y = pixel / op->columns, x = pixel % op->columns;
       size_t row_end = pixel + (op->columns - x);
@@ -645,11 +651,9 @@ static void run_band(void* context, size_t band) {
       if (x < width) {
         const size_t count = (row_end < pixel + (width - x)) ? row_end - pixel
                                                              : width - x;
-        op->ukernels->transpose(
-            output_channels, count, (const uint8_t*)tile + (pixel - start),
-            kTile,
-            (uint8_t*)run->output + ((first_row + y) * width + x) * output_channels,
-            output_channels, 0);
+        memcpy(run->output + ((first_row + y) * width + x) * output_channels,
+               tile_pixels + (pixel - start) * output_channels,
+               count * output_channels);
       }
       pixel = row_end;
     }

@@ -102,8 +102,9 @@ typedef struct clicktrain_s8_patconv_operator {
   uint32_t* program;
   clicktrain_s8_filter_requantization* requantization;
   clicktrain_s8_output_params output_params;
-  /* Workspaces: planes, packed slots, output tile. */
-  size_t packed_offset, tile_offset, workspace_bytes;
+  /* Workspaces: planes, packed slots, output tile [filter][pixel] and
+   * [pixel][filter]. */
+  size_t packed_offset, tile_offset, pixels_offset, workspace_bytes;
   void* workspaces[CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES];
   size_t allocated_workspaces;
   uint64_t workspaces_in_use;    /* bit per workspace, atomic */

@@ -144,7 +144,7 @@ void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns,
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__scalar;
 #if defined(__x86_64__) || defined(_M_X64)
-/* AVX-512 F/BW + VNNI (VPDPBUSD); its name is "avx512". */
+/* AVX-512 F/BW/VL + VNNI (VPDPBUSD); its name is "avx512". */
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__avx512vnni;
 #endif

@@ -1,6 +1,6 @@
 /* AVX-512 VNNI micro-kernels of the int8 pattern conv (interface in
  * include/clicktrain/pattern_conv_s8.h). Compiled with -mavx512f
- * -mavx512bw -mavx512vnni and only called when the CPU has them.
+ * -mavx512bw -mavx512vl -mavx512vnni and only called when the CPU has them.
  *
  * compute: a tile of 64 pixels is 4 zmm accumulators of 16 int32 lanes; one
  * VPDPBUSD of a packed slot vector (16 pixels x 4 u8 taps) with the
@@ -130,12 +130,85 @@ static void compute(size_t filters, const uint32_t* program,
   }
 }
 
+/* Blocks of 16 rows x 64 columns: each zmm row holds four 16x16 byte
+ * blocks (one per 128-bit lane), transposed together by four in-lane
+ * unpack stages; register j then holds, in lane b, column 16 b + j. */
+static void transpose(size_t rows, size_t columns, const uint8_t* source,
+                      size_t source_stride, uint8_t* destination,
+                      size_t destination_stride, uint8_t flip) {
+  const __m512i flip_bytes = _mm512_set1_epi8((char)flip);
+  for (size_t r0 = 0; r0 < rows; r0 += 16) {
+    const size_t row_count = rows - r0 < 16 ? rows - r0 : 16;
+    const __mmask16 row_mask = (__mmask16)((1u << row_count) - 1u);
+    for (size_t c0 = 0; c0 < columns; c0 += 64) {
+      const size_t column_count = columns - c0 < 64 ? columns - c0 : 64;
+      const __mmask64 column_mask =
+          column_count == 64 ? ~(__mmask64)0
+                             : (((__mmask64)1 << column_count) - 1);
+      __m512i r[16], a[16];
+      for (size_t i = 0; i < 16; ++i) {
+        r[i] = i < row_count
+                   ? _mm512_xor_si512(
+                         _mm512_maskz_loadu_epi8(
+                             column_mask,
+                             source + (r0 + i) * source_stride + c0),
+                         flip_bytes)
+                   : _mm512_setzero_si512();
+      }
+      /* a[2 i + h]: rows 2i, 2i+1 (16-bit), columns 8h..8h+7. */
+      for (int i = 0; i < 8; ++i) {
+        a[2 * i] = _mm512_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+      }
+      /* r[4 m + q]: rows 4m..4m+3 (32-bit), columns 4q..4q+3. */
+      for (int m = 0; m < 4; ++m) {
+        for (int h = 0; h < 2; ++h) {
+          r[4 * m + 2 * h] =
+              _mm512_unpacklo_epi16(a[4 * m + h], a[4 * m + 2 + h]);
+          r[4 * m + 2 * h + 1] =
+              _mm512_unpackhi_epi16(a[4 * m + h], a[4 * m + 2 + h]);
+        }
+      }
+      /* a[8 n + e]: rows 8n..8n+7 (64-bit), columns 2e, 2e+1. */
+      for (int n = 0; n < 2; ++n) {
+        for (int q = 0; q < 4; ++q) {
+          a[8 * n + 2 * q] =
+              _mm512_unpacklo_epi32(r[8 * n + q], r[8 * n + 4 + q]);
+          a[8 * n + 2 * q + 1] =
+              _mm512_unpackhi_epi32(r[8 * n + q], r[8 * n + 4 + q]);
+        }
+      }
+      /* r[j]: column j, rows 0..15. */
+      for (int e = 0; e < 8; ++e) {
+        r[2 * e] = _mm512_unpacklo_epi64(a[e], a[8 + e]);
+        r[2 * e + 1] = _mm512_unpackhi_epi64(a[e], a[8 + e]);
+      }
+#define CLICKTRAIN_STORE_LANE(b)                                              \
+  for (size_t j = 0; j < 16 && 16 * (b) + j < column_count; ++j) {            \
+    uint8_t* target =                                                         \
+        destination + (c0 + 16 * (b) + j) * destination_stride + r0;          \
+    const __m128i column = _mm512_extracti32x4_epi32(r[j], (b));              \
+    if (row_count == 16) {                                                    \
+      _mm_storeu_si128((__m128i*)target, column);                             \
+    } else {                                                                  \
+      _mm_mask_storeu_epi8(target, row_mask, column);                         \
+    }                                                                         \
+  }
+      CLICKTRAIN_STORE_LANE(0)
+      CLICKTRAIN_STORE_LANE(1)
+      CLICKTRAIN_STORE_LANE(2)
+      CLICKTRAIN_STORE_LANE(3)
+#undef CLICKTRAIN_STORE_LANE
+    }
+  }
+}
+
 const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__avx512vnni = {
         .name = "avx512",
         .pack = pack,
         .compute = compute,
-        .transpose = clicktrain_x8_transpose_ukernel__scalar,
+        .transpose = transpose,
 };
 
 #endif
