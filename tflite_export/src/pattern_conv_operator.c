@@ -5,6 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CLICKTRAIN_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CLICKTRAIN_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CLICKTRAIN_CPU_RELAX() ((void)0)
+#endif
+
 enum {
   kAlignment = 64,
   /* Sub-plane rows are a multiple of this many floats (32 bytes), so every
@@ -274,6 +283,7 @@ typedef struct run_context {
    * op->buffers[b], packed by channel_parts tasks split over input channels,
    * then computed by one task per (band, filter block). */
   size_t channel_parts;
+  size_t packed_parts;  /* atomic: pack tasks finished */
 } run_context;
 
 static float* claim_buffer(clicktrain_patconv_operator* op, size_t* claimed) {
@@ -491,22 +501,28 @@ static void band_task(void* context, size_t band) {
   release_buffer(op, slot);
 }
 
-/* Shared bands, task band * channel_parts + part: packs a part of the
- * band's input channels into op->buffers[band]. */
-static void shared_pack_task(void* context, size_t index) {
-  const run_context* run = (const run_context*)context;
+/* Shared bands, one loop: tasks [0, bands * channel_parts) pack a part of a
+ * band's input channels into op->buffers[band]; the next bands *
+ * filter_blocks tasks compute one (band, filter block) each, once every
+ * part is packed. Tasks are taken in order, so a thread reaching a compute
+ * task waits at most for the pack tasks other threads are finishing. */
+static void shared_band_task(void* context, size_t index) {
+  run_context* run = (run_context*)context;
   const clicktrain_patconv_operator* op = run->op;
-  const size_t channels = (size_t)op->geometry.input_channels;
-  const size_t band = index / run->channel_parts;
-  const size_t part = index % run->channel_parts;
-  pack_band(run, band, part * channels / run->channel_parts,
-            (part + 1) * channels / run->channel_parts, op->buffers[band]);
-}
-
-/* Shared bands, task band * filter_blocks + block. */
-static void shared_compute_task(void* context, size_t index) {
-  const run_context* run = (const run_context*)context;
-  const clicktrain_patconv_operator* op = run->op;
+  const size_t pack_tasks = op->bands * run->channel_parts;
+  if (index < pack_tasks) {
+    const size_t channels = (size_t)op->geometry.input_channels;
+    const size_t band = index / run->channel_parts;
+    const size_t part = index % run->channel_parts;
+    pack_band(run, band, part * channels / run->channel_parts,
+              (part + 1) * channels / run->channel_parts, op->buffers[band]);
+    __atomic_fetch_add(&run->packed_parts, 1, __ATOMIC_RELEASE);
+    return;
+  }
+  while (__atomic_load_n(&run->packed_parts, __ATOMIC_ACQUIRE) < pack_tasks) {
+    CLICKTRAIN_CPU_RELAX();
+  }
+  index -= pack_tasks;
   const size_t band = index / op->filter_blocks;
   const size_t block = index % op->filter_blocks;
   compute_band(run, op->buffers[band], band, block, block + 1);
@@ -570,7 +586,7 @@ void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
       (size_t)g->input_height * g->input_width * g->input_channels;
   const size_t output_image =
       (size_t)g->output_height * g->output_width * g->output_channels;
-  run_context run = {op, input, output, op->band_rows, 0};
+  run_context run = {op, input, output, op->band_rows, 0, 0};
   /* Fewer bands than threads: the bands are packed once, split over input
    * channels, then computed split over filter blocks. */
   if (threads > 1 && op->bands < threads) {
@@ -581,10 +597,10 @@ void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
     for (int n = 0; n < g->batch; ++n) {
       run.image = input + (size_t)n * input_image;
       run.output = output + (size_t)n * output_image;
-      clicktrain_thread_pool_parallelize(pool, shared_pack_task, &run,
-                                         op->bands * run.channel_parts);
-      clicktrain_thread_pool_parallelize(pool, shared_compute_task, &run,
-                                         op->bands * op->filter_blocks);
+      run.packed_parts = 0;
+      clicktrain_thread_pool_parallelize(
+          pool, shared_band_task, &run,
+          op->bands * (run.channel_parts + op->filter_blocks));
     }
     return;
   }

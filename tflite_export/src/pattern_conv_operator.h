@@ -20,9 +20,12 @@
  * 8 floats, so no vector load splits a cache line. A strided layer packs
  * only the input pixels its outputs read.
  *
- * Threads: a task is one band and a group of filter blocks; it packs its band
- * into a buffer of its own and computes it, so no thread waits for another
- * between packing and computing.
+ * Threads: a task is one band; it packs the band into a buffer of its own
+ * and computes it, so no thread waits for another between packing and
+ * computing. On N threads the band count is a multiple of N with equal
+ * bands. An image with fewer bands than threads (small maps: 7x7x512 is
+ * one band) is instead packed once by tasks split over input channels and
+ * then computed by one task per (band, filter block).
  *
  * The fast path is not taken (the reference kernels run, with no scratch
  * memory) when the layer holds a non-finite weight (see pattern_conv.h) or
