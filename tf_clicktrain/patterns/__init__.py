@@ -9,10 +9,13 @@ Kernels are handled as a 2-D array ``(num_kernels, 9)``; see
 `kernels.to_kernel_rows` for how Keras' ``(3, 3, in, out)`` layout maps onto it.
 """
 
+from tf_clicktrain.patterns import blocks
+from tf_clicktrain.patterns.blocks import block_mask
 from tf_clicktrain.patterns.connectivity import depth_increasing
 from tf_clicktrain.patterns.connectivity import kernels_to_keep
 from tf_clicktrain.patterns.connectivity import sparsity_for_compression
 from tf_clicktrain.patterns.kernels import from_kernel_rows
+from tf_clicktrain.patterns.kernels import kernel_row_groups
 from tf_clicktrain.patterns.kernels import to_kernel_rows
 from tf_clicktrain.patterns.library import candidate_patterns
 from tf_clicktrain.patterns.library import pattern_to_string
@@ -20,6 +23,7 @@ from tf_clicktrain.patterns.selection import PatternSelection
 from tf_clicktrain.patterns.selection import assign_patterns
 from tf_clicktrain.patterns.selection import select_pattern_set
 from tf_clicktrain.patterns.selection import select_patterns_and_kernels
+from tf_clicktrain.patterns.selection import select_patterns_per_group
 from tf_clicktrain.patterns.unstructured import magnitude_mask
 from tf_clicktrain.patterns.verify import PatternSparsity
 from tf_clicktrain.patterns.verify import describe_pattern_sparsity

@@ -41,3 +41,30 @@ def from_kernel_rows(rows, kernel_shape):
         Array of shape ``kernel_shape``.
     """
     return np.asarray(rows).T.reshape(kernel_shape)
+
+
+def kernel_row_groups(kernel_shape, groups):
+    """The group of each kernel row of a grouped convolution's kernel.
+
+    A Keras convolution with ``groups=G`` has a ``(3, 3, in / G, out)``
+    kernel whose output channels are split into G consecutive runs, one per
+    group. Row ``i * out + j`` of `to_kernel_rows` is output channel ``j``,
+    so it belongs to group ``j // (out / G)``.
+
+    Args:
+        kernel_shape: ``(3, 3, a, b)``.
+        groups: G, a divisor of ``b``.
+
+    Returns:
+        int array ``(a * b,)`` of group indices in ``[0, G)``.
+
+    Raises:
+        ValueError: if ``groups`` does not divide the output channels.
+    """
+    inputs, outputs = int(kernel_shape[2]), int(kernel_shape[3])
+    if groups < 1 or outputs % groups:
+        raise ValueError(
+            f"groups must divide the kernel's {outputs} output channels. "
+            f"Received: groups={groups}"
+        )
+    return np.tile(np.arange(outputs) // (outputs // groups), inputs)

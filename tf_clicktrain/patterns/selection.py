@@ -135,3 +135,49 @@ def select_patterns_and_kernels(
         pattern_ids=pattern_ids,
         mask_rows=mask_rows.astype(np.float32),
     )
+
+
+def select_patterns_per_group(
+    importance_rows,
+    row_groups,
+    num_patterns,
+    connectivity_sparsity,
+    candidates=None,
+    pattern_library=None,
+):
+    """`select_patterns_and_kernels` run on each group of a grouped conv.
+
+    Every group is pruned as the independent convolution it is: it loses
+    the same ``connectivity_sparsity`` fraction of its own kernels and gets
+    its own ``num_patterns`` patterns (or a copy of ``pattern_library``).
+
+    Args:
+        importance_rows: ``(num_kernels, 9)`` non-negative importance.
+        row_groups: ``(num_kernels,)`` group index of each row, 0..G-1
+            (`kernels.kernel_row_groups`).
+        num_patterns, connectivity_sparsity, candidates, pattern_library:
+            as for `select_patterns_and_kernels`, per group.
+
+    Returns:
+        A `PatternSelection` whose ``pattern_set`` stacks the G groups'
+        sets, ``(G * K, 9)``: group ``g``'s kernels use ids in
+        ``[g * K, (g + 1) * K)``.
+    """
+    importance_rows = _check_importance(importance_rows)
+    row_groups = np.asarray(row_groups)
+    num_groups = int(row_groups.max()) + 1
+    size = len(pattern_library) if pattern_library is not None else num_patterns
+    pattern_set = np.zeros((num_groups * size, 9), np.float32)
+    pattern_ids = np.full(len(importance_rows), REMOVED, np.int32)
+    mask_rows = np.zeros(importance_rows.shape, np.float32)
+    for group in range(num_groups):
+        rows = np.flatnonzero(row_groups == group)
+        selection = select_patterns_and_kernels(
+            importance_rows[rows], num_patterns, connectivity_sparsity,
+            candidates=candidates, pattern_library=pattern_library,
+        )
+        pattern_set[group * size:(group + 1) * size] = selection.pattern_set
+        kept = selection.pattern_ids != REMOVED
+        pattern_ids[rows[kept]] = selection.pattern_ids[kept] + group * size
+        mask_rows[rows] = selection.mask_rows
+    return PatternSelection(pattern_set=pattern_set, pattern_ids=pattern_ids, mask_rows=mask_rows)

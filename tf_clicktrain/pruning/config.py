@@ -6,6 +6,7 @@ import functools
 import numpy as np
 
 from tf_clicktrain import patterns
+from tf_clicktrain.patterns import blocks
 from tf_clicktrain.patterns.connectivity import validate_sparsity
 from tf_clicktrain.patterns.library import validate_entries_per_kernel
 from tf_clicktrain.patterns.m_by_n import validate_m_by_n
@@ -60,6 +61,8 @@ class PruningConfig:
     pattern_library: np.ndarray = None
     soft_anneal: bool = True
     sparsity_m_by_n: tuple = None
+    block_size: tuple = blocks.NO_BLOCKS
+    block_pooling_type: str = "AVG"
 
     def __post_init__(self):
         if not isinstance(self.schedule, schedules_lib.PruningSchedule):
@@ -113,6 +116,14 @@ class PruningConfig:
             )
         if self.sparsity_m_by_n is not None:
             object.__setattr__(self, "sparsity_m_by_n", validate_m_by_n(self.sparsity_m_by_n))
+        object.__setattr__(self, "block_size", blocks.validate_block_size(self.block_size))
+        blocks.validate_pooling_type(self.block_pooling_type)
+        if self.uses_blocks and self.sparsity_m_by_n is not None:
+            raise ValueError(
+                "Pass block_size or sparsity_m_by_n, not both: each decides how "
+                "unstructured weights are grouped. Received: "
+                f"block_size={self.block_size}, sparsity_m_by_n={self.sparsity_m_by_n}"
+            )
         object.__setattr__(self, "num_patterns", int(self.num_patterns))
         object.__setattr__(self, "entries_per_kernel", int(self.entries_per_kernel))
         object.__setattr__(self, "importance_decay", float(self.importance_decay))
@@ -123,6 +134,21 @@ class PruningConfig:
         if self.pattern_library is not None:
             return None
         return patterns.candidate_patterns(self.entries_per_kernel, self.force_centre)
+
+    @property
+    def uses_blocks(self):
+        """True when unstructured weights are pruned in blocks larger than 1x1."""
+        return self.block_size != blocks.NO_BLOCKS
+
+    @property
+    def final_unstructured_sparsity(self):
+        """The fraction of zeros unstructured weights end the schedule with."""
+        if self.sparsity_m_by_n is not None:
+            m, n = self.sparsity_m_by_n
+            return 1.0 - m / n
+        if self.unstructured_sparsity is not None:
+            return self.unstructured_sparsity
+        return self.schedule.final_sparsity
 
     def to_config(self):
         """The JSON-ready fields, as in `PatternPruningWrapper.get_config`."""
@@ -142,4 +168,6 @@ class PruningConfig:
             "sparsity_m_by_n": (
                 None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
             ),
+            "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
         }

@@ -13,11 +13,24 @@ import logging
 import numpy as np
 
 from tf_clicktrain import patterns
+from tf_clicktrain.patterns.blocks import block_mask
+from tf_clicktrain.patterns.blocks import matrix_shape
 from tf_clicktrain.patterns.m_by_n import m_by_n_mask
 from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
 
 logger = logging.getLogger(__name__)
+
+
+def _block_target(importance, sparsity, config):
+    """The block mask of a weight, cut as its matrix (see `matrix_shape`).
+
+    Blocks are scored from ``sqrt(importance)``: with magnitude importance
+    (``w ** 2``) that is ``|w|``, the magnitude tfmot pools.
+    """
+    matrix = np.sqrt(importance).reshape(matrix_shape(importance.shape))
+    mask = block_mask(matrix, sparsity, config.block_size, config.block_pooling_type)
+    return mask.reshape(importance.shape)
 
 
 class PruningController:
@@ -145,6 +158,8 @@ class PruningController:
                 target = patterns.from_kernel_rows(selection.mask_rows, pruned.weight.shape)
             elif config.sparsity_m_by_n is not None:
                 target = m_by_n_mask(importance, *config.sparsity_m_by_n)
+            elif config.uses_blocks:
+                target = _block_target(importance, sparsity, config)
             else:
                 target = patterns.magnitude_mask(importance, sparsity)
             pruned.target_mask.assign(target.astype(np.float32))

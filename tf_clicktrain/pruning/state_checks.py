@@ -9,6 +9,8 @@ before they reach a forward pass, `strip_pruning` or the pattern report.
 import numpy as np
 
 from tf_clicktrain import patterns
+from tf_clicktrain.patterns.blocks import follows_blocks
+from tf_clicktrain.patterns.blocks import matrix_shape
 from tf_clicktrain.patterns.m_by_n import follows_m_by_n
 from tf_clicktrain.pruning import layer_kinds
 from tf_clicktrain.pruning import schedules as schedules_lib
@@ -123,6 +125,14 @@ def check_wrapper_state(wrapper):
                 pruned.target_mask,
                 f"must keep {wrapper.sparsity_m_by_n[0]} of every "
                 f"{wrapper.sparsity_m_by_n[1]} input-channel entries",
+            )
+        elif selected and wrapper.config.uses_blocks and not follows_blocks(
+            target.reshape(matrix_shape(target.shape)), wrapper.block_size
+        ):
+            check.fail(
+                pruned.target_mask,
+                f"must keep or remove whole {wrapper.block_size[0]}x"
+                f"{wrapper.block_size[1]} blocks (block_size)",
             )
         if phase == schedules_lib.HARD and not np.array_equal(mask, target):
             check.fail(pruned.mask, "must equal the target mask in the hard phase")

@@ -134,6 +134,14 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             entries instead of following the schedule's sparsity (kept
             through save and load). The input-channel count must be a
             multiple of ``n``.
+        block_size: ``(height, width)``: unstructured weights are pruned in
+            whole blocks of this size, as tfmot's ``block_size`` (default
+            ``(1, 1)``, single weights). Applies to 2-D weights (Dense,
+            Embedding, recurrent kernels) and 1x1 convolution kernels (as
+            their ``(in, out)`` matrix); other unstructured weights raise
+            `ValueError` at build.
+        block_pooling_type: how a block is scored from its weights'
+            magnitudes: "AVG" (default) or "MAX".
         **kwargs: base layer arguments (e.g. ``name``).
     """
 
@@ -152,6 +160,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         soft_anneal=True,
         pruning_schedule=None,
         sparsity_m_by_n=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -174,6 +184,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             pattern_library=pattern_library,
             soft_anneal=soft_anneal,
             sparsity_m_by_n=sparsity_m_by_n,
+            block_size=block_size,
+            block_pooling_type=block_pooling_type,
         )
         kwargs.setdefault("name", f"prune_pattern_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -197,6 +209,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     pattern_library = property(lambda self: self.config.pattern_library)
     soft_anneal = property(lambda self: self.config.soft_anneal)
     sparsity_m_by_n = property(lambda self: self.config.sparsity_m_by_n)
+    block_size = property(lambda self: self.config.block_size)
+    block_pooling_type = property(lambda self: self.config.block_pooling_type)
 
     # ------------------------------------------------------------------ build
 
@@ -241,14 +255,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             # not the Python list `pruned`.
             for name, variable in pruned.variables():
                 setattr(self, f"{name}_{index}", variable)
-            if pruned.kind == layer_kinds.UNSTRUCTURED and self.sparsity_m_by_n:
-                m, n = self.sparsity_m_by_n
-                if len(weight.shape) < 2 or weight.shape[-2] % n:
-                    raise ValueError(
-                        f"Layer '{self.layer.name}': sparsity_m_by_n=({m}, {n}) "
-                        f"needs an input-channel count that is a multiple of {n}; "
-                        f"weight '{weight.name}' has shape {tuple(weight.shape)}."
-                    )
+            if pruned.kind == layer_kinds.UNSTRUCTURED:
+                self._check_unstructured_shape(weight)
             weight.constraint = MaskConstraint(pruned.mask, weight.constraint)
             self.pruned.append(pruned)
         self.pruning_step = self.add_weight(
@@ -272,6 +280,25 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             )
         self.controller = PruningController(self)
         self.built = True
+
+    def _check_unstructured_shape(self, weight):
+        """Raises `ValueError` if M-by-N or block sparsity cannot cut ``weight``."""
+        shape = tuple(weight.shape)
+        if self.sparsity_m_by_n:
+            m, n = self.sparsity_m_by_n
+            if len(shape) < 2 or shape[-2] % n:
+                raise ValueError(
+                    f"Layer '{self.layer.name}': sparsity_m_by_n=({m}, {n}) "
+                    f"needs an input-channel count that is a multiple of {n}; "
+                    f"weight '{weight.name}' has shape {shape}."
+                )
+        if self.config.uses_blocks and patterns.blocks.matrix_shape(shape) is None:
+            raise ValueError(
+                f"Layer '{self.layer.name}': block_size={self.block_size} applies "
+                "to 2-dimensional weights and 1x1 convolution kernels; weight "
+                f"'{weight.name}' has shape {shape}. Use block_size=(1, 1) for "
+                "this layer."
+            )
 
     # ------------------------------------------------------------ forward pass
 
