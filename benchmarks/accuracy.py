@@ -17,7 +17,9 @@ conv left dense) on the same data with the same epochs and optimizer
 - pat8: prune after training: the trained dense model of the same seed,
   pruned to the same patterns and fine-tuned for as many epochs again
   (soft half, hard half); its wall time includes the dense training.
-  pat8_ft<N> (e.g. pat8_ft1): the same with N fine-tuning epochs.
+  pat8_ft<N> (e.g. pat8_ft1): the same with N fine-tuning epochs;
+  pat8r_ft<N>: N fine-tuning epochs replaying the training's learning-rate
+  schedule from its initial rate.
 - tfmot: tensorflow-model-optimization's unstructured magnitude pruning of
   the same layers at the sparsity of ct8, run by benchmarks/tfmot_baseline.py
   in its own virtual environment (.venv-tfmot, made by
@@ -238,13 +240,17 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
             "hard_pruning_step": schedule.hard_pruning_step}
 
 
-def run_prune_after_training(seed, train, test, info, steps, finished, finetune_epochs):
+def run_prune_after_training(seed, train, test, info, steps, finished, finetune_epochs,
+                             rewind=False):
     """Prunes the dense row's trained model and fine-tunes it.
 
     Pattern selection on the first step (magnitude importance, the library's
     default), soft phase for the first half of the fine-tuning steps at a
     tenth of the initial learning rate, hard masks and a further x0.1 for
-    the second half. Wall and CPU time include the dense row's training.
+    the second half. With ``rewind``, fine-tuning replays the training's
+    learning-rate schedule (from the initial rate, drops at the same relative
+    points) over its epochs instead. Wall and CPU time include the dense
+    row's training.
     """
     dense_rows = [r for r in finished if r["row"] == "dense" and r["seed"] == seed
                   and r["config"] == _config()]
@@ -255,16 +261,19 @@ def run_prune_after_training(seed, train, test, info, steps, finished, finetune_
     dense = keras.saving.load_model(_dense_path(seed))
     soft_steps = max(1, finetune_epochs * steps // 2)
     sparsity = ct.patterns.sparsity_for_compression(8.0)
-    # Fine-tuning starts where dense training's first drop left the rate.
-    lr = FLAGS.learning_rate * 0.1
+    if rewind:
+        lr = FLAGS.learning_rate
+        rate = recipe.learning_rate_schedule(lr, finetune_epochs, steps)
+    else:
+        # Fine-tuning starts where dense training's first drop left the rate.
+        lr = FLAGS.learning_rate * 0.1
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay([soft_steps], [lr, lr * 0.1])
     # The penalty sized to the soft phase at the fine-tuning rate (the
     # library's rule assumes the rate of 0.05 the phase starts at otherwise).
     penalty = ct.schedules.default_penalty(0, soft_steps) * FLAGS.learning_rate / lr
     schedule = ct.ClickTrainSchedule(0, soft_steps, sparsity, penalty=penalty)
     model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude")
-    optimizer = keras.optimizers.SGD(
-        keras.optimizers.schedules.PiecewiseConstantDecay([soft_steps], [lr, lr * 0.1]),
-        momentum=0.9, weight_decay=5e-4)
+    optimizer = keras.optimizers.SGD(rate, momentum=0.9, weight_decay=5e-4)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     seconds, cpu_seconds = _timed_fit(model, train, finetune_epochs, [ct.UpdatePruningStep()])
@@ -340,10 +349,11 @@ def main(argv):
                 print(f"=== {name}, seed {seed}", flush=True)
                 if name == "dense":
                     result = run_dense(seed, train, test, info, steps)
-                elif name == "pat8" or re.fullmatch(r"pat8_ft\d+", name):
-                    finetune_epochs = int(name[len("pat8_ft"):] or FLAGS.epochs)
-                    result = run_prune_after_training(seed, train, test, info, steps,
-                                                      finished, finetune_epochs)
+                elif name == "pat8" or re.fullmatch(r"pat8r?_ft\d+", name):
+                    finetune_epochs = int(name.split("_ft")[1]) if "_ft" in name else FLAGS.epochs
+                    result = run_prune_after_training(
+                        seed, train, test, info, steps, finished, finetune_epochs,
+                        rewind=name.startswith("pat8r"))
                 elif name == "tfmot":
                     result = run_tfmot(seed)
                 elif name in ROW_SETTINGS:
