@@ -211,8 +211,14 @@ static void check_layer(int input_channels, int output_channels, int stride,
  * biases over the whole int32 range and every shift TFLite allows. */
 static void check_requantization_extremes(void) {
   enum { kTile = CLICKTRAIN_S8_PATCONV_TILE, kFilters = 64, kKernels = 9 };
+  /* Slots packed from random planes at random tap offsets, by each
+   * variant's own pack (a variant may order a tile's pixels its own way). */
+  enum { kPlanes = 1024 };
+  uint8_t* planes = aligned_alloc(64, kPlanes + kTile);
+  for (size_t i = 0; i < kPlanes + kTile; ++i) planes[i] = (uint8_t)next_int(0, 255);
+  uint32_t tap_offsets[kKernels * 4];
+  for (int i = 0; i < kKernels * 4; ++i) tap_offsets[i] = (uint32_t)next_int(0, kPlanes);
   uint8_t* packed = aligned_alloc(64, (size_t)kKernels * 4 * kTile);
-  for (size_t i = 0; i < (size_t)kKernels * 4 * kTile; ++i) packed[i] = (uint8_t)next_int(0, 255);
   uint32_t program[kFilters * (1 + 2 * kKernels)];
   clicktrain_s8_filter_requantization requantization[kFilters];
   uint32_t* entry = program;
@@ -246,15 +252,18 @@ static void check_requantization_extremes(void) {
   if (count > 8) count = 8;
   int8_t expected[kFilters * kTile], actual[kFilters * kTile] __attribute__((aligned(64)));
   for (int p = 0; p < 2; ++p) {
+    clicktrain_s8_patconv_ukernels__scalar.pack(kKernels, tap_offsets, planes, packed);
     clicktrain_s8_patconv_ukernels__scalar.compute(kFilters, program, packed, requantization,
                                                    &params[p], expected);
     for (size_t i = 1; i < count; ++i) {
+      sets[i]->pack(kKernels, tap_offsets, planes, packed);
       sets[i]->compute(kFilters, program, packed, requantization, &params[p], actual);
       CHECK(memcmp(actual, expected, sizeof(actual)) == 0,
             "%s compute != scalar at extreme sums and shifts", sets[i]->name);
     }
   }
   free(packed);
+  free(planes);
 }
 
 static void check_validation(void) {

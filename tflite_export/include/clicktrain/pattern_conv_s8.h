@@ -79,8 +79,10 @@ void clicktrain_s8_patconv_ukernel__scalar(
  * `packed` and its 4 int8 weights as one little-endian word, 0 for missing
  * taps), accumulating int32 sums of u8 x s8 products; the +128 of every tap
  * is folded into the filter's bias. It requantizes exactly as TFLite does
- * and writes int8 output[filter][pixel]. `transpose` moves a block of bytes
- * from rows to columns (NHWC <-> planar). */
+ * and writes int8 output[filter][pixel]. A variant's pack and compute go
+ * together: its pack may store a tile's pixels in an order of its own as
+ * long as its compute writes them in pixel order. `transpose` moves a block
+ * of bytes from rows to columns (NHWC <-> planar). */
 #define CLICKTRAIN_S8_PATCONV_TILE 64
 
 /* One filter's requantization in the micro-kernels' form. */

@@ -18,22 +18,16 @@
 
 enum { kTile = CLICKTRAIN_S8_PATCONV_TILE };
 
-/* packed[pixel][tap] from 4 streams of 64 bytes: each stream's dwords are
- * first permuted so the in-lane byte and word interleaves leave the pixels
- * in order (lane k of the permuted stream holds pixels 4k..4k+3, 16+4k.., ...). */
+/* Slot vector j (j = 0..3) holds, in lane k, pixels 16 k + 4 j .. + 3 (the
+ * in-lane byte and word interleaves of the 4 streams); compute's in-lane
+ * saturating packs of its 4 result vectors restore the pixel order. */
 static void pack(size_t slots, const uint32_t* tap_offsets,
                  const uint8_t* planes, uint8_t* packed) {
-  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5,
-                                         1, 12, 8, 4, 0);
   for (size_t s = 0; s < slots; ++s, tap_offsets += 4, packed += 4 * kTile) {
-    const __m512i a = _mm512_permutexvar_epi32(
-        order, _mm512_loadu_si512(planes + tap_offsets[0]));
-    const __m512i b = _mm512_permutexvar_epi32(
-        order, _mm512_loadu_si512(planes + tap_offsets[1]));
-    const __m512i c = _mm512_permutexvar_epi32(
-        order, _mm512_loadu_si512(planes + tap_offsets[2]));
-    const __m512i d = _mm512_permutexvar_epi32(
-        order, _mm512_loadu_si512(planes + tap_offsets[3]));
+    const __m512i a = _mm512_loadu_si512(planes + tap_offsets[0]);
+    const __m512i b = _mm512_loadu_si512(planes + tap_offsets[1]);
+    const __m512i c = _mm512_loadu_si512(planes + tap_offsets[2]);
+    const __m512i d = _mm512_loadu_si512(planes + tap_offsets[3]);
     const __m512i ab_low = _mm512_unpacklo_epi8(a, b);
     const __m512i ab_high = _mm512_unpackhi_epi8(a, b);
     const __m512i cd_low = _mm512_unpacklo_epi8(c, d);
@@ -45,12 +39,12 @@ static void pack(size_t slots, const uint32_t* tap_offsets,
   }
 }
 
-/* 16 sums -> 16 requantized int8 (in int32 lanes, clamped). */
-static inline __m512i requantize(__m512i sum, __m512i multiplier, __m128i left_shift,
-                                 __m128i right_shift, __m512i rounding,
-                                 __m512i negative_rounding, __m512i merge,
-                                 __m512i zero_point, __m512i low,
-                                 __m512i high) {
+/* 16 sums -> 16 requantized values plus the output zero point, in int32
+ * lanes (wrapping as TFLite's int32 does; clamped after packing). */
+static inline __m512i requantize(__m512i sum, __m512i multiplier,
+                                 __m128i left_shift, __m128i right_shift,
+                                 __m512i rounding, __m512i negative_rounding,
+                                 __m512i merge, __m512i zero_point) {
   const __m512i x = _mm512_sll_epi32(sum, left_shift);
   __m512i even = _mm512_mul_epi32(x, multiplier);
   __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), multiplier);
@@ -64,9 +58,8 @@ static inline __m512i requantize(__m512i sum, __m512i multiplier, __m128i left_s
   odd = _mm512_mask_sub_epi64(odd, odd_negative, odd, negative_rounding);
   even = _mm512_sra_epi64(even, right_shift);
   odd = _mm512_sra_epi64(odd, right_shift);
-  __m512i out = _mm512_permutex2var_epi32(even, merge, odd);
-  out = _mm512_add_epi32(out, zero_point);
-  return _mm512_min_epi32(_mm512_max_epi32(out, low), high);
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(even, merge, odd),
+                          zero_point);
 }
 
 static void compute(size_t filters, const uint32_t* program,
@@ -77,8 +70,8 @@ static void compute(size_t filters, const uint32_t* program,
   const __m512i merge = _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6,
                                          20, 4, 18, 2, 16, 0);
   const __m512i zero_point = _mm512_set1_epi32(params->zero_point);
-  const __m512i low = _mm512_set1_epi32(params->min);
-  const __m512i high = _mm512_set1_epi32(params->max);
+  const __m512i low = _mm512_set1_epi8((char)params->min);
+  const __m512i high = _mm512_set1_epi8((char)params->max);
   for (size_t f = 0; f < filters; ++f, output += kTile) {
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     __m512i acc2 = _mm512_setzero_si512(), acc3 = _mm512_setzero_si512();
@@ -115,18 +108,22 @@ static void compute(size_t filters, const uint32_t* program,
     const __m128i right_shift = _mm_cvtsi32_si128((int)q->right_shift);
     const __m512i rounding = _mm512_set1_epi64(q->rounding);
     const __m512i negative_rounding = _mm512_set1_epi64(q->negative_rounding);
-#define CLICKTRAIN_STORE(i, a, b)                                             \
-  _mm_store_si128(                                                            \
-      (__m128i*)(output + 16 * (i)),                                          \
-      _mm512_cvtepi32_epi8(requantize(                                        \
-          _mm512_add_epi32(_mm512_add_epi32(a, b), bias), multiplier,      \
-          left_shift, right_shift, rounding, negative_rounding, merge,        \
-          zero_point, low, high)))
-    CLICKTRAIN_STORE(0, acc0, odd0);
-    CLICKTRAIN_STORE(1, acc1, odd1);
-    CLICKTRAIN_STORE(2, acc2, odd2);
-    CLICKTRAIN_STORE(3, acc3, odd3);
-#undef CLICKTRAIN_STORE
+#define CLICKTRAIN_REQUANTIZE(a, b)                                          \
+  requantize(_mm512_add_epi32(_mm512_add_epi32(a, b), bias), multiplier,     \
+             left_shift, right_shift, rounding, negative_rounding, merge,    \
+             zero_point)
+    const __m512i out0 = CLICKTRAIN_REQUANTIZE(acc0, odd0);
+    const __m512i out1 = CLICKTRAIN_REQUANTIZE(acc1, odd1);
+    const __m512i out2 = CLICKTRAIN_REQUANTIZE(acc2, odd2);
+    const __m512i out3 = CLICKTRAIN_REQUANTIZE(acc3, odd3);
+#undef CLICKTRAIN_REQUANTIZE
+    /* Saturating in-lane packs: lane k gets out0..out3's lane k, i.e.
+     * pixels 16 k .. 16 k + 15 in order; saturation to int8 is exact under
+     * the clamp that follows. */
+    const __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(out0, out1),
+                                             _mm512_packs_epi32(out2, out3));
+    _mm512_store_si512(output,
+                       _mm512_min_epi8(_mm512_max_epi8(bytes, low), high));
   }
 }
 
