@@ -77,12 +77,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 
+from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
 from _timing import prepared_invoke  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-import reference_models  # noqa: E402
 
 # 4-of-9 patterns with the centre kept (bit 3 * ky + kx).
 PATTERNS = (0b000111010, 0b010111000, 0b010110010, 0b010011010,
@@ -165,24 +163,24 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
     rows = []
     for name, size, cin, cout, stride in LAYERS:
         inputs = rng.normal(size=(1, size, size, cin)).astype(np.float32)
-        invokes, outputs, nonzero = {}, {}, {}
-        dense_model = None
+        invokes, outputs, nonzero, files = {}, {}, {}, {}
         for compression in compressions:
             model = keras.Sequential([
                 keras.Input((size, size, cin)),
                 keras.layers.Conv2D(cout, 3, strides=stride, padding="same"),
             ])
             pattern_sparsify(model, compression, rng)
-            if dense_model is None:
-                dense_model = model  # the dense file's speed does not depend on its zeros
-                dense = litert_interpreter.Interpreter(
-                    model_content=_convert(model, custom_ops=False), num_threads=threads)
-                invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
-                dense_reference = model
-            ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
-            invokes[compression], outputs[compression] = prepared_invoke(ours, inputs)
+            if not files:
+                # The dense file's speed does not depend on its zeros.
+                files["dense"] = (_convert(model, custom_ops=False),
+                                  litert_interpreter.Interpreter)
+            files[compression] = (_convert(model), ct_tflite.Interpreter)
             nonzero[compression] = (np.count_nonzero(model.layers[0].get_weights()[0]), model)
-        times = time_interleaved(invokes, rounds)
+        with _timing_priority():
+            for key, (content, interpreter_class) in files.items():
+                interpreter = interpreter_class(model_content=content, num_threads=threads)
+                invokes[key], outputs[key] = prepared_invoke(interpreter, inputs)
+            times = time_interleaved(invokes, rounds)
         out_size = (size + stride - 1) // stride
         dense_flops = 2 * 9 * cin * cout * out_size * out_size
         dense_ms = times["dense"]
@@ -203,7 +201,6 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
                         f"{100 * effective / core_peak:>11.0f}%")
             print(f"{name:<18}{compression:>6.0f}x{dense_ms:>11.3f}{ms:>9.3f}{row['speedup']:>8.2f}x"
                   f"{row['dense_gflops']:>16.1f}{effective:>18.1f}{error:>12.1e}{peak}")
-        del dense_reference
         sys.stdout.flush()
     return rows
 
@@ -256,8 +253,8 @@ def bench_models(threads, rounds, rng, compressions):
           f"{'max rel err':>12}")
     rows = []
     for name, build, shape in (
-        ("ResNet-18 224x224x3", reference_models.resnet18, (224, 224, 3)),
-        ("VGG-style CNN 28x28x1", reference_models.vgg_style_cnn, (28, 28, 1)),
+        ("ResNet-18 224x224x3", applications.resnet18, (224, 224, 3)),
+        ("VGG-style CNN 28x28x1", applications.vgg_style_cnn, (28, 28, 1)),
     ):
         inputs = rng.normal(size=(1, *shape)).astype(np.float32)
         invokes, outputs, models = {}, {}, {}
