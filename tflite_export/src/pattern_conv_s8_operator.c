@@ -224,6 +224,10 @@ size_t clicktrain_s8_patconv_available_ukernels(
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
   /* __builtin_cpu_supports also checks that the OS saves the registers. */
+  if (__builtin_cpu_supports("avx2")) {
+    if (count < capacity) sets[count] = &clicktrain_s8_patconv_ukernels__avx2;
+    ++count;
+  }
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
     if (count < capacity) {
@@ -333,7 +337,7 @@ static size_t layout(clicktrain_s8_patconv_operator* op, size_t band_rows) {
                    column_reach + kTile, kAlignment);
   op->planes_bytes = op->channel_bytes * (size_t)g->input_channels;
   op->packed_offset = op->planes_bytes;
-  op->tile_offset = op->packed_offset + op->slots * 4 * kTile;
+  op->tile_offset = op->packed_offset + op->slots * op->ukernels->slot_bytes;
   op->pixels_offset =
       op->tile_offset + round_up((size_t)g->output_channels * kTile, kAlignment);
   return op->pixels_offset + (size_t)g->output_channels * kTile;
@@ -423,7 +427,7 @@ int clicktrain_s8_patconv_operator_setup(
   if (workspace > 4 * (input_image + output_image) +
                       CLICKTRAIN_S8_PATCONV_FIXED_SCRATCH_BYTES ||
       op->planes_bytes > UINT32_MAX - kTile ||
-      slots * 4 * kTile > UINT32_MAX) {
+      slots * ukernels->slot_bytes > UINT32_MAX) {
     free(keys);
     op->slots = 0;
     return 0;  /* reference kernel */
@@ -490,7 +494,7 @@ int clicktrain_s8_patconv_operator_setup(
               keys, slots,
               slot_key(w->kernel_input_channels[kernel], p, (uint32_t)group,
                        w->num_patterns));
-          *entry++ = (uint32_t)(slot * 4 * kTile);
+          *entry++ = (uint32_t)(slot * ukernels->slot_bytes);
           *entry++ = word;
         }
       }

@@ -218,7 +218,7 @@ static void check_requantization_extremes(void) {
   for (size_t i = 0; i < kPlanes + kTile; ++i) planes[i] = (uint8_t)next_int(0, 255);
   uint32_t tap_offsets[kKernels * 4];
   for (int i = 0; i < kKernels * 4; ++i) tap_offsets[i] = (uint32_t)next_int(0, kPlanes);
-  uint8_t* packed = aligned_alloc(64, (size_t)kKernels * 4 * kTile);
+  uint8_t* packed = aligned_alloc(64, (size_t)kKernels * 16 * kTile);
   uint32_t program[kFilters * (1 + 2 * kKernels)];
   clicktrain_s8_filter_requantization requantization[kFilters];
   uint32_t* entry = program;
@@ -226,7 +226,7 @@ static void check_requantization_extremes(void) {
     const int kernels = f % (kKernels + 1);
     *entry++ = (uint32_t)kernels;
     for (int k = 0; k < kernels; ++k) {
-      *entry++ = (uint32_t)(next_int(0, kKernels - 1) * 4 * kTile);
+      *entry++ = (uint32_t)next_int(0, kKernels - 1);  /* a slot, in slots */
       uint32_t word = 0;
       for (int t = 0; t < 4; ++t) {
         const int weight = f % 3 == 0 ? (next_int(0, 1) ? 127 : -128) : next_int(-128, 127);
@@ -250,14 +250,25 @@ static void check_requantization_extremes(void) {
   const clicktrain_s8_patconv_ukernels* sets[8];
   size_t count = clicktrain_s8_patconv_available_ukernels(sets, 8);
   if (count > 8) count = 8;
-  int8_t expected[kFilters * kTile], actual[kFilters * kTile] __attribute__((aligned(64)));
+  int8_t expected[kFilters * kTile] __attribute__((aligned(64)));
+  int8_t actual[kFilters * kTile] __attribute__((aligned(64)));
+  uint32_t variant_program[kFilters * (1 + 2 * kKernels)];
   for (int p = 0; p < 2; ++p) {
-    clicktrain_s8_patconv_ukernels__scalar.pack(kKernels, tap_offsets, planes, packed);
-    clicktrain_s8_patconv_ukernels__scalar.compute(kFilters, program, packed, requantization,
-                                                   &params[p], expected);
-    for (size_t i = 1; i < count; ++i) {
+    for (size_t i = 0; i < count; ++i) {
+      /* The program with slot offsets in this variant's slot size. */
+      const uint32_t* from = program;
+      uint32_t* to = variant_program;
+      for (int f = 0; f < kFilters; ++f) {
+        const uint32_t kernels = *to++ = *from++;
+        for (uint32_t k = 0; k < kernels; ++k, from += 2, to += 2) {
+          to[0] = from[0] * (uint32_t)sets[i]->slot_bytes;
+          to[1] = from[1];
+        }
+      }
       sets[i]->pack(kKernels, tap_offsets, planes, packed);
-      sets[i]->compute(kFilters, program, packed, requantization, &params[p], actual);
+      sets[i]->compute(kFilters, variant_program, packed, requantization, &params[p],
+                       i == 0 ? expected : actual);
+      if (i == 0) continue;  /* the scalar variant: the expectation */
       CHECK(memcmp(actual, expected, sizeof(actual)) == 0,
             "%s compute != scalar at extreme sums and shifts", sets[i]->name);
     }

@@ -109,8 +109,8 @@ typedef struct clicktrain_s8_output_params {
   int32_t max;
 } clicktrain_s8_output_params;
 
-/* packed[s] (CLICKTRAIN_S8_PATCONV_TILE * 4 bytes, 64-byte aligned) =
- * interleave of the 4 byte streams planes + tap_offsets[4 * s + j]. */
+/* packed[s] (slot_bytes, 64-byte aligned) = the 4 byte streams
+ * planes + tap_offsets[4 * s + j] (j = 0..3), TILE bytes each, interleaved. */
 typedef void (*clicktrain_s8_patconv_pack_fn)(size_t slots,
                                               const uint32_t* tap_offsets,
                                               const uint8_t* planes,
@@ -131,6 +131,8 @@ typedef void (*clicktrain_x8_transpose_fn)(size_t rows, size_t columns,
 
 typedef struct clicktrain_s8_patconv_ukernels {
   const char* name;
+  /* Bytes of one packed slot (a multiple of 64): 4 * TILE for u8 taps. */
+  size_t slot_bytes;
   clicktrain_s8_patconv_pack_fn pack;
   clicktrain_s8_patconv_compute_fn compute;
   clicktrain_x8_transpose_fn transpose;
@@ -146,6 +148,8 @@ void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns,
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__scalar;
 #if defined(__x86_64__) || defined(_M_X64)
+/* AVX2: int16 taps and VPMADDWD. */
+extern const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__avx2;
 /* AVX-512 F/BW/VL + VNNI (VPDPBUSD); its name is "avx512". */
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__avx512vnni;
@@ -156,7 +160,7 @@ size_t clicktrain_s8_patconv_available_ukernels(
     const clicktrain_s8_patconv_ukernels** sets, size_t capacity);
 
 /* The fastest variant, chosen once per process; TF_CLICKTRAIN_KERNELS
- * (a variant name: scalar, avx512) overrides it when this CPU runs it. */
+ * (a variant name: scalar, avx2, avx512) overrides it when this CPU runs it. */
 const clicktrain_s8_patconv_ukernels* clicktrain_s8_patconv_select_ukernels(
     void);
 

@@ -111,6 +111,7 @@ void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns, const 
 
 const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__scalar = {
     .name = "scalar",
+    .slot_bytes = 4 * kTile,
     .pack = pack,
     .compute = compute,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
