@@ -58,6 +58,7 @@ def library_path():
 # the header against the library's exported symbols.
 C_FUNCTIONS = {
     "clicktrain_tflite_claimed_nodes": (ctypes.c_int, (ctypes.c_void_p,)),
+    "clicktrain_tflite_memory_fallbacks": (ctypes.c_int, (ctypes.c_void_p,)),
     "clicktrain_tflite_litert_abi_version": (ctypes.c_char_p, ()),
     "clicktrain_tflite_format_version": (ctypes.c_int, ()),
     "clicktrain_tflite_kernel_name": (ctypes.c_char_p, ()),
@@ -126,5 +127,14 @@ def claimed_nodes(delegate):
     """Returns how many pattern-conv nodes `delegate` has claimed."""
     library = _library(library_path())
     return library.clicktrain_tflite_claimed_nodes(
+        delegate._get_native_delegate_pointer()  # pylint: disable=protected-access
+    )
+
+
+def memory_fallbacks(delegate):
+    """Returns how many of `delegate`'s nodes gave up their fast path (ran on
+    one thread or on the reference kernel) for lack of memory budget."""
+    library = _library(library_path())
+    return library.clicktrain_tflite_memory_fallbacks(
         delegate._get_native_delegate_pointer()  # pylint: disable=protected-access
     )

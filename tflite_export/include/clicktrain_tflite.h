@@ -47,6 +47,13 @@ CLICKTRAIN_TFLITE_API void tflite_plugin_destroy_delegate(
 CLICKTRAIN_TFLITE_API int clicktrain_tflite_claimed_nodes(
     const struct TfLiteDelegate* delegate);
 
+/* Pattern-conv nodes that, because the delegate's memory budget (the
+ * graph's declared tensor bytes + 32 MiB, src/memory_budget.h) had too
+ * little left, run on one thread or on their reference kernel instead of
+ * their fast path, over all interpreters; -1 for NULL. */
+CLICKTRAIN_TFLITE_API int clicktrain_tflite_memory_fallbacks(
+    const struct TfLiteDelegate* delegate);
+
 /* The ai-edge-litert release (major.minor, e.g. "2.3") whose C structs the
  * library was built against. Static storage. */
 CLICKTRAIN_TFLITE_API const char* clicktrain_tflite_litert_abi_version(void);

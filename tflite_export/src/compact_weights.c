@@ -36,6 +36,30 @@ static size_t align_up(size_t size) {
   return (size + kAlignment - 1) / kAlignment * kAlignment;
 }
 
+/* Bytes of the one aligned block clicktrain_build_pattern_weights
+ * allocates; SIZE_MAX when that would overflow. */
+static size_t storage_bytes(size_t num_patterns, size_t output_channels,
+                            size_t num_kernels, size_t num_values) {
+  const size_t limit = SIZE_MAX / 16;
+  if (num_patterns > limit || output_channels > limit ||
+      num_kernels > limit || num_values > limit ||
+      (num_patterns != 0 && output_channels > limit / num_patterns)) {
+    return SIZE_MAX;
+  }
+  return align_up(num_patterns * sizeof(uint16_t)) +
+         align_up(output_channels * num_patterns * sizeof(uint16_t)) +
+         align_up(num_kernels * sizeof(uint16_t)) +
+         align_up(num_values * sizeof(float)) +
+         align_up(output_channels * sizeof(float)) +
+         2 * align_up((output_channels + 1) * sizeof(uint32_t));
+}
+
+size_t clicktrain_pattern_weights_bytes(const clicktrain_compact_tensors* t,
+                                        size_t output_channels) {
+  return storage_bytes(t->pattern_masks_count, output_channels,
+                       t->kernel_input_channels_count, t->values_count);
+}
+
 static int popcount9(unsigned mask) {
   int count = 0;
   for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS; ++position) {
@@ -180,8 +204,8 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
   const size_t values_bytes = align_up((size_t)num_values * sizeof(float));
   const size_t bias_bytes = align_up(output_channels * sizeof(float));
   const size_t starts_bytes = align_up((output_channels + 1) * sizeof(uint32_t));
-  const size_t total = masks_bytes + runs_bytes + channels_bytes +
-                       values_bytes + bias_bytes + 2 * starts_bytes;
+  const size_t total = storage_bytes(num_patterns, output_channels,
+                                     num_kernels, num_values);
   char* memory = (char*)aligned_alloc(kAlignment, total);
   if (memory == NULL) {
     return fail(error, error_size, "out of memory allocating %zu bytes", total);

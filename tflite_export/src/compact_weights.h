@@ -51,6 +51,12 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* tensors,
                                      clicktrain_weight_storage* storage,
                                      char* error, size_t error_size);
 
+/* Bytes clicktrain_build_pattern_weights allocates for valid `tensors` (it
+ * fails on any other), computed from their element counts before building,
+ * so a caller can check its memory budget first; SIZE_MAX on overflow. */
+size_t clicktrain_pattern_weights_bytes(const clicktrain_compact_tensors* tensors,
+                                        size_t output_channels);
+
 void clicktrain_free_pattern_weights(clicktrain_weight_storage* storage);
 
 #ifdef __cplusplus

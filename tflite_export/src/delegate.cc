@@ -9,7 +9,10 @@
  * Every byte reaching this file from a model is untrusted: tensor indices,
  * types, shapes, custom options and compact weights are validated before
  * use, and any failure is reported through the runtime as kTfLiteError.
+ * What the delegate allocates for a graph's nodes is bounded by the bytes
+ * of the tensors the graph declares plus a fixed 32 MiB (memory_budget.h).
  */
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +26,7 @@
 #include "clicktrain_tflite.h"
 #include "compact_weights.h"
 #include "litert_abi.h"
+#include "memory_budget.h"
 #include "op_options.h"
 #include "pattern_conv_operator.h"
 #include "pattern_conv_s8_node.h"
@@ -32,7 +36,9 @@
 
 #define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
 
+using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
+using clicktrain::MemoryBudget;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
 using clicktrain::TensorAt;
@@ -59,6 +65,13 @@ constexpr int kMaxThreads = 64;
 
 struct DelegateState {
   int claimed_nodes = 0;
+  // Nodes running on fewer threads or their reference kernel for lack of
+  // memory budget.
+  std::atomic<int> memory_fallbacks{0};
+  // Held through DelegatePrepare: the budget of the graph being claimed,
+  // which the node kernels' Init (called from within) share.
+  std::mutex prepare_mutex;
+  MemoryBudget* preparing_budget = nullptr;
   // One pool per thread count asked for by an interpreter (num_threads),
   // created on first use and shared by every node of this delegate.
   std::mutex pools_mutex;
@@ -93,7 +106,14 @@ struct PatternConvNode {
   clicktrain_weight_storage weights{};
   clicktrain_conv_geometry geometry{};
   const clicktrain_kernel_set* kernels = nullptr;
+  // The same kernels without the planar one: the operator then runs the
+  // reference kernels, with no scratch.
+  clicktrain_kernel_set reference_kernels{};
+  TfLiteDelegate* delegate = nullptr;
   DelegateState* delegate_state = nullptr;
+  int node_index = -1;
+  BudgetShare weights_budget;
+  BudgetShare scratch_budget;  // the operator's program and band buffers
   bool operator_ready = false;
   clicktrain_patconv_operator conv_operator{};
 
@@ -211,6 +231,10 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     op->error = "expected exactly one node per delegate kernel";
     return op;
   }
+  op->node_index = params->nodes_to_replace->data[0];
+  op->delegate = params->delegate;
+  op->weights_budget.Attach(ClickTrainDelegateBudget(params->delegate));
+  op->scratch_budget.Attach(ClickTrainDelegateBudget(params->delegate));
   TfLiteNode* node = nullptr;
   TfLiteRegistration* registration = nullptr;
   if (context->GetNodeAndRegistration(context,
@@ -240,6 +264,8 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     return op;
   }
   op->kernels = clicktrain_select_kernels();
+  op->reference_kernels = *op->kernels;
+  op->reference_kernels.planar = nullptr;
   if (params->delegate != nullptr) {
     op->delegate_state = static_cast<DelegateState*>(params->delegate->data_);
   }
@@ -294,14 +320,103 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   compact.values_count = values_shape[0];
   compact.bias = bias == nullptr ? nullptr : bias->data;
   compact.bias_count = bias_shape[0];
+  const size_t weight_bytes = clicktrain_pattern_weights_bytes(
+      &compact, op->options.output_channels);
+  if (!op->weights_budget.Reserve(weight_bytes)) {
+    return op->weights_budget.ReportRefusal(context, kDelegateKernelName,
+                                            op->node_index,
+                                            "its weights", weight_bytes);
+  }
   char error[kErrorSize];
   if (clicktrain_build_pattern_weights(
           &compact, op->options.input_channels, op->options.output_channels,
           op->depthwise, &op->weights, error, sizeof(error)) != 0) {
+    op->weights_budget.ReturnAll();
     return ReportNodeError(context, kDelegateKernelName,
                            "invalid compact weights: %s", error);
   }
   op->weights_ready = true;
+  return kTfLiteOk;
+}
+
+// Fewest bytes of one band buffer of the fast path, from the layout
+// pattern_conv_operator.h documents: per input channel, row phase in use and
+// kernel column, a sub-plane of at least (1 + kernel reach) rows of the
+// output width rounded up to 8 floats. SIZE_MAX on overflow.
+size_t SmallestBandBufferBytes(const clicktrain_conv_geometry& g) {
+  int phases[CLICKTRAIN_KERNEL_SIZE] = {};
+  size_t row_phases = 0;
+  for (int ky = 0; ky < CLICKTRAIN_KERNEL_SIZE; ++ky) {
+    const int phase = ky * g.dilation_h % g.stride_h;
+    size_t p = 0;
+    while (p < row_phases && phases[p] != phase) ++p;
+    if (p == row_phases) phases[row_phases++] = phase;
+  }
+  const size_t rows =
+      1 + static_cast<size_t>((CLICKTRAIN_KERNEL_SIZE - 1) * g.dilation_h /
+                              g.stride_h);
+  const size_t columns = (static_cast<size_t>(g.output_width) + 7) / 8 * 8;
+  size_t bytes = sizeof(float) * row_phases * CLICKTRAIN_KERNEL_SIZE;
+  bool overflow = __builtin_mul_overflow(
+      bytes, static_cast<size_t>(g.input_channels), &bytes);
+  overflow |= __builtin_mul_overflow(bytes, rows, &bytes);
+  overflow |= __builtin_mul_overflow(bytes, columns, &bytes);
+  return overflow ? SIZE_MAX : bytes;
+}
+
+// Sets up the operator for op->geometry within the memory budget: the fast
+// path on the interpreter's threads if its program and one band buffer per
+// thread fit what is left, else on one thread (the buffer setup allocated),
+// else the reference kernels (no scratch). Reserves what the chosen setup
+// holds. Setting up once and lowering max_threads, rather than setting up
+// again, leaves no freed buffer behind to fragment the heap.
+TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvNode* op) {
+  clicktrain_patconv_operator_release(&op->conv_operator);
+  op->scratch_budget.ReturnAll();
+  op->operator_ready = false;
+  int threads = context->recommended_num_threads;
+  if (threads > kMaxThreads) threads = kMaxThreads;
+  if (threads > CLICKTRAIN_PATCONV_MAX_BUFFERS) {
+    threads = CLICKTRAIN_PATCONV_MAX_BUFFERS;
+  }
+  if (threads < 1) threads = 1;
+  // The check before setup keeps a layer whose buffers could never fit
+  // (a huge dilation over a tiny input) from allocating them even briefly.
+  if (SmallestBandBufferBytes(op->geometry) <=
+      op->scratch_budget.available()) {
+    if (clicktrain_patconv_operator_setup(&op->conv_operator, &op->geometry,
+                                          &op->weights.weights, op->depthwise,
+                                          op->kernels, threads) != 0) {
+      return ReportNodeError(context, kDelegateKernelName,
+                             "out of memory preparing the layer");
+    }
+    clicktrain_patconv_operator& conv = op->conv_operator;
+    // setup holds the program and one band buffer; a run on `threads`
+    // threads adds a buffer per thread.
+    const size_t buffer_bytes =
+        conv.fast ? conv.buffer_floats * sizeof(float) : 0;
+    if (op->scratch_budget.Reserve(conv.scratch_bytes +
+                                   static_cast<size_t>(threads - 1) *
+                                       buffer_bytes)) {
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    if (op->scratch_budget.Reserve(conv.scratch_bytes)) {
+      conv.max_threads = 1;  // runs on more threads then run on one
+      ClickTrainDelegateCountFallback(op->delegate);
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    clicktrain_patconv_operator_release(&op->conv_operator);
+  }
+  ClickTrainDelegateCountFallback(op->delegate);
+  if (clicktrain_patconv_operator_setup(&op->conv_operator, &op->geometry,
+                                        &op->weights.weights, op->depthwise,
+                                        &op->reference_kernels, 1) != 0) {
+    return ReportNodeError(context, kDelegateKernelName,
+                           "out of memory preparing the layer");
+  }
+  op->operator_ready = true;
   return kTfLiteOk;
 }
 
@@ -345,15 +460,7 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
                                   sizeof(error)) != 0) {
     return ReportNodeError(context, kDelegateKernelName, "%s", error);
   }
-  clicktrain_patconv_operator_release(&op->conv_operator);
-  op->operator_ready = false;
-  if (clicktrain_patconv_operator_setup(&op->conv_operator, &op->geometry,
-                                        &op->weights.weights, op->depthwise,
-                                        op->kernels, kMaxThreads) != 0) {
-    return ReportNodeError(context, kDelegateKernelName,
-                           "out of memory preparing the layer");
-  }
-  op->operator_ready = true;
+  if (SetUpOperator(context, op) != kTfLiteOk) return kTfLiteError;
   const int shape[4] = {op->geometry.batch, op->geometry.output_height,
                         op->geometry.output_width,
                         op->geometry.output_channels};
@@ -414,6 +521,88 @@ TfLiteStatus ReportAbiMismatch(TfLiteContext* context, const std::string& why) {
   return kTfLiteError;
 }
 
+TfLiteStatus ReplaceClaimedNodes(TfLiteContext* context,
+                                 TfLiteDelegate* delegate,
+                                 const std::vector<int>& claimed,
+                                 const std::vector<bool>& claimed_sparse_1x1,
+                                 const std::vector<bool>& claimed_int8) {
+  // One call per node keeps each claimed op its own kernel, so tensors
+  // between two adjacent pattern convs stay runtime-allocated.
+  const TfLiteRegistration registration = KernelRegistration();
+  const TfLiteRegistration sparse_1x1 = ClickTrainSparseConv1x1Registration();
+  const TfLiteRegistration int8 = ClickTrainPatternConvS8Registration();
+  alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
+                                                       sizeof(int)];
+  auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
+  for (size_t c = 0; c < claimed.size(); ++c) {
+    single->size = 1;
+    single->data[0] = claimed[c];
+    TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
+        context,
+        claimed_int8[c] ? int8
+                        : (claimed_sparse_1x1[c] ? sparse_1x1 : registration),
+        single, delegate);
+    if (status != kTfLiteOk) return status;
+  }
+  // The registration crossed the ABI by value: check that it arrived intact.
+  {
+    int found = 0;
+    TfLiteIntArray* plan = nullptr;
+    if (context->GetExecutionPlan(context, &plan) != kTfLiteOk ||
+        plan == nullptr) {
+      return ReportNodeError(context, kDelegateKernelName,
+                             "cannot read the execution plan");
+    }
+    for (int i = 0; i < plan->size; ++i) {
+      TfLiteNode* node = nullptr;
+      TfLiteRegistration* replaced = nullptr;
+      if (context->GetNodeAndRegistration(context, plan->data[i], &node,
+                                          &replaced) == kTfLiteOk &&
+          replaced != nullptr &&
+          (replaced->invoke == KernelInvoke ||
+           replaced->invoke == sparse_1x1.invoke ||
+           replaced->invoke == int8.invoke)) {
+        const TfLiteRegistration& ours =
+            replaced->invoke == KernelInvoke
+                ? registration
+                : (replaced->invoke == int8.invoke ? int8 : sparse_1x1);
+        if (replaced->prepare != ours.prepare ||
+            replaced->custom_name != ours.custom_name) {
+          return ReportNodeError(context, kDelegateKernelName,
+                                 "TfLiteRegistration layout differs from the "
+                                 "runtime's");
+        }
+        ++found;
+      }
+    }
+    if (found != static_cast<int>(claimed.size())) {
+      return ReportNodeError(context, kDelegateKernelName,
+                             "claimed %zu nodes but the runtime shows %d",
+                             claimed.size(), found);
+    }
+  }
+  return kTfLiteOk;
+}
+
+
+// Hands each claimed node to its delegate kernel, whose Init shares
+// `budget`, and checks the result.
+TfLiteStatus ClaimNodes(TfLiteContext* context, TfLiteDelegate* delegate,
+                        DelegateState* state, MemoryBudget* budget,
+                        const std::vector<int>& claimed,
+                        const std::vector<bool>& claimed_sparse_1x1,
+                        const std::vector<bool>& claimed_int8) {
+  std::lock_guard<std::mutex> lock(state->prepare_mutex);
+  state->preparing_budget = budget;
+  const TfLiteStatus status = ReplaceClaimedNodes(
+      context, delegate, claimed, claimed_sparse_1x1, claimed_int8);
+  state->preparing_budget = nullptr;
+  if (status == kTfLiteOk) {
+    state->claimed_nodes += static_cast<int>(claimed.size());
+  }
+  return status;
+}
+
 TfLiteStatus DelegatePrepare(TfLiteContext* context,
                              TfLiteDelegate* delegate) {
   std::string why;
@@ -452,65 +641,37 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   if (!ClaimedTensorsLookRight(context, claimed, &why)) {
     return ReportAbiMismatch(context, why);
   }
-  // One call per node keeps each claimed op its own kernel, so tensors
-  // between two adjacent pattern convs stay runtime-allocated.
-  const TfLiteRegistration registration = KernelRegistration();
-  const TfLiteRegistration sparse_1x1 = ClickTrainSparseConv1x1Registration();
-  const TfLiteRegistration int8 = ClickTrainPatternConvS8Registration();
-  alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
-                                                       sizeof(int)];
-  auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
-  for (size_t c = 0; c < claimed.size(); ++c) {
-    single->size = 1;
-    single->data[0] = claimed[c];
-    TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
-        context,
-        claimed_int8[c] ? int8
-                        : (claimed_sparse_1x1[c] ? sparse_1x1 : registration),
-        single, delegate);
-    if (status != kTfLiteOk) return status;
+  if (claimed.empty()) return kTfLiteOk;
+  size_t declared_bytes = 0;
+  if (!clicktrain::DeclaredTensorBytes(context, plan, &declared_bytes, &why)) {
+    return ReportNodeError(context, kDelegateKernelName,
+                           "the model's tensors are too large: %s",
+                           why.c_str());
   }
-  // The registration crossed the ABI by value: check that it arrived intact.
-  if (!claimed.empty()) {
-    int found = 0;
-    if (context->GetExecutionPlan(context, &plan) != kTfLiteOk) {
-      return ReportNodeError(context, kDelegateKernelName,
-                             "cannot read the execution plan");
-    }
-    for (int i = 0; i < plan->size; ++i) {
-      TfLiteNode* node = nullptr;
-      TfLiteRegistration* replaced = nullptr;
-      if (context->GetNodeAndRegistration(context, plan->data[i], &node,
-                                          &replaced) == kTfLiteOk &&
-          replaced != nullptr &&
-          (replaced->invoke == KernelInvoke ||
-           replaced->invoke == sparse_1x1.invoke ||
-           replaced->invoke == int8.invoke)) {
-        const TfLiteRegistration& ours =
-            replaced->invoke == KernelInvoke
-                ? registration
-                : (replaced->invoke == int8.invoke ? int8 : sparse_1x1);
-        if (replaced->prepare != ours.prepare ||
-            replaced->custom_name != ours.custom_name) {
-          return ReportNodeError(context, kDelegateKernelName,
-                                 "TfLiteRegistration layout differs from the "
-                                 "runtime's");
-        }
-        ++found;
-      }
-    }
-    if (found != static_cast<int>(claimed.size())) {
-      return ReportNodeError(context, kDelegateKernelName,
-                             "claimed %zu nodes but the runtime shows %d",
-                             claimed.size(), found);
-    }
+  MemoryBudget* budget = MemoryBudget::Create(declared_bytes);
+  if (budget == nullptr) {
+    return ReportNodeError(context, kDelegateKernelName, "out of memory");
   }
-  static_cast<DelegateState*>(delegate->data_)->claimed_nodes +=
-      static_cast<int>(claimed.size());
-  return kTfLiteOk;
+  auto* state = static_cast<DelegateState*>(delegate->data_);
+  const TfLiteStatus status =
+      ClaimNodes(context, delegate, state, budget, claimed, claimed_sparse_1x1,
+                 claimed_int8);
+  budget->Release();  // the claimed nodes hold their own references
+  return status;
 }
 
 }  // namespace
+
+MemoryBudget* ClickTrainDelegateBudget(TfLiteDelegate* delegate) {
+  if (delegate == nullptr || delegate->data_ == nullptr) return nullptr;
+  return static_cast<DelegateState*>(delegate->data_)->preparing_budget;
+}
+
+void ClickTrainDelegateCountFallback(TfLiteDelegate* delegate) {
+  if (delegate == nullptr || delegate->data_ == nullptr) return;
+  static_cast<DelegateState*>(delegate->data_)->memory_fallbacks.fetch_add(
+      1, std::memory_order_relaxed);
+}
 
 clicktrain_thread_pool* ClickTrainDelegateThreadPool(TfLiteDelegate* delegate,
                                                      int threads) {
@@ -561,6 +722,13 @@ CLICKTRAIN_EXPORT int clicktrain_tflite_claimed_nodes(
     const TfLiteDelegate* delegate) {
   if (delegate == nullptr || delegate->data_ == nullptr) return -1;
   return static_cast<const DelegateState*>(delegate->data_)->claimed_nodes;
+}
+
+CLICKTRAIN_EXPORT int clicktrain_tflite_memory_fallbacks(
+    const TfLiteDelegate* delegate) {
+  if (delegate == nullptr || delegate->data_ == nullptr) return -1;
+  return static_cast<const DelegateState*>(delegate->data_)
+      ->memory_fallbacks.load(std::memory_order_relaxed);
 }
 
 CLICKTRAIN_EXPORT const char* clicktrain_tflite_litert_abi_version(void) {

@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "clicktrain/pattern_conv_s8.h"
+#include "memory_budget.h"
 #include "node_checks.h"
 #include "op_options.h"
 #include "pattern_conv_s8_operator.h"
 #include "sparse_conv1x1_node.h"  // ClickTrainDelegateThreadPool
 
+using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
@@ -47,6 +49,12 @@ struct PatternConvS8Node {
   bool prepared = false;
   clicktrain_conv_geometry geometry{};
   TfLiteDelegate* delegate = nullptr;  // owns the thread pool
+  int node_index = -1;
+  BudgetShare weights_budget;
+  BudgetShare scratch_budget;  // the operator's program and workspaces
+  // True when the operator is set up; false runs the scalar reference
+  // kernel, with no scratch, because the memory budget is spent.
+  bool operator_ready = false;
   clicktrain_s8_patconv_operator conv_operator{};  // set up for `geometry`
 
   ~PatternConvS8Node() {
@@ -104,11 +112,32 @@ TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   tensors.bias_count = bias_shape[0];
   tensors.filter_scales = scales->data;
   tensors.filter_scales_count = scales_shape[0];
+  // The layer holds the structure (with the values widened to float, as
+  // the float op's), the int8 values and four per-filter arrays; building
+  // it widens the values once more, briefly.
+  const size_t output_channels =
+      static_cast<size_t>(op->options.output_channels);
+  clicktrain_compact_tensors structure = tensors.structure;
+  structure.values_count = tensors.values_count;
+  const size_t widened_bytes = tensors.values_count * sizeof(float);
+  size_t layer_bytes =
+      clicktrain_pattern_weights_bytes(&structure, output_channels);
+  const bool overflow =
+      __builtin_add_overflow(layer_bytes,
+                             tensors.values_count + 4 * output_channels * 4,
+                             &layer_bytes) ||
+      __builtin_add_overflow(layer_bytes, widened_bytes, &layer_bytes);
+  if (overflow || !op->weights_budget.Reserve(layer_bytes)) {
+    return op->weights_budget.ReportRefusal(context, kKernelName,
+                                            op->node_index, "its weights",
+                                            layer_bytes);
+  }
   char error[kErrorSize];
-  if (clicktrain_s8_layer_build(
-          &tensors, static_cast<size_t>(op->options.input_channels),
-          static_cast<size_t>(op->options.output_channels), &op->layer, error,
-          sizeof(error)) != 0) {
+  const int status = clicktrain_s8_layer_build(
+      &tensors, static_cast<size_t>(op->options.input_channels),
+      output_channels, &op->layer, error, sizeof(error));
+  op->weights_budget.Return(status == 0 ? widened_bytes : layer_bytes);
+  if (status != 0) {
     return ReportNodeError(context, kKernelName,
                            "invalid int8 pattern weights: %s", error);
   }
@@ -126,6 +155,9 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     return op;
   }
   op->delegate = params->delegate;
+  op->node_index = params->nodes_to_replace->data[0];
+  op->weights_budget.Attach(ClickTrainDelegateBudget(params->delegate));
+  op->scratch_budget.Attach(ClickTrainDelegateBudget(params->delegate));
   TfLiteNode* node = nullptr;
   TfLiteRegistration* registration = nullptr;
   if (context->GetNodeAndRegistration(context,
@@ -188,6 +220,68 @@ TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
   return kTfLiteOk;
 }
 
+// Fewest bytes of one workspace of the fast path, from the layout
+// pattern_conv_s8_operator.h documents: per input channel, u8 planes of at
+// least (1 + the kernel's row reach) rows of (output_width + its column
+// reach) bytes. SIZE_MAX on overflow.
+size_t SmallestWorkspaceBytes(const clicktrain_conv_geometry& g) {
+  const size_t rows = 1 + static_cast<size_t>(2 * g.dilation_h / g.stride_h);
+  const size_t columns = static_cast<size_t>(g.output_width) +
+                         static_cast<size_t>(2 * g.dilation_w / g.stride_w);
+  size_t bytes = static_cast<size_t>(g.input_channels);
+  bool overflow = __builtin_mul_overflow(bytes, rows, &bytes);
+  overflow |= __builtin_mul_overflow(bytes, columns, &bytes);
+  return overflow ? SIZE_MAX : bytes;
+}
+
+// Sets up the operator within the memory budget: the fast path on the
+// interpreter's threads if its program, tables and one workspace per
+// thread fit what is left, else on one thread (the workspace setup
+// allocated), else none (Invoke then runs the scalar reference kernel, with
+// no scratch). Setting up once and lowering max_threads, rather than
+// setting up again, leaves no freed workspace behind to fragment the heap.
+TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvS8Node* op) {
+  clicktrain_s8_patconv_operator_release(&op->conv_operator);
+  op->scratch_budget.ReturnAll();
+  op->operator_ready = false;
+  int threads = context->recommended_num_threads;
+  if (threads > kMaxThreads) threads = kMaxThreads;
+  if (threads > CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES) {
+    threads = CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES;
+  }
+  if (threads < 1) threads = 1;
+  // The check before setup keeps a layer whose workspace could never fit
+  // from allocating it even briefly.
+  if (SmallestWorkspaceBytes(op->geometry) <=
+      op->scratch_budget.available()) {
+    if (clicktrain_s8_patconv_operator_setup(
+            &op->conv_operator, &op->geometry, &op->layer,
+            clicktrain_s8_patconv_select_ukernels(), threads) != 0) {
+      return ReportNodeError(context, kKernelName,
+                             "out of memory preparing the layer");
+    }
+    clicktrain_s8_patconv_operator& conv = op->conv_operator;
+    // setup holds the program, tables and one workspace; a run on
+    // `threads` threads adds a workspace per thread.
+    const size_t workspace_bytes = conv.fast ? conv.workspace_bytes : 0;
+    if (op->scratch_budget.Reserve(conv.scratch_bytes +
+                                   static_cast<size_t>(threads - 1) *
+                                       workspace_bytes)) {
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    if (op->scratch_budget.Reserve(conv.scratch_bytes)) {
+      conv.max_threads = 1;  // runs on more threads then run on one
+      ClickTrainDelegateCountFallback(op->delegate);
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    clicktrain_s8_patconv_operator_release(&op->conv_operator);
+  }
+  ClickTrainDelegateCountFallback(op->delegate);
+  return kTfLiteOk;
+}
+
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   auto* op = static_cast<PatternConvS8Node*>(node->user_data);
   if (op == nullptr) {
@@ -239,13 +333,7 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                   &op->geometry, error, sizeof(error)) != 0) {
     return ReportNodeError(context, kKernelName, "%s", error);
   }
-  clicktrain_s8_patconv_operator_release(&op->conv_operator);
-  if (clicktrain_s8_patconv_operator_setup(
-          &op->conv_operator, &op->geometry, &op->layer,
-          clicktrain_s8_patconv_select_ukernels(), kMaxThreads) != 0) {
-    return ReportNodeError(context, kKernelName,
-                           "out of memory preparing the layer");
-  }
+  if (SetUpOperator(context, op) != kTfLiteOk) return kTfLiteError;
   op->prepared = true;
   const clicktrain_conv_geometry& g = op->geometry;
   const int shape[4] = {g.batch, g.output_height, g.output_width,
@@ -271,6 +359,13 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
       (output_bytes != 0 && output->data == nullptr)) {
     return ReportNodeError(context, kKernelName,
                            "tensors changed size since Prepare");
+  }
+  if (!op->operator_ready) {
+    clicktrain_s8_patconv_ukernel__scalar(
+        &g, &op->layer.structure.weights, op->layer.values,
+        &op->layer.requantization, static_cast<const int8_t*>(input->data),
+        static_cast<int8_t*>(output->data));
+    return kTfLiteOk;
   }
   clicktrain_s8_patconv_operator_run(
       &op->conv_operator, static_cast<const int8_t*>(input->data),

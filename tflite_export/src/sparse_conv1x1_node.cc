@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "clicktrain/sparse_conv1x1.h"
+#include "memory_budget.h"
 #include "node_checks.h"
 #include "sparse_conv1x1_operator.h"
 #include "sparse_conv1x1_options.h"
 #include "sparse_conv1x1_weights.h"
 
+using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
@@ -42,6 +44,9 @@ struct SparseConv1x1Node {
   bool operator_ready = false;
   clicktrain_spconv1x1_operator conv{};
   TfLiteDelegate* delegate = nullptr;
+  int node_index = -1;
+  BudgetShare weights_budget;
+  BudgetShare scratch_budget;  // the operator's program and per-thread tiles
 
   ~SparseConv1x1Node() {
     clicktrain_spconv1x1_operator_release(&conv);
@@ -75,11 +80,19 @@ TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
   tensors.values_count = values_shape[0];
   tensors.bias = bias == nullptr ? nullptr : bias->data;
   tensors.bias_count = bias_shape[0];
+  const size_t weight_bytes = clicktrain_spconv1x1_weights_bytes(
+      values_shape[0], static_cast<size_t>(op->options.output_channels));
+  if (!op->weights_budget.Reserve(weight_bytes)) {
+    return op->weights_budget.ReportRefusal(context, kKernelName,
+                                            op->node_index, "its weights",
+                                            weight_bytes);
+  }
   char error[kErrorSize];
   if (clicktrain_build_spconv1x1_weights(
           &tensors, static_cast<size_t>(op->options.input_channels),
           static_cast<size_t>(op->options.output_channels), &op->weights,
           error, sizeof(error)) != 0) {
+    op->weights_budget.ReturnAll();
     return ReportNodeError(context, kKernelName,
                            "invalid sparse weights: %s", error);
   }
@@ -96,6 +109,9 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     op->error = "expected exactly one node per delegate kernel";
     return op;
   }
+  op->node_index = params->nodes_to_replace->data[0];
+  op->weights_budget.Attach(ClickTrainDelegateBudget(params->delegate));
+  op->scratch_budget.Attach(ClickTrainDelegateBudget(params->delegate));
   TfLiteNode* node = nullptr;
   TfLiteRegistration* registration = nullptr;
   if (context->GetNodeAndRegistration(context,
@@ -131,6 +147,62 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
 
 void Free(TfLiteContext*, void* buffer) {
   delete static_cast<SparseConv1x1Node*>(buffer);
+}
+
+// Bytes the operator set up in `conv` holds: program, filter starts and one
+// scratch slot per thread, in one block.
+size_t OperatorBytes(const clicktrain_spconv1x1_operator& conv) {
+  return static_cast<size_t>(reinterpret_cast<const char*>(conv.scratch) -
+                             static_cast<const char*>(conv.memory)) +
+         conv.slot_floats * static_cast<size_t>(conv.max_threads) *
+             sizeof(float);
+}
+
+// Sets up the operator within the memory budget: for the interpreter's
+// threads if its program and one scratch slot per thread fit what is left,
+// else for one thread; refuses the node when even that does not fit.
+TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
+                           const clicktrain_spconv1x1_geometry& geometry) {
+  clicktrain_spconv1x1_operator_release(&op->conv);
+  op->scratch_budget.ReturnAll();
+  op->operator_ready = false;
+  const clicktrain_spconv1x1_ukernels* ukernels =
+      clicktrain_select_spconv1x1_ukernels();
+  int threads = context->recommended_num_threads;
+  if (threads > CLICKTRAIN_SPCONV1X1_MAX_THREADS) {
+    threads = CLICKTRAIN_SPCONV1X1_MAX_THREADS;
+  }
+  if (threads < 1) threads = 1;
+  // A slot holds at least a pixel tile of every input channel; checked
+  // before setup, so a slot that cannot fit is never allocated.
+  const size_t slot_bytes = static_cast<size_t>(geometry.input_channels) *
+                            ukernels->pixel_tile * sizeof(float);
+  size_t smallest = slot_bytes;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (attempt == 1) {
+      if (threads == 1) break;
+      threads = 1;
+    }
+    smallest = slot_bytes * static_cast<size_t>(threads);
+    if (smallest > op->scratch_budget.available()) continue;
+    if (clicktrain_spconv1x1_operator_setup(&op->conv, &geometry,
+                                            &op->weights.weights, ukernels,
+                                            threads) != 0) {
+      return ReportNodeError(context, kKernelName,
+                             "cannot prepare the layer: out of memory, or a "
+                             "layer too large for 32-bit offsets");
+    }
+    smallest = OperatorBytes(op->conv);
+    if (op->scratch_budget.Reserve(smallest)) {
+      if (attempt == 1) ClickTrainDelegateCountFallback(op->delegate);
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    clicktrain_spconv1x1_operator_release(&op->conv);
+  }
+  return op->scratch_budget.ReportRefusal(context, kKernelName, op->node_index,
+                                          "its scratch on one thread",
+                                          smallest);
 }
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
@@ -180,17 +252,7 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
           op->options.output_max, &geometry, error, sizeof(error)) != 0) {
     return ReportNodeError(context, kKernelName, "%s", error);
   }
-  clicktrain_spconv1x1_operator_release(&op->conv);
-  op->operator_ready = false;
-  if (clicktrain_spconv1x1_operator_setup(
-          &op->conv, &geometry, &op->weights.weights,
-          clicktrain_select_spconv1x1_ukernels(),
-          context->recommended_num_threads) != 0) {
-    return ReportNodeError(context, kKernelName,
-                           "cannot prepare the layer: out of memory, or a "
-                           "layer too large for 32-bit offsets");
-  }
-  op->operator_ready = true;
+  if (SetUpOperator(context, op, geometry) != kTfLiteOk) return kTfLiteError;
   const int shape[4] = {geometry.batch, geometry.output_height,
                         geometry.output_width, geometry.output_channels};
   return ResizeOutput(context, kKernelName, output, shape);

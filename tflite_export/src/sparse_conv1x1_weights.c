@@ -22,6 +22,17 @@ static size_t align_up(size_t size) {
   return (size + kAlignment - 1) / kAlignment * kAlignment;
 }
 
+size_t clicktrain_spconv1x1_weights_bytes(size_t values_count,
+                                          size_t output_channels) {
+  if (values_count > SIZE_MAX / 16 || output_channels > SIZE_MAX / 16) {
+    return SIZE_MAX;
+  }
+  return align_up((output_channels + 1) * sizeof(uint32_t)) +
+         align_up(values_count * sizeof(uint16_t)) +
+         align_up(values_count * sizeof(float)) +
+         align_up(output_channels * sizeof(float));
+}
+
 int clicktrain_build_spconv1x1_weights(
     const clicktrain_spconv1x1_tensors* t, size_t input_channels,
     size_t output_channels, clicktrain_spconv1x1_weight_storage* storage,
@@ -78,9 +89,8 @@ int clicktrain_build_spconv1x1_weights(
   const size_t starts_bytes = align_up((output_channels + 1) * sizeof(uint32_t));
   const size_t channel_bytes = align_up(nonzeros * sizeof(uint16_t));
   const size_t values_bytes = align_up(nonzeros * sizeof(float));
-  const size_t bias_bytes = align_up(output_channels * sizeof(float));
   char* memory = (char*)aligned_alloc(
-      kAlignment, starts_bytes + channel_bytes + values_bytes + bias_bytes);
+      kAlignment, clicktrain_spconv1x1_weights_bytes(nonzeros, output_channels));
   if (memory == NULL) {
     return fail(error, error_size, "out of memory for %zu weights", nonzeros);
   }

@@ -44,6 +44,13 @@ int clicktrain_build_spconv1x1_weights(
     size_t output_channels, clicktrain_spconv1x1_weight_storage* storage,
     char* error, size_t error_size);
 
+/* Bytes clicktrain_build_spconv1x1_weights allocates for valid tensors
+ * holding `values_count` kept weights (it fails on any other count), so a
+ * caller can check its memory budget before building; SIZE_MAX on
+ * overflow. */
+size_t clicktrain_spconv1x1_weights_bytes(size_t values_count,
+                                          size_t output_channels);
+
 void clicktrain_free_spconv1x1_weights(
     clicktrain_spconv1x1_weight_storage* storage);
 
