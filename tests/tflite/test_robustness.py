@@ -20,7 +20,9 @@ import flatbuffers
 from flatbuffers import flexbuffers
 
 from tf_clicktrain import tflite as ct_tflite
+from tf_clicktrain.tflite import int8_export
 from tf_clicktrain.tflite import model_rewrite
+from tf_clicktrain.tflite import speed_decision
 
 INPUT_CHANNELS = 13
 # Operator inputs of the pattern-conv ops.
@@ -355,8 +357,8 @@ def test_mutated_exports_raise_value_error_or_load(tflite_bytes):
     rng = np.random.default_rng(5)
     outcomes = {"ok": 0, "ValueError": 0}
     for count, readers in (
-        (2000, [ct_tflite.count_pattern_ops]),
-        (300, [model_rewrite.replace_pattern_convs]),
+        (2000, [ct_tflite.count_pattern_ops, speed_decision.has_custom_ops]),
+        (300, [model_rewrite.replace_pattern_convs, int8_export.float_operators]),
     ):
         for content in _mutants(tflite_bytes, count, rng):
             for reader in readers:

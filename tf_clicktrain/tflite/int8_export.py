@@ -111,12 +111,21 @@ def _check_ranges_trained(model):
 
 
 def float_operators(tflite_bytes):
-    """Names (``OP:output``) of ops computing in float32, edges excluded."""
+    """Names (``OP:output``) of ops computing in float32, edges excluded.
+
+    Raises:
+        ValueError: if `tflite_bytes` is not a well-formed TFLite model.
+    """
     from ai_edge_litert import schema_py_generated as schema
+
+    from tf_clicktrain.tflite import flatbuffer_check
 
     names = {value: name for name, value in vars(schema.BuiltinOperator).items()
              if not name.startswith("_")}
-    model = schema.ModelT.InitFromPackedBuf(bytes(tflite_bytes), 0)
+    tflite_bytes = bytes(tflite_bytes)
+    flatbuffer_check.check_model(tflite_bytes)
+    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
+    flatbuffer_check.check_indices(model)
     found = []
     for subgraph in model.subgraphs:
         for operator in subgraph.operators or []:

@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from tf_clicktrain.tflite import flatbuffer_check
 from tf_clicktrain.tflite import model_rewrite
 
 # A custom op must beat the builtin by this factor to replace it: near-ties
@@ -98,7 +99,13 @@ def _custom_op_interpreter(content, num_threads):
 
 
 def has_custom_ops(tflite_bytes):
-    """True when the .tflite file uses any CUSTOM operator."""
+    """True when the .tflite file uses any CUSTOM operator.
+
+    Raises:
+        ValueError: if `tflite_bytes` is not a well-formed TFLite model.
+    """
+    tflite_bytes = bytes(tflite_bytes)
+    flatbuffer_check.check_model(tflite_bytes)
     model = schema.Model.GetRootAs(tflite_bytes, 0)
     return any(
         model.OperatorCodes(index).CustomCode() for index in range(model.OperatorCodesLength())
