@@ -24,8 +24,8 @@
  * and computes it, so no thread waits for another between packing and
  * computing. On N threads the band count is a multiple of N with equal
  * bands. An image with fewer bands than threads (small maps: 7x7x512 is
- * one band) is instead packed once by tasks split over input channels and
- * then computed by one task per (band, filter block).
+ * one band) runs N tasks per band instead, each packing the band into its
+ * own buffer and computing 1/N of the filter blocks.
  *
  * The fast path is not taken (the reference kernels run, with no scratch
  * memory) when the layer holds a non-finite weight (see pattern_conv.h) or
