@@ -257,17 +257,19 @@ def bench_models(threads, rounds, rng, compressions):
         ("VGG-style CNN 28x28x1", applications.vgg_style_cnn, (28, 28, 1)),
     ):
         inputs = rng.normal(size=(1, *shape)).astype(np.float32)
-        invokes, outputs, models = {}, {}, {}
+        invokes, outputs, models, files = {}, {}, {}, {}
         for compression in compressions:
             model = pattern_sparsify(build(), compression, rng)
-            if "dense" not in invokes:
-                dense = litert_interpreter.Interpreter(
-                    model_content=_convert(model, custom_ops=False), num_threads=threads)
-                invokes["dense"], outputs["dense"] = prepared_invoke(dense, inputs)
-            ours = ct_tflite.Interpreter(model_content=_convert(model), num_threads=threads)
-            invokes[compression], outputs[compression] = prepared_invoke(ours, inputs)
+            if not files:
+                files["dense"] = (_convert(model, custom_ops=False),
+                                  litert_interpreter.Interpreter)
+            files[compression] = (_convert(model), ct_tflite.Interpreter)
             models[compression] = model
-        times = time_interleaved(invokes, rounds)
+        with _timing_priority():
+            for key, (content, interpreter_class) in files.items():
+                interpreter = interpreter_class(model_content=content, num_threads=threads)
+                invokes[key], outputs[key] = prepared_invoke(interpreter, inputs)
+            times = time_interleaved(invokes, rounds)
         for compression in compressions:
             error = _relative_error(outputs[compression](),
                                     models[compression].predict(inputs, verbose=0))
