@@ -11,7 +11,7 @@
 #    .venv/ shows nothing changed since the last install (setup.py & co., the
 #    native sources built by setup.py, this script's install line, Python).
 # 4. Prepares MNIST and Fashion-MNIST once for tensorflow-datasets, from the
-#    local files (tf_clicktrain.datasets), in $TFDS_DATA_DIR or
+#    local files (examples/offline_datasets.py), in $TFDS_DATA_DIR or
 #    ~/tensorflow_datasets, so that tests do not pay for it.
 #
 # A second run on a set-up machine takes a second or two.
@@ -26,7 +26,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 EXTRAS="tflite,datasets,report,test"
 APT_PACKAGES=(
-  dataset-fashion-mnist   # Fashion-MNIST files (tf_clicktrain.datasets)
+  dataset-fashion-mnist   # Fashion-MNIST files (examples/offline_datasets.py)
   libflatbuffers-dev      # LiteRT delegate build
   g++-aarch64-linux-gnu   # cross build of the native kernels
   qemu-user               # runs the aarch64 native tests
@@ -156,23 +156,23 @@ else
 import logging
 import sys
 
+import tensorflow_datasets as tfds
+
+from examples import offline_datasets
+
 logging.getLogger("absl").setLevel(logging.ERROR)
 handler = logging.StreamHandler(sys.stdout)
 handler.setFormatter(logging.Formatter("[setup_env]      %(message)s"))
-ours = logging.getLogger("tf_clicktrain.datasets")
+ours = offline_datasets.logger
 ours.addHandler(handler)
 ours.setLevel(logging.INFO)
 ours.propagate = False
-
-import tensorflow_datasets as tfds
-
 tfds.disable_progress_bar()
-from tf_clicktrain import datasets
 
 for name in ("mnist", "fashion_mnist"):
     try:
-        path = datasets.prepare(name, local_files=True)
-    except datasets.DatasetUnavailableError as exc:
+        path = offline_datasets.prepare(name, local_files=True)
+    except offline_datasets.DatasetUnavailableError as exc:
         sys.exit(f"setup_env: {exc}")
     print(f"[setup_env]      {name}: {path}", flush=True)
 PY

@@ -18,6 +18,7 @@ that every weight the patterns removed is an int8 zero in the QAT file.
 """
 
 import os
+import sys
 import time
 
 from absl import app
@@ -32,7 +33,9 @@ from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain import datasets  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import offline_datasets  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pruned_model", "artifacts/clicktrain_tfds/pruned.keras",
@@ -46,7 +49,7 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
 def load_split(split):
-    data = datasets.load(FLAGS.dataset, split, as_supervised=True)
+    data = offline_datasets.load(FLAGS.dataset, split, as_supervised=True)
 
     def scale(image, label):
         return tf.cast(image, tf.float32) / 255.0, label

@@ -13,6 +13,7 @@ hardens within the measured epoch.
 
 import os
 import statistics
+import sys
 import time
 
 from absl import app
@@ -24,7 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain import applications  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import reference_models  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 5, "Interleaved dense/pruned pairs.")
@@ -44,7 +47,7 @@ def _compile(model):
 
 def _make(kind, steps):
     widths = [int(w) for w in FLAGS.widths]
-    model = applications.vgg_style_cnn(widths=widths)
+    model = reference_models.vgg_style_cnn(widths=widths)
     callbacks = []
     if kind != "dense":
         # Selection at 1/3, hard phase from 2/3 of the epoch: every phase runs.

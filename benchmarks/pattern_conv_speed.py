@@ -77,10 +77,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 
-from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
 from _timing import prepared_invoke  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import reference_models  # noqa: E402
 
 # 4-of-9 patterns with the centre kept (bit 3 * ky + kx).
 PATTERNS = (0b000111010, 0b010111000, 0b010110010, 0b010011010,
@@ -253,8 +255,8 @@ def bench_models(threads, rounds, rng, compressions):
           f"{'max rel err':>12}")
     rows = []
     for name, build, shape in (
-        ("ResNet-18 224x224x3", applications.resnet18, (224, 224, 3)),
-        ("VGG-style CNN 28x28x1", applications.vgg_style_cnn, (28, 28, 1)),
+        ("ResNet-18 224x224x3", reference_models.resnet18, (224, 224, 3)),
+        ("VGG-style CNN 28x28x1", reference_models.vgg_style_cnn, (28, 28, 1)),
     ):
         inputs = rng.normal(size=(1, *shape)).astype(np.float32)
         invokes, outputs, models, files = {}, {}, {}, {}

@@ -9,7 +9,7 @@
 # (Keras 3) with tf_clicktrain. This environment holds TensorFlow (CPU),
 # tf_keras, tfmot, tensorflow-datasets, and this repository on the path
 # through a .pth file (the package's code without its dependencies: the
-# baseline uses only tf_clicktrain/datasets.py, loaded by file path, to read
+# baseline uses only examples/offline_datasets.py, loaded by file path, to read
 # the same offline-capable datasets, and never imports the Keras-3 parts).
 # A .pth file rather than `pip install --no-deps -e .`: the latter runs
 # setup.py's native build, which rewrites the LiteRT library inside the
@@ -23,7 +23,7 @@
 #
 # Idempotent: a second run finds the stamp and does nothing. Environment:
 # PYTHON (default python3) creates the venv; TFMOT_VENV_FORCE=1 reinstalls.
-# The datasets themselves are prepared on first use (see tf_clicktrain/datasets.py),
+# The datasets themselves are prepared on first use (see examples/offline_datasets.py),
 # in $TFDS_DATA_DIR or ~/tensorflow_datasets, shared with .venv/.
 set -euo pipefail
 

@@ -17,7 +17,7 @@ environment:
 benchmarks/accuracy.py runs it as a subprocess with the flags of its own run.
 
 The recipe, mirroring the Keras 3 side:
-- model: tf_clicktrain/applications.py's vgg_style_cnn rebuilt in tf_keras
+- model: examples/reference_models.py's vgg_style_cnn rebuilt in tf_keras
   (3x3 conv without bias -> BatchNorm(momentum=0.9) -> ReLU, a 2x2 max-pool
   after every second conv, global average pooling, Dense logits), same layer
   names and default initializers.
@@ -39,7 +39,7 @@ dense first one included, as `tf_clicktrain.model_stats` counts it),
 `model_compression` (all trainable weights / non-zeros) and per-layer
 sparsities.
 
-Data: tf_clicktrain/datasets.py (offline-capable tfds loading) is loaded by
+Data: examples/offline_datasets.py (offline-capable tfds loading) is loaded by
 file path: importing the `tf_clicktrain` package would import its Keras-3
 parts. The script checks that loading it imports neither `tf_clicktrain` nor
 `keras`.
@@ -70,9 +70,9 @@ def _keras3_modules():
 
 
 def _load_datasets_module():
-    """tf_clicktrain/datasets.py by file path, without the tf_clicktrain package."""
+    """examples/offline_datasets.py by file path, without the tf_clicktrain package."""
     before = _keras3_modules()
-    path = os.path.join(REPO, "tf_clicktrain", "datasets.py")
+    path = os.path.join(REPO, "examples", "offline_datasets.py")
     spec = importlib.util.spec_from_file_location("_clicktrain_datasets", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
@@ -125,7 +125,7 @@ def make_datasets(name, batch_size, train_examples=0, seed=0):
 
 
 def vgg_style_cnn(input_shape, classes, widths, name="vgg_style_cnn"):
-    """tf_clicktrain.applications.vgg_style_cnn, layer for layer, in tf_keras."""
+    """examples/reference_models.py's vgg_style_cnn, layer for layer, in tf_keras."""
     layers = tf_keras.layers
     inputs = tf_keras.Input(input_shape, name="image")
     x = inputs

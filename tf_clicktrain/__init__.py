@@ -15,9 +15,8 @@ accepted; steps are numbered as in tfmot):
 - `quantize_model`, `QuantizeWrapper`, `quantize_scope`: int8
   quantization-aware training that keeps the patterns
 - `distribute`: multi-worker helpers
-- loaded on first use: `tflite` (export, interpreter), `datasets` (tfds,
-  offline-capable), `report` (pattern report PNG), `applications`
-  (reference CNNs)
+- loaded on first use: `tflite` (export, interpreter), `report` (pattern
+  report PNG)
 """
 
 from tf_clicktrain import distribute
@@ -46,8 +45,8 @@ from tf_clicktrain.saving import save_weights
 __version__ = "0.1.0"
 
 # Optional parts load on first use, so `import tf_clicktrain` needs neither
-# LiteRT nor tensorflow-datasets.
-_LAZY_SUBMODULES = ("tflite", "datasets", "applications", "report")
+# LiteRT nor matplotlib.
+_LAZY_SUBMODULES = ("tflite", "report")
 
 
 def __getattr__(name):

@@ -138,25 +138,3 @@ def save_weights(model, filepath):
     with atomic_path(filepath, suffix=".weights.h5") as temporary:
         model.save_weights(temporary, overwrite=True)
 
-
-def save_tflite(model_or_bytes, filepath, **convert_kwargs):
-    """Atomically writes a .tflite file.
-
-    Args:
-        model_or_bytes: the bytes of `tf_clicktrain.tflite.convert`, or a
-            stripped Keras model to convert first.
-        filepath: destination ending in ``.tflite``.
-        **convert_kwargs: passed to `tf_clicktrain.tflite.convert` when a
-            model is given.
-    """
-    filepath = _check_path(filepath, (".tflite",), "The TFLite")
-    if isinstance(model_or_bytes, keras.Model):
-        from tf_clicktrain import tflite  # pylint: disable=import-outside-toplevel
-
-        model_or_bytes = tflite.convert(model_or_bytes, **convert_kwargs)
-    elif convert_kwargs:
-        raise ValueError(
-            "convert options apply only when a model is given. "
-            f"Received: {sorted(convert_kwargs)} with bytes"
-        )
-    write_bytes(filepath, model_or_bytes)

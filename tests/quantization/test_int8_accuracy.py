@@ -7,12 +7,12 @@ import pytest
 from ai_edge_litert import interpreter as litert_interpreter
 
 import tf_clicktrain as ct
-from tf_clicktrain import applications
-from tf_clicktrain import datasets
+from examples import offline_datasets
+from examples import reference_models
 
 
 def _fashion_mnist(split, count):
-    data = datasets.load("fashion_mnist", split, as_supervised=True).take(count)
+    data = offline_datasets.load("fashion_mnist", split, as_supervised=True).take(count)
     images, labels = zip(*data.as_numpy_iterator())
     return np.stack(images).astype("float32") / 255.0, np.array(labels)
 
@@ -37,7 +37,7 @@ def test_int8_pattern_file_keeps_fp32_accuracy():
         epochs, int(np.ceil(len(x) / batch)),
         connectivity_sparsity=ct.patterns.sparsity_for_compression(8.0))
     pruned = ct.prune_pattern(
-        applications.vgg_style_cnn(widths=(16, 16, 32, 32, 64, 64)), schedule=schedule)
+        reference_models.vgg_style_cnn(widths=(16, 16, 32, 32, 64, 64)), schedule=schedule)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     pruned.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     pruned.fit(x, y, epochs=epochs, batch_size=batch, verbose=0,

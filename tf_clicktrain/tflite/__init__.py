@@ -19,6 +19,7 @@ on first use.
 """
 
 import importlib
+import os
 
 from tf_clicktrain.tflite import compact_format
 from tf_clicktrain.tflite import native_library
@@ -26,13 +27,40 @@ from tf_clicktrain.tflite.converter import convert
 
 
 def save(model_or_bytes, filepath, **convert_kwargs):
-    """Writes a .tflite file atomically (`tf_clicktrain.saving.save_tflite`).
+    """Writes a .tflite file atomically (`tf_clicktrain.saving.write_bytes`).
 
     A crash or kill mid-write leaves the previous file at ``filepath`` intact.
-    """
-    from tf_clicktrain import saving  # pylint: disable=import-outside-toplevel
 
-    saving.save_tflite(model_or_bytes, filepath, **convert_kwargs)
+    Args:
+        model_or_bytes: the bytes of `convert`, or a stripped Keras model to
+            convert first.
+        filepath: destination ending in ``.tflite``.
+        **convert_kwargs: passed to `convert` when a model is given.
+
+    Example:
+    ```python
+    ct.tflite.save(ct.tflite.convert(final), "pruned.tflite")
+    ```
+    """
+    # Deferred: Keras (and the saving module) are needed only here.
+    import keras
+
+    from tf_clicktrain import saving
+
+    if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(filepath).endswith(
+        ".tflite"
+    ):
+        raise ValueError(
+            f"The TFLite path must end with .tflite. Received: filepath={filepath!r}"
+        )
+    if isinstance(model_or_bytes, keras.Model):
+        model_or_bytes = convert(model_or_bytes, **convert_kwargs)
+    elif convert_kwargs:
+        raise ValueError(
+            "convert options apply only when a model is given. "
+            f"Received: {sorted(convert_kwargs)} with bytes"
+        )
+    saving.write_bytes(filepath, model_or_bytes)
 
 
 _NEEDS_LITERT = {

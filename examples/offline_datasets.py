@@ -28,9 +28,13 @@ which datasets work offline and how to get them.
 :func:`load_digits_dataset` gives scikit-learn's tiny UCI digits set (1,797
 8x8 images) as a ``tf.data.Dataset`` for fast unit tests.
 
+Prepare MNIST and Fashion-MNIST once, then load them with ``tfds.load``::
+
+    python examples/offline_datasets.py mnist fashion_mnist
+
 Example:
-    >>> from tf_clicktrain import datasets
-    >>> train = datasets.load("fashion_mnist", "train", as_supervised=True)
+    >>> import offline_datasets  # examples/ on sys.path
+    >>> train = offline_datasets.load("fashion_mnist", "train", as_supervised=True)
     >>> image, label = next(iter(train))
     >>> image.shape, image.dtype.name
     (TensorShape([28, 28, 1]), 'uint8')
@@ -195,7 +199,7 @@ def _tfds():
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     except ImportError as exc:  # pragma: no cover - depends on the install.
         raise ImportError(
-            "tf_clicktrain.datasets needs tensorflow-datasets: install with "
+            "offline_datasets needs tensorflow-datasets: install with "
             "`pip install 'tf-clicktrain[datasets]'` (or `pip install "
             "tensorflow-datasets importlib_resources`)."
         ) from exc
@@ -493,7 +497,7 @@ def _offline_error(name, base, data_dir, source_dir, why) -> DatasetUnavailableE
         return DatasetUnavailableError(
             f"{head} {_missing_source_message(base, folder)}")
     return DatasetUnavailableError(
-        f"{head} Without internet, tf_clicktrain.datasets can prepare only "
+        f"{head} Without internet, offline_datasets can prepare only "
         f"{_offline_hint()}; other datasets need a machine with internet "
         "(or a data_dir where they are already prepared).")
 
@@ -550,8 +554,8 @@ def load(
             the missing package and which datasets work offline.
 
     Example:
-        >>> from tf_clicktrain import datasets
-        >>> ds = datasets.load("mnist", "test", as_supervised=True, batch_size=256)
+        >>> import offline_datasets
+        >>> ds = offline_datasets.load("mnist", "test", as_supervised=True, batch_size=256)
         >>> images, labels = next(iter(ds))
         >>> images.shape
         TensorShape([256, 28, 28, 1])
@@ -618,3 +622,19 @@ def load_digits_dataset(split: str = "train", image_size: int = 28):
     before, after = pad // 2, pad - pad // 2
     images = np.pad(images, ((0, 0), (before, after), (before, after)))[..., None]
     return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def main(names):
+    """Prepares the named datasets (default: both offline ones) for tfds.
+
+    Afterwards ``tfds.load(name)`` finds them in :func:`default_data_dir`
+    and needs no network.
+    """
+    for name in names or sorted(OFFLINE_DATASETS):
+        print(f"{name}: {prepare(name)}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
