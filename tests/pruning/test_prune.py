@@ -70,9 +70,9 @@ def test_single_layer_and_list():
 @pytest.mark.parametrize(
     "layer, match",
     [
-        (keras.layers.Conv2D(4, 3, groups=2, name="g"), "groups=2"),
+        (keras.layers.SeparableConv1D(4, 3, name="s"), "SeparableConv1D"),
         (keras.layers.BatchNormalization(name="bn"), "PrunableLayer"),
-        (keras.layers.LSTM(4, name="lstm"), "LSTM"),
+        (keras.layers.ConvLSTM2D(4, 3, name="lstm"), "ConvLSTM2D"),
     ],
 )
 def test_explicitly_requested_unprunable_layer_is_an_error(layer, match):

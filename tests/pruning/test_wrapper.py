@@ -229,8 +229,8 @@ def test_soft_anneal_trains_to_pattern_sparse_layers():
 
 
 def test_wrapper_refuses_an_unprunable_layer_at_construction():
-    with pytest.raises(ValueError, match="'recurrent'.*LSTM"):
-        ct.PatternPruningWrapper(keras.layers.LSTM(4, name="recurrent"))
+    with pytest.raises(ValueError, match="'recurrent'.*ConvLSTM2D"):
+        ct.PatternPruningWrapper(keras.layers.ConvLSTM2D(4, 3, name="recurrent"))
     # Embedding, which failed at build with AttributeError: 'kernel', prunes.
     wrapper = ct.PatternPruningWrapper(keras.layers.Embedding(10, 4, name="words"))
     wrapper.build((None, 3))

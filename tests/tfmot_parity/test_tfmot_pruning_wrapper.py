@@ -5,11 +5,11 @@ Differences:
   (tfmot's ``pruning_vars``).
 - Layers with nothing to prune (MaxPooling2D, Flatten, Dropout,
   BatchNormalization) are refused by the wrapper, naming the layer, instead
-  of being wrapped to prune nothing; LSTM is not pruned yet.
+  of being wrapped to prune nothing.
 
-Not applicable: testPruneWrapperAllowsOnlyValidPoolingType and
-testConv3DWeightNotPrunedWithSparsityMbyN (block sparsity and
-``sparsity_m_by_n`` are not offered yet).
+Not applicable: testConv3DWeightNotPrunedWithSparsityMbyN (tfmot silently
+skips the Conv3D kernel under ``sparsity_m_by_n``; here its input-channel
+axis is grouped like any kernel's, or the layer is refused by name).
 """
 
 import json
@@ -112,5 +112,15 @@ def test_collect_prunable_layers():
         layers.Dropout(0.5), ct.PatternPruningWrapper(layers.Dense(10), **PARAMS),
     ])
     assert len(ct.pruning_wrappers(model)) == 2
-    with pytest.raises(ValueError, match="RNN"):
-        ct.PatternPruningWrapper(layers.RNN(layers.LSTMCell(4)))
+    lstm = ct.PatternPruningWrapper(
+        layers.RNN(layers.LSTMCell(4, dropout=0.5, recurrent_dropout=0.5)), **PARAMS)
+    model = keras.Sequential([keras.Input((3, 4)), lstm, layers.Dense(10)])
+    assert ct.pruning_wrappers(model) == [lstm]
+
+
+def test_prune_wrapper_allows_only_valid_pooling_type():
+    layer = layers.Dense(10)
+    with pytest.raises(ValueError, match="block_pooling_type"):
+        ct.PatternPruningWrapper(layer, block_pooling_type="MIN")
+    ct.PatternPruningWrapper(layer, block_pooling_type="AVG")
+    ct.PatternPruningWrapper(layer, block_pooling_type="MAX")

@@ -146,8 +146,9 @@ class PruningController:
             importance = self._importance_of(pruned)
             sparsity = self._layer_sparsity(pruned, decision, step)
             if pruned.kind == layer_kinds.PATTERN:
-                selection = patterns.select_patterns_and_kernels(
+                selection = patterns.select_patterns_per_group(
                     patterns.to_kernel_rows(importance),
+                    patterns.kernel_row_groups(importance.shape, pruned.groups),
                     num_patterns=config.num_patterns,
                     connectivity_sparsity=sparsity,
                     candidates=config.candidates,

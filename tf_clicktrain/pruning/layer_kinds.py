@@ -54,14 +54,6 @@ def _is_1x1(layer):
     return _kernel_size(layer) == (1, 1)
 
 
-def _is_grouped(layer):
-    return getattr(layer, "groups", 1) != 1
-
-
-def _groups_reason(layer):
-    return f"it has groups={layer.groups}; only groups=1 is supported"
-
-
 def _kernel_size_reason(layer):
     return (
         f"its kernel_size is {_kernel_size(layer)}; patterns need a 3x3 2-D "
@@ -87,6 +79,40 @@ def _separable_kernels(layer):
 
 def _embeddings(layer):
     return [layer.embeddings]
+
+
+def _attention_kernels(layer):
+    """The query, key, value and output projection kernels of attention."""
+    return [
+        dense.kernel
+        for dense in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
+    ]
+
+
+def _rnn_cells(layer):
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _rnn_cells(layer.forward_layer) + _rnn_cells(layer.backward_layer)
+    return list(getattr(layer.cell, "cells", [layer.cell]))  # StackedRNNCells: .cells
+
+
+def _has_recurrent_kernels(layer):
+    """An RNN (or Bidirectional RNN) of LSTM, GRU and SimpleRNN cells."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return isinstance(layer.forward_layer, keras.layers.RNN) and _has_recurrent_kernels(
+            layer.forward_layer
+        )
+    return all(isinstance(cell, _RECURRENT_CELLS) for cell in _rnn_cells(layer))
+
+
+def _recurrent_kernels(layer):
+    """Each cell's input kernel and recurrent kernel (biases stay dense)."""
+    return [
+        weight for cell in _rnn_cells(layer) for weight in (cell.kernel, cell.recurrent_kernel)
+    ]
+
+
+def _unstructured_all_reason(what):
+    return f"unstructured pruning of {what} is enabled by unstructured='all'"
 
 
 def _declared_weights(layer):
@@ -144,6 +170,10 @@ _CONVOLUTIONS = (
     keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
 )
 
+# Cells whose kernel and recurrent_kernel are pruned (ConvLSTM cells and
+# custom cells are not among them: such layers stay dense).
+_RECURRENT_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+
 # Layers with weight matrices or kernels that no row above prunes: a user
 # pruning a model expects them pruned, so leaving one dense is logged.
 _OTHER_WEIGHT_LAYERS = (
@@ -154,8 +184,6 @@ _OTHER_WEIGHT_LAYERS = (
 LAYER_KINDS = [
     LayerKind((keras.layers.Layer,), PATTERN, when=is_prunable_layer,
               weights=_declared_weights),
-    LayerKind((keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D), DENSE,
-              when=_is_grouped, reason=_groups_reason),
     LayerKind((keras.layers.Conv2D, keras.layers.DepthwiseConv2D), PATTERN, when=_is_3x3),
     LayerKind((keras.layers.SeparableConv2D,), PATTERN, when=_is_3x3,
               weights=_separable_kernels),
@@ -166,6 +194,11 @@ LAYER_KINDS = [
     LayerKind((keras.layers.SeparableConv2D,), UNSTRUCTURED, policies=ALL_ONLY,
               reason=_kernel_size_reason, weights=_separable_kernels),
     LayerKind(_CONVOLUTIONS, UNSTRUCTURED, policies=ALL_ONLY, reason=_kernel_size_reason),
+    LayerKind((keras.layers.MultiHeadAttention,), UNSTRUCTURED, policies=ALL_ONLY,
+              reason=_unstructured_all_reason("attention layers"), weights=_attention_kernels),
+    LayerKind((keras.layers.RNN, keras.layers.Bidirectional), UNSTRUCTURED,
+              when=_has_recurrent_kernels, policies=ALL_ONLY,
+              reason=_unstructured_all_reason("recurrent layers"), weights=_recurrent_kernels),
     LayerKind(_OTHER_WEIGHT_LAYERS, DENSE, reason=_NOT_SUPPORTED),
 ]
 

@@ -73,6 +73,10 @@ def _check_patterns(check, wrapper, pruned, target, selected):
         return
     expected = np.zeros_like(rows)
     kept = ids != patterns.selection.REMOVED
+    if pruned.groups > 1:
+        row_groups = patterns.kernel_row_groups(target.shape, pruned.groups)
+        if np.any(ids[kept] // wrapper.num_patterns != row_groups[kept]):
+            check.fail(pruned.pattern_ids, "names a pattern of another group")
     if np.any(counts[ids[kept]] == 0):
         check.fail(pruned.pattern_ids, "names an empty pattern")
     expected[kept] = pattern_set[ids[kept]]

@@ -50,16 +50,20 @@ class PrunedWeight:
         kind: `layer_kinds.PATTERN` or `layer_kinds.UNSTRUCTURED`.
         mask: the applied 0/1 mask (all ones before the hard phase).
         target_mask: the selection's 0/1 mask.
-        pattern_set: ``(K, 9)`` 0/1 patterns (pattern kind only).
+        groups: G, the convolution's groups (1 but for grouped convs);
+            each group has its own K patterns.
+        pattern_set: ``(G * K, 9)`` 0/1 patterns (pattern kind only); rows
+            ``[g * K, (g + 1) * K)`` are group ``g``'s.
         pattern_ids: per-kernel index into ``pattern_set``, -1 for removed
             kernels (pattern kind only).
         importance: the Taylor importance accumulator, or None for
             magnitude importance.
     """
 
-    def __init__(self, weight, kind):
+    def __init__(self, weight, kind, groups=1):
         self.weight = weight
         self.kind = kind
+        self.groups = groups
         self.mask = None
         self.target_mask = None
         self.pattern_set = None
@@ -220,7 +224,9 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         # The creation order below is the order of the variables in .keras and
         # .weights.h5 files: keep it, or files saved before will not load.
         for index, weight in enumerate(layer_kinds.prunable_weights(self.layer)):
-            pruned = PrunedWeight(weight, layer_kinds.weight_kind(self.layer, weight))
+            pruned = PrunedWeight(
+                weight, layer_kinds.weight_kind(self.layer, weight), self._groups_of(weight)
+            )
             base = f"{index}_{weight.name}"
             pruned.mask = self.add_weight(
                 name=f"{base}_mask", shape=weight.shape, initializer="ones",
@@ -233,7 +239,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             if pruned.kind == layer_kinds.PATTERN:
                 num_kernels = int(np.prod(weight.shape[2:]))
                 pruned.pattern_set = self.add_weight(
-                    name=f"{base}_pattern_set", shape=(self.num_patterns, 9),
+                    name=f"{base}_pattern_set",
+                    shape=(pruned.groups * self.num_patterns, 9),
                     initializer="zeros", trainable=False,
                 )
                 pruned.pattern_ids = self.add_weight(
@@ -280,6 +287,12 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             )
         self.controller = PruningController(self)
         self.built = True
+
+    def _groups_of(self, weight):
+        """The groups of a grouped convolution's kernel, else 1."""
+        if weight is getattr(self.layer, "kernel", None):
+            return int(getattr(self.layer, "groups", 1))
+        return 1
 
     def _check_unstructured_shape(self, weight):
         """Raises `ValueError` if M-by-N or block sparsity cannot cut ``weight``."""
@@ -346,7 +359,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
 
         return masked(tf.convert_to_tensor(weight))
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
+        # *args: layers called with several tensors, e.g. attention(query, value).
         checks = []
         if training:
             checks.append(
@@ -361,7 +375,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         if self._layer_takes_training:
             layer_kwargs["training"] = training
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, **layer_kwargs)
+            outputs = self.layer(inputs, *args, **layer_kwargs)
         pruned_ids = {id(s.weight) for s in self.pruned}
         for variable in self.layer.variables:
             if id(variable) in pruned_ids:
