@@ -335,24 +335,22 @@ static void valid_columns(const clicktrain_conv_geometry* g, int kx,
  * per row. Rows outside the input are zeroed (columns outside it stay zero
  * from add_buffers). */
 static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
-                                int kx, size_t rows, size_t first_channel,
-                                size_t end_channel, float* buffer) {
+                                int kx, size_t rows, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
   const long first_row = (long)(band * run->band_rows);
   long first, end;
   valid_columns(g, kx, &first, &end);
-  float* sub_plane = buffer +
-                     (p * kKernelColumns + (size_t)kx) * op->sub_plane_stride +
-                     first_channel * op->channel_stride;
+  float* sub_plane =
+      buffer + (p * kKernelColumns + (size_t)kx) * op->sub_plane_stride;
   for (size_t r = 0; r < rows; ++r) {
     float* destination = sub_plane + r * op->columns;
     const long y = (first_row + (long)r) * g->stride_h + op->phase_value[p] -
                    g->padding_top;
     if (y < 0 || y >= g->input_height) {
-      for (size_t c = first_channel; c < end_channel; ++c) {
-        memset(destination + (c - first_channel) * op->channel_stride, 0,
+      for (size_t c = 0; c < channels; ++c) {
+        memset(destination + c * op->channel_stride, 0,
                op->columns * sizeof(float));
       }
       continue;
@@ -360,26 +358,24 @@ static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
     if (first >= end) continue;
     const long x =
         first * g->stride_w + (long)kx * g->dilation_w - g->padding_left;
-    const float* source = run->image +
-                          ((size_t)y * g->input_width + (size_t)x) * channels +
-                          first_channel;
-    op->kernels->transpose((size_t)(end - first), end_channel - first_channel,
-                           source, (size_t)g->stride_w * channels,
-                           destination + first, op->channel_stride);
+    const float* source =
+        run->image + ((size_t)y * g->input_width + (size_t)x) * channels;
+    op->kernels->transpose((size_t)(end - first), channels, source,
+                           (size_t)g->stride_w * channels, destination + first,
+                           op->channel_stride);
   }
 }
 
-/* Input channels [first_channel, end_channel) of the rows band `band`
- * reads -> `buffer`. Within a row phase, the
+/* The input rows band `band` reads -> `buffer`. Within a row phase, the
  * sub-plane of kernel column kx holds, at output column x, the same input
  * pixel as that of column kx' at x + (kx - kx') * dilation / stride when that
  * is a whole number of columns: such a sub-plane is copied, channel by
  * channel, from an already transposed one (the widest first), and only its
  * padding columns are zeroed, instead of transposing the input again. */
-static void pack_band(const run_context* run, size_t band, size_t first_channel,
-                      size_t end_channel, float* buffer) {
+static void pack_band(const run_context* run, size_t band, float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
+  const size_t channels = (size_t)g->input_channels;
   const size_t width = (size_t)g->output_width;
   /* The run's bands may be narrower than the buffers. */
   const size_t rows =
@@ -415,8 +411,7 @@ static void pack_band(const run_context* run, size_t band, size_t first_channel,
         }
       }
       if (source_kx < 0) {
-        transpose_sub_plane(run, band, p, kx, rows, first_channel, end_channel,
-                            buffer);
+        transpose_sub_plane(run, band, p, kx, rows, buffer);
         transposed[count++] = kx;
         continue;
       }
@@ -428,7 +423,7 @@ static void pack_band(const run_context* run, size_t band, size_t first_channel,
        * columns, zeroed below. */
       const size_t low = shift < 0 ? (size_t)-shift : 0;
       const size_t high = shift > 0 ? block - (size_t)shift : block;
-      for (size_t c = first_channel; c < end_channel; ++c) {
+      for (size_t c = 0; c < channels; ++c) {
         float* plane = destination + c * op->channel_stride;
         memcpy(plane + low, source + c * op->channel_stride + low + shift,
                (high - low) * sizeof(float));
@@ -511,7 +506,7 @@ static void band_task(void* context, size_t index) {
   const size_t group = index % run->filter_groups;
   size_t slot;
   float* buffer = claim_buffer(op, &slot);
-  pack_band(run, band, 0, (size_t)op->geometry.input_channels, buffer);
+  pack_band(run, band, buffer);
   compute_band(run, buffer, band, group * op->filter_blocks / run->filter_groups,
                (group + 1) * op->filter_blocks / run->filter_groups);
   release_buffer(op, slot);
