@@ -15,8 +15,10 @@
  *    output_width are computed and dropped).
  * 2. per tile of 64 virtual pixels: pack the slots in use (input channel,
  *    pattern, group of 4 taps; ordered by channel then pattern, PatDNN's
- *    order), compute every filter's program over them, requantize, and
- *    transpose the [filter][pixel] tile into the NHWC output.
+ *    order) chunk by chunk (64 KB of packed slots), run every filter's
+ *    program for the chunk (partial sums kept per filter between chunks),
+ *    requantize after the last, and transpose the [filter][pixel] tile
+ *    into the NHWC output.
  * The fast path is not taken (the scalar reference runs, with no scratch)
  * when a workspace would exceed 4x the input and output images plus
  * CLICKTRAIN_S8_PATCONV_FIXED_SCRATCH_BYTES, so no file can make Prepare
@@ -99,12 +101,15 @@ typedef struct clicktrain_s8_patconv_operator {
   /* Weights in the micro-kernels' form. */
   size_t slots;
   uint32_t* tap_offsets;         /* [slots][4], into the planes */
-  uint32_t* program;
+  size_t chunk_slots, chunks;    /* slots packed and computed at a time */
+  uint32_t* program;             /* chunk by chunk, filter by filter */
+  size_t* chunk_program_start;   /* [chunks], into program */
   clicktrain_s8_filter_requantization* requantization;
   clicktrain_s8_output_params output_params;
   /* Workspaces: planes, packed slots, output tile [filter][pixel] and
    * [pixel][filter]. */
-  size_t packed_offset, tile_offset, pixels_offset, workspace_bytes;
+  size_t packed_offset, accumulators_offset, tile_offset, pixels_offset;
+  size_t workspace_bytes;
   void* workspaces[CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES];
   size_t allocated_workspaces;
   uint64_t workspaces_in_use;    /* bit per workspace, atomic */

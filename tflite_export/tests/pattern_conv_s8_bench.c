@@ -1,8 +1,10 @@
 /* Native timing of one int8 pattern conv layer through the operator, for
  * profiling (perf) and comparing micro-kernel variants:
  *   build/pattern_conv_s8_bench SIZE IN OUT STRIDE KEPT [THREADS] [RUNS] [VARIANT]
- * KEPT is the fraction of kernels kept (4 of 9 taps each, 4 patterns;
- * 0.28125 is 8x). Prints the fastest run's milliseconds (the calling
+ *                               [PATTERNS]
+ * KEPT is the fraction of kernels kept (4 of 9 taps each; 0.28125 is 8x),
+ * each with one of PATTERNS (default 4, at most 8) 4-tap patterns, the
+ * library benchmarks/pattern_conv_speed.py draws from. Prints the fastest run's milliseconds (the calling
  * thread's CPU time with 1 thread, wall time otherwise) and the effective
  * int8 GOPS (non-zero multiply-adds x 2). */
 #define _POSIX_C_SOURCE 200809L
@@ -36,18 +38,19 @@ int main(int argc, char** argv) {
   const double kept = atof(argv[5]);
   const int threads = argc > 6 ? atoi(argv[6]) : 1;
   const int runs = argc > 7 ? atoi(argv[7]) : 100;
-  const char* variant = argc > 8 ? argv[8] : NULL;
-  const uint16_t masks[4] = {0x01B, 0x036, 0x0D8, 0x1B0};  /* 4-tap 2x2 corners */
-  uint16_t* runs_table = calloc((size_t)out * 4, sizeof(uint16_t));
+  const char* variant = argc > 8 && strcmp(argv[8], "all") != 0 ? argv[8] : NULL;
+  int patterns = argc > 9 ? atoi(argv[9]) : 4;
+  if (patterns < 1 || patterns > 8) patterns = 4;
+  const uint16_t masks[8] = {0x03A, 0x0B8, 0x0B2, 0x09A, 0x033, 0x01E, 0x198, 0x0F0};
+  uint16_t* runs_table = calloc((size_t)out * patterns, sizeof(uint16_t));
   uint16_t* channels = malloc((size_t)out * in * sizeof(uint16_t));
   int8_t* values = malloc((size_t)out * in * 4);
   size_t kernels = 0;
   for (int o = 0; o < out; ++o) {
-    for (int p = 0; p < 4; ++p) {
+    for (int p = 0; p < patterns; ++p) {
       for (int c = 0; c < in; ++c) {
-        if ((double)(next_random() % 1000000) / 1e6 >= kept) continue;
-        if ((int)(next_random() % 4) != p) continue;
-        runs_table[o * 4 + p]++;
+        if ((double)(next_random() % 1000000) / 1e6 >= kept / patterns) continue;
+        runs_table[o * patterns + p]++;
         channels[kernels++] = (uint16_t)c;
       }
     }
@@ -59,10 +62,10 @@ int main(int argc, char** argv) {
   clicktrain_s8_compact_tensors t;
   memset(&t, 0, sizeof(t));
   t.structure.pattern_masks = masks;
-  t.structure.pattern_masks_count = 4;
+  t.structure.pattern_masks_count = (size_t)patterns;
   t.structure.pattern_run_lengths = runs_table;
   t.structure.run_lengths_rows = (size_t)out;
-  t.structure.run_lengths_columns = 4;
+  t.structure.run_lengths_columns = (size_t)patterns;
   t.structure.run_lengths_element_size = 2;
   t.structure.kernel_input_channels = channels;
   t.structure.kernel_input_channels_count = kernels;

@@ -252,27 +252,53 @@ static void check_requantization_extremes(void) {
   if (count > 8) count = 8;
   int8_t expected[kFilters * kTile] __attribute__((aligned(64)));
   int8_t actual[kFilters * kTile] __attribute__((aligned(64)));
-  uint32_t variant_program[kFilters * (1 + 2 * kKernels)];
+  /* Each variant's program in its slot size, whole and as two chunks (the
+   * first half of every filter's entries, then the rest). */
+  uint32_t whole[kFilters * (1 + 2 * kKernels)];
+  uint32_t chunks[2 * kFilters + 2 * kFilters * kKernels];
+  int32_t* accumulators = aligned_alloc(64, (size_t)kFilters * 16 * kTile);
   for (int p = 0; p < 2; ++p) {
     for (size_t i = 0; i < count; ++i) {
-      /* The program with slot offsets in this variant's slot size. */
       const uint32_t* from = program;
-      uint32_t* to = variant_program;
+      uint32_t* to = whole;
+      uint32_t* first_chunk = chunks;
+      size_t first_words = 0;
       for (int f = 0; f < kFilters; ++f) {
-        const uint32_t kernels = *to++ = *from++;
-        for (uint32_t k = 0; k < kernels; ++k, from += 2, to += 2) {
-          to[0] = from[0] * (uint32_t)sets[i]->slot_bytes;
-          to[1] = from[1];
+        first_words += 1 + 2 * (from[0] / 2);
+        from += 1 + 2 * from[0];
+      }
+      uint32_t* second_chunk = chunks + first_words;
+      from = program;
+      for (int f = 0; f < kFilters; ++f) {
+        const uint32_t kernels = *from++;
+        *to++ = kernels;
+        *first_chunk++ = kernels / 2;
+        *second_chunk++ = kernels - kernels / 2;
+        for (uint32_t k = 0; k < kernels; ++k, from += 2) {
+          const uint32_t offset = from[0] * (uint32_t)sets[i]->slot_bytes;
+          uint32_t** target = k < kernels / 2 ? &first_chunk : &second_chunk;
+          *to++ = offset;
+          *to++ = from[1];
+          *(*target)++ = offset;
+          *(*target)++ = from[1];
         }
       }
       sets[i]->pack(kKernels, tap_offsets, planes, packed);
-      sets[i]->compute(kFilters, variant_program, packed, requantization, &params[p],
+      sets[i]->compute(kFilters, whole, packed, accumulators, 1, 1, requantization, &params[p],
                        i == 0 ? expected : actual);
       if (i == 0) continue;  /* the scalar variant: the expectation */
       CHECK(memcmp(actual, expected, sizeof(actual)) == 0,
             "%s compute != scalar at extreme sums and shifts", sets[i]->name);
+      memset(actual, 0, sizeof(actual));
+      sets[i]->compute(kFilters, chunks, packed, accumulators, 1, 0, requantization,
+                       &params[p], actual);
+      sets[i]->compute(kFilters, chunks + first_words, packed, accumulators, 0, 1,
+                       requantization, &params[p], actual);
+      CHECK(memcmp(actual, expected, sizeof(actual)) == 0,
+            "%s compute in two chunks != scalar at extreme sums and shifts", sets[i]->name);
     }
   }
+  free(accumulators);
   free(packed);
   free(planes);
 }

@@ -115,9 +115,14 @@ typedef void (*clicktrain_s8_patconv_pack_fn)(size_t slots,
                                               const uint32_t* tap_offsets,
                                               const uint8_t* planes,
                                               uint8_t* packed);
-/* output[f * CLICKTRAIN_S8_PATCONV_TILE + pixel] for `filters` filters. */
+/* One chunk of slots for `filters` filters. The sums start at zero when
+ * `first`, else from accumulators[f] (accumulator_bytes per filter, the
+ * variant's own layout); when `last` they are requantized into
+ * output[f * CLICKTRAIN_S8_PATCONV_TILE + pixel], else stored back into
+ * accumulators[f] for the next chunk. */
 typedef void (*clicktrain_s8_patconv_compute_fn)(
     size_t filters, const uint32_t* program, const uint8_t* packed,
+    int32_t* accumulators, int first, int last,
     const clicktrain_s8_filter_requantization* requantization,
     const clicktrain_s8_output_params* params, int8_t* output);
 /* destination[c * destination_stride + r] = source[r * source_stride + c]
@@ -133,6 +138,8 @@ typedef struct clicktrain_s8_patconv_ukernels {
   const char* name;
   /* Bytes of one packed slot (a multiple of 64): 4 * TILE for u8 taps. */
   size_t slot_bytes;
+  /* Bytes of one filter's partial sums between chunks (a multiple of 64). */
+  size_t accumulator_bytes;
   clicktrain_s8_patconv_pack_fn pack;
   clicktrain_s8_patconv_compute_fn compute;
   clicktrain_x8_transpose_fn transpose;

@@ -83,7 +83,8 @@ static inline __m256i requantize(
 }
 
 static void compute(size_t filters, const uint32_t* program,
-                    const uint8_t* packed,
+                    const uint8_t* packed, int32_t* accumulators, int first,
+                    int last,
                     const clicktrain_s8_filter_requantization* requantization,
                     const clicktrain_s8_output_params* params,
                     int8_t* output) {
@@ -94,8 +95,12 @@ static void compute(size_t filters, const uint32_t* program,
     const uint32_t count = *program++;
     const clicktrain_s8_filter_requantization* q = &requantization[f];
     for (size_t half = 0; half < 2; ++half) {
+      /* Partial sums: 8 ymm per half, 2 per pixel (taps 0+1, 2+3). */
+      __m256i* partial = (__m256i*)(accumulators + f * 2 * kTile) + 8 * half;
       __m256i acc[8];
-      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i) {
+        acc[i] = first ? _mm256_setzero_si256() : _mm256_load_si256(partial + i);
+      }
       const size_t base = half * (kSlotBytes / 2);
       for (uint32_t k = 0; k < count; ++k) {
         const __m256i* slot =
@@ -106,6 +111,10 @@ static void compute(size_t filters, const uint32_t* program,
           acc[i] = _mm256_add_epi32(
               acc[i], _mm256_madd_epi16(_mm256_load_si256(slot + i), w));
         }
+      }
+      if (!last) {
+        for (int i = 0; i < 8; ++i) _mm256_store_si256(partial + i, acc[i]);
+        continue;
       }
       /* Per 16-pixel chunk: pairwise sums give pixels 0-3 | 8-11 and
        * 4-7 | 12-15; the int16 pack puts them in order. */
@@ -129,6 +138,7 @@ static void compute(size_t filters, const uint32_t* program,
 const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__avx2 = {
     .name = "avx2",
     .slot_bytes = kSlotBytes,
+    .accumulator_bytes = 8 * kTile,
     .pack = pack,
     .compute = compute,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,

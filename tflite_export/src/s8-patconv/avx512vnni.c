@@ -70,7 +70,8 @@ static inline __m512i requantize(__m512i sum, __m512i multiplier,
 }
 
 static void compute(size_t filters, const uint32_t* program,
-                    const uint8_t* packed,
+                    const uint8_t* packed, int32_t* accumulators, int first,
+                    int last,
                     const clicktrain_s8_filter_requantization* requantization,
                     const clicktrain_s8_output_params* params,
                     int8_t* output) {
@@ -80,8 +81,15 @@ static void compute(size_t filters, const uint32_t* program,
   const __m512i low = _mm512_set1_epi8((char)params->min);
   const __m512i high = _mm512_set1_epi8((char)params->max);
   for (size_t f = 0; f < filters; ++f, output += kTile) {
+    int32_t* partial = accumulators + f * kTile;
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     __m512i acc2 = _mm512_setzero_si512(), acc3 = _mm512_setzero_si512();
+    if (!first) {
+      acc0 = _mm512_load_si512(partial);
+      acc1 = _mm512_load_si512(partial + 16);
+      acc2 = _mm512_load_si512(partial + 32);
+      acc3 = _mm512_load_si512(partial + 48);
+    }
     const uint32_t count = *program++;
     for (uint32_t k = 0; k < count; ++k, program += 2) {
       const uint8_t* slot = packed + program[0];
@@ -90,6 +98,13 @@ static void compute(size_t filters, const uint32_t* program,
       acc1 = dot4(acc1, _mm512_load_si512(slot + 64), w);
       acc2 = dot4(acc2, _mm512_load_si512(slot + 128), w);
       acc3 = dot4(acc3, _mm512_load_si512(slot + 192), w);
+    }
+    if (!last) {
+      _mm512_store_si512(partial, acc0);
+      _mm512_store_si512(partial + 16, acc1);
+      _mm512_store_si512(partial + 32, acc2);
+      _mm512_store_si512(partial + 48, acc3);
+      continue;
     }
     const clicktrain_s8_filter_requantization* q = &requantization[f];
     const __m512i bias = _mm512_set1_epi32(q->bias);
@@ -194,6 +209,7 @@ const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__avx512vnni = {
         .name = "avx512",
         .slot_bytes = 4 * kTile,
+        .accumulator_bytes = 4 * kTile,
         .pack = pack,
         .compute = compute,
         .transpose = transpose,

@@ -21,13 +21,18 @@ static void pack(size_t slots, const uint32_t* tap_offsets,
 }
 
 static void compute(size_t filters, const uint32_t* program,
-                    const uint8_t* packed,
+                    const uint8_t* packed, int32_t* accumulators, int first,
+                    int last,
                     const clicktrain_s8_filter_requantization* requantization,
                     const clicktrain_s8_output_params* params,
                     int8_t* output) {
   for (size_t f = 0; f < filters; ++f, output += kTile) {
     uint32_t acc[kTile];
-    memset(acc, 0, sizeof(acc));
+    if (first) {
+      memset(acc, 0, sizeof(acc));
+    } else {
+      memcpy(acc, accumulators + f * kTile, sizeof(acc));
+    }
     const uint32_t count = *program++;
     for (uint32_t k = 0; k < count; ++k, program += 2) {
       const uint8_t* slot = packed + program[0];
@@ -41,6 +46,10 @@ static void compute(size_t filters, const uint32_t* program,
         acc[pixel] += (uint32_t)(w0 * taps[0] + w1 * taps[1] + w2 * taps[2] +
                                  w3 * taps[3]);
       }
+    }
+    if (!last) {
+      memcpy(accumulators + f * kTile, acc, sizeof(acc));
+      continue;
     }
     const clicktrain_s8_filter_requantization* q = &requantization[f];
     for (size_t pixel = 0; pixel < kTile; ++pixel) {
@@ -112,6 +121,7 @@ void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns, const 
 const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__scalar = {
     .name = "scalar",
     .slot_bytes = 4 * kTile,
+    .accumulator_bytes = 4 * kTile,
     .pack = pack,
     .compute = compute,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
