@@ -1,4 +1,4 @@
-"""The delegate's memory stays within the file's declared tensors + 32 MiB.
+"""The delegate's memory stays within the file's declared tensors + 64 MiB.
 
 Hostile files declare a few hundred KB of tensors but pattern convs whose
 fast path would pack tens of MB per thread (a huge input-channel count times
@@ -25,7 +25,7 @@ from flatbuffers import flexbuffers
 from tf_clicktrain import tflite as ct_tflite
 from tf_clicktrain.tflite import native_library
 
-FIXED_BOUND = 32 << 20  # kMemoryBudgetFixedBytes, src/memory_budget.h
+FIXED_BOUND = 64 << 20  # kMemoryBudgetFixedBytes, src/memory_budget.h
 ELEMENT_SIZE = {
     schema.TensorType.FLOAT32: 4,
     schema.TensorType.INT32: 4,
@@ -138,11 +138,14 @@ def _peak_rss(threads, baseline_model, models):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-def test_hostile_files_stay_within_twice_their_declared_tensors(hostile_files, tiny_file, threads):
-    paths = [path for path, _ in hostile_files.values()]
-    declared = sum(declared_tensor_bytes(content) for _, content in hostile_files.values())
-    result = _peak_rss(threads, tiny_file, paths)
-    assert result["errors"] == ["", ""]
+@pytest.mark.parametrize("name", ["wide_dilated", "many_dilated"])
+def test_hostile_files_stay_within_twice_their_declared_tensors(
+    hostile_files, tiny_file, name, threads
+):
+    path, content = hostile_files[name]
+    declared = declared_tensor_bytes(content)
+    result = _peak_rss(threads, tiny_file, [path])
+    assert result["errors"] == [""]
     runtime_baseline = result["baseline"] - result["start"]
     growth = result["peak"] - result["start"]
     assert growth <= 2 * declared + FIXED_BOUND + runtime_baseline, (
@@ -156,9 +159,9 @@ def test_hostile_files_stay_within_twice_their_declared_tensors(hostile_files, t
 def test_node_whose_single_thread_scratch_cannot_fit_is_refused_naming_it(tmp_path, tiny_file):
     # Sparse 1x1 convs over 65,535 channels of one pixel: each needs a
     # 16 MiB tile of scratch per thread, and has no kernel without one.
-    model = _branches((1, 1, 65535), 4, lambda: keras.layers.Conv2D(1, 1), 3)
+    model = _branches((1, 1, 65535), 6, lambda: keras.layers.Conv2D(1, 1), 3)
     content = ct_tflite.convert(model, decide_by="size")
-    assert custom_op_names(content).count("ClickTrainSparseConv1x1") >= 3
+    assert custom_op_names(content).count("ClickTrainSparseConv1x1") >= 5
     path = tmp_path / "wide_pointwise.tflite"
     path.write_bytes(content)
     (error,) = _peak_rss(1, tiny_file, [str(path)])["errors"]

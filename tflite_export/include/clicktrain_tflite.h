@@ -48,7 +48,7 @@ CLICKTRAIN_TFLITE_API int clicktrain_tflite_claimed_nodes(
     const struct TfLiteDelegate* delegate);
 
 /* Pattern-conv nodes that, because the delegate's memory budget (the
- * graph's declared tensor bytes + 32 MiB, src/memory_budget.h) had too
+ * graph's declared tensor bytes + 64 MiB, src/memory_budget.h) had too
  * little left, run on one thread or on their reference kernel instead of
  * their fast path, over all interpreters; -1 for NULL. */
 CLICKTRAIN_TFLITE_API int clicktrain_tflite_memory_fallbacks(

@@ -10,7 +10,7 @@
  * types, shapes, custom options and compact weights are validated before
  * use, and any failure is reported through the runtime as kTfLiteError.
  * What the delegate allocates for a graph's nodes is bounded by the bytes
- * of the tensors the graph declares plus a fixed 32 MiB (memory_budget.h).
+ * of the tensors the graph declares plus a fixed 64 MiB (memory_budget.h).
  */
 #include <atomic>
 #include <cstdint>
@@ -37,7 +37,9 @@
 #define CLICKTRAIN_EXPORT extern "C" __attribute__((visibility("default")))
 
 using clicktrain::BudgetShare;
+using clicktrain::AffordableThreads;
 using clicktrain::CheckConstant;
+using clicktrain::ElementCount;
 using clicktrain::MemoryBudget;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
@@ -222,6 +224,23 @@ bool ClaimedTensorsLookRight(TfLiteContext* context,
 // ---------------------------------------------------------------------------
 // The delegate kernel: one instance per claimed node.
 
+// Bytes of the node's weight copy, from the shapes of its compact tensors
+// (SIZE_MAX when they overflow).
+size_t WeightBytes(TfLiteContext* context, const PatternConvNode* op) {
+  clicktrain_compact_tensors counts{};
+  counts.pattern_masks_count =
+      ElementCount(TensorAt(context, op->inputs[kPatternMasks]));
+  counts.kernel_input_channels_count =
+      ElementCount(TensorAt(context, op->inputs[kKernelInputChannels]));
+  counts.values_count = ElementCount(TensorAt(context, op->inputs[kValues]));
+  if (counts.pattern_masks_count == SIZE_MAX ||
+      counts.kernel_input_channels_count == SIZE_MAX ||
+      counts.values_count == SIZE_MAX) {
+    return SIZE_MAX;
+  }
+  return clicktrain_pattern_weights_bytes(&counts, op->options.output_channels);
+}
+
 void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   auto* op = new (std::nothrow) PatternConvNode();
   if (op == nullptr) return nullptr;
@@ -262,6 +281,14 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
                                   &op->options, error, sizeof(error)) != 0) {
     op->error = error;
     return op;
+  }
+  if (op->inputs.size() == kNumInputs) {
+    const size_t weight_bytes = WeightBytes(context, op);
+    if (!op->weights_budget.Reserve(weight_bytes)) {
+      op->error = op->weights_budget.RefusalMessage(op->node_index,
+                                                    "its weights", weight_bytes);
+      return op;
+    }
   }
   op->kernels = clicktrain_select_kernels();
   op->reference_kernels = *op->kernels;
@@ -320,9 +347,10 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   compact.values_count = values_shape[0];
   compact.bias = bias == nullptr ? nullptr : bias->data;
   compact.bias_count = bias_shape[0];
+  // Reserved at Init from the same shapes; Resize keeps the share exact.
   const size_t weight_bytes = clicktrain_pattern_weights_bytes(
       &compact, op->options.output_channels);
-  if (!op->weights_budget.Reserve(weight_bytes)) {
+  if (!op->weights_budget.Resize(weight_bytes)) {
     return op->weights_budget.ReportRefusal(context, kDelegateKernelName,
                                             op->node_index,
                                             "its weights", weight_bytes);
@@ -331,7 +359,6 @@ TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
   if (clicktrain_build_pattern_weights(
           &compact, op->options.input_channels, op->options.output_channels,
           op->depthwise, &op->weights, error, sizeof(error)) != 0) {
-    op->weights_budget.ReturnAll();
     return ReportNodeError(context, kDelegateKernelName,
                            "invalid compact weights: %s", error);
   }
@@ -365,11 +392,11 @@ size_t SmallestBandBufferBytes(const clicktrain_conv_geometry& g) {
 }
 
 // Sets up the operator for op->geometry within the memory budget: the fast
-// path on the interpreter's threads if its program and one band buffer per
-// thread fit what is left, else on one thread (the buffer setup allocated),
-// else the reference kernels (no scratch). Reserves what the chosen setup
-// holds. Setting up once and lowering max_threads, rather than setting up
-// again, leaves no freed buffer behind to fragment the heap.
+// path on as many of the interpreter's threads as its program and one band
+// buffer per thread fit what is left, else the reference kernels (no
+// scratch). Reserves what the chosen setup holds. Setting up once and
+// lowering max_threads, rather than setting up again, leaves no freed
+// buffer behind to fragment the heap.
 TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvNode* op) {
   clicktrain_patconv_operator_release(&op->conv_operator);
   op->scratch_budget.ReturnAll();
@@ -395,15 +422,17 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvNode* op) {
     // threads adds a buffer per thread.
     const size_t buffer_bytes =
         conv.fast ? conv.buffer_floats * sizeof(float) : 0;
-    if (op->scratch_budget.Reserve(conv.scratch_bytes +
-                                   static_cast<size_t>(threads - 1) *
+    const int affordable =
+        AffordableThreads(op->scratch_budget.available(), conv.scratch_bytes,
+                          buffer_bytes, threads);
+    if (affordable >= 1 &&
+        op->scratch_budget.Reserve(conv.scratch_bytes +
+                                   static_cast<size_t>(affordable - 1) *
                                        buffer_bytes)) {
-      op->operator_ready = true;
-      return kTfLiteOk;
-    }
-    if (op->scratch_budget.Reserve(conv.scratch_bytes)) {
-      conv.max_threads = 1;  // runs on more threads then run on one
-      ClickTrainDelegateCountFallback(op->delegate);
+      if (affordable < threads) {
+        conv.max_threads = affordable;  // Invoke's pool has as many threads
+        ClickTrainDelegateCountFallback(op->delegate);
+      }
       op->operator_ready = true;
       return kTfLiteOk;
     }
@@ -486,10 +515,14 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kDelegateKernelName,
                            "tensors changed size since Prepare");
   }
+  // At most the threads the memory budget gave the operator.
+  const int threads =
+      context->recommended_num_threads < op->conv_operator.max_threads
+          ? context->recommended_num_threads
+          : op->conv_operator.max_threads;
   clicktrain_thread_pool* pool =
-      op->delegate_state == nullptr
-          ? nullptr
-          : op->delegate_state->Pool(context->recommended_num_threads);
+      op->delegate_state == nullptr ? nullptr
+                                    : op->delegate_state->Pool(threads);
   clicktrain_patconv_operator_run(&op->conv_operator,
                                   static_cast<const float*>(input->data),
                                   static_cast<float*>(output->data), pool);

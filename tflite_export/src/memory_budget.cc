@@ -1,5 +1,7 @@
 #include "memory_budget.h"
 
+#include <cstdint>
+#include <cstdio>
 #include <new>
 #include <vector>
 
@@ -62,6 +64,14 @@ bool BudgetShare::Reserve(size_t bytes) {
   return true;
 }
 
+bool BudgetShare::Resize(size_t bytes) {
+  if (bytes <= held_) {
+    Return(held_ - bytes);
+    return true;
+  }
+  return Reserve(bytes - held_);
+}
+
 void BudgetShare::Return(size_t bytes) {
   if (bytes > held_) bytes = held_;
   if (budget_ != nullptr) budget_->Unreserve(bytes);
@@ -72,23 +82,56 @@ size_t BudgetShare::available() const {
   return budget_ == nullptr ? 0 : budget_->available();
 }
 
+std::string BudgetShare::RefusalMessage(int node_index, const char* what,
+                                        size_t bytes) const {
+  char message[400];
+  if (budget_ == nullptr) {
+    std::snprintf(message, sizeof(message),
+                  "node %d has no memory budget (it was not claimed by the "
+                  "delegate's Prepare)",
+                  node_index);
+  } else {
+    std::snprintf(message, sizeof(message),
+                  "node %d needs %zu bytes for %s, but only %zu bytes are "
+                  "left of the delegate's memory budget of %zu bytes (the "
+                  "%zu bytes of tensors the model declares + %zu)",
+                  node_index, bytes, what, budget_->available(),
+                  budget_->limit(), budget_->declared_bytes(),
+                  kMemoryBudgetFixedBytes);
+  }
+  return message;
+}
+
 TfLiteStatus BudgetShare::ReportRefusal(TfLiteContext* context,
                                         const char* kernel_name,
                                         int node_index, const char* what,
                                         size_t bytes) const {
-  if (budget_ == nullptr) {
-    return ReportNodeError(context, kernel_name,
-                           "node %d has no memory budget (it was not claimed "
-                           "by the delegate's Prepare)",
-                           node_index);
+  return ReportNodeError(context, kernel_name, "%s",
+                         RefusalMessage(node_index, what, bytes).c_str());
+}
+
+size_t ElementCount(const TfLiteTensor* tensor) {
+  if (tensor == nullptr || tensor->dims == nullptr) return 0;
+  size_t count = 1;
+  for (int d = 0; d < tensor->dims->size; ++d) {
+    const int extent = tensor->dims->data[d];
+    if (__builtin_mul_overflow(count,
+                               static_cast<size_t>(extent < 0 ? 0 : extent),
+                               &count)) {
+      return SIZE_MAX;
+    }
   }
-  return ReportNodeError(
-      context, kernel_name,
-      "node %d needs %zu bytes for %s, but only %zu bytes are left of the "
-      "delegate's memory budget of %zu bytes (the %zu bytes of tensors the "
-      "model declares + %zu)",
-      node_index, bytes, what, budget_->available(), budget_->limit(),
-      budget_->declared_bytes(), kMemoryBudgetFixedBytes);
+  return count;
+}
+
+int AffordableThreads(size_t available, size_t fixed_bytes,
+                      size_t per_thread_bytes, int threads) {
+  if (threads < 1 || fixed_bytes > available) return 0;
+  if (per_thread_bytes == 0) return threads;
+  const size_t extra = (available - fixed_bytes) / per_thread_bytes;
+  return extra + 1 >= static_cast<size_t>(threads)
+             ? threads
+             : static_cast<int>(extra) + 1;
 }
 
 bool DeclaredTensorBytes(TfLiteContext* context, const TfLiteIntArray* plan,

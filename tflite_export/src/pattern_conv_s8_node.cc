@@ -14,8 +14,10 @@
 #include "pattern_conv_s8_operator.h"
 #include "sparse_conv1x1_node.h"  // ClickTrainDelegateThreadPool
 
+using clicktrain::AffordableThreads;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
+using clicktrain::ElementCount;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
 using clicktrain::TensorAt;
@@ -62,6 +64,29 @@ struct PatternConvS8Node {
     clicktrain_s8_layer_release(&layer);
   }
 };
+
+// Bytes a layer of these tensor sizes holds, plus the values widened to
+// float once more while it is built: the structure (with the values
+// widened to float, as the float op's), the int8 values and four
+// per-filter arrays. SIZE_MAX on overflow.
+size_t LayerBytes(size_t masks, size_t kernels, size_t values,
+                  size_t output_channels) {
+  if (masks == SIZE_MAX || kernels == SIZE_MAX || values > SIZE_MAX / 16 ||
+      output_channels > SIZE_MAX / 32) {
+    return SIZE_MAX;
+  }
+  clicktrain_compact_tensors structure{};
+  structure.pattern_masks_count = masks;
+  structure.kernel_input_channels_count = kernels;
+  structure.values_count = values;
+  size_t bytes = clicktrain_pattern_weights_bytes(&structure, output_channels);
+  if (__builtin_add_overflow(bytes, values * (1 + sizeof(float)) +
+                                        4 * output_channels * sizeof(int32_t),
+                             &bytes)) {
+    return SIZE_MAX;
+  }
+  return bytes;
+}
 
 TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
@@ -112,22 +137,12 @@ TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   tensors.bias_count = bias_shape[0];
   tensors.filter_scales = scales->data;
   tensors.filter_scales_count = scales_shape[0];
-  // The layer holds the structure (with the values widened to float, as
-  // the float op's), the int8 values and four per-filter arrays; building
-  // it widens the values once more, briefly.
+  // Reserved at Init from the same shapes; Resize keeps the share exact.
   const size_t output_channels =
       static_cast<size_t>(op->options.output_channels);
-  clicktrain_compact_tensors structure = tensors.structure;
-  structure.values_count = tensors.values_count;
-  const size_t widened_bytes = tensors.values_count * sizeof(float);
-  size_t layer_bytes =
-      clicktrain_pattern_weights_bytes(&structure, output_channels);
-  const bool overflow =
-      __builtin_add_overflow(layer_bytes,
-                             tensors.values_count + 4 * output_channels * 4,
-                             &layer_bytes) ||
-      __builtin_add_overflow(layer_bytes, widened_bytes, &layer_bytes);
-  if (overflow || !op->weights_budget.Reserve(layer_bytes)) {
+  const size_t layer_bytes = LayerBytes(
+      masks_shape[0], channels_shape[0], values_shape[0], output_channels);
+  if (!op->weights_budget.Resize(layer_bytes)) {
     return op->weights_budget.ReportRefusal(context, kKernelName,
                                             op->node_index, "its weights",
                                             layer_bytes);
@@ -136,7 +151,8 @@ TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   const int status = clicktrain_s8_layer_build(
       &tensors, static_cast<size_t>(op->options.input_channels),
       output_channels, &op->layer, error, sizeof(error));
-  op->weights_budget.Return(status == 0 ? widened_bytes : layer_bytes);
+  // Building widened the values to float once more, briefly.
+  op->weights_budget.Return(values_shape[0] * sizeof(float));
   if (status != 0) {
     return ReportNodeError(context, kKernelName,
                            "invalid int8 pattern weights: %s", error);
@@ -184,6 +200,18 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
   if (clicktrain_parse_op_options(node->custom_initial_data, options_size,
                                   &op->options, error, sizeof(error)) != 0) {
     op->error = error;
+    return op;
+  }
+  if (op->inputs.size() == kNumInputs) {
+    const size_t layer_bytes = LayerBytes(
+        ElementCount(TensorAt(context, op->inputs[kPatternMasks])),
+        ElementCount(TensorAt(context, op->inputs[kKernelInputChannels])),
+        ElementCount(TensorAt(context, op->inputs[kValues])),
+        static_cast<size_t>(op->options.output_channels));
+    if (!op->weights_budget.Reserve(layer_bytes)) {
+      op->error = op->weights_budget.RefusalMessage(op->node_index,
+                                                    "its weights", layer_bytes);
+    }
   }
   return op;
 }
@@ -234,12 +262,12 @@ size_t SmallestWorkspaceBytes(const clicktrain_conv_geometry& g) {
   return overflow ? SIZE_MAX : bytes;
 }
 
-// Sets up the operator within the memory budget: the fast path on the
-// interpreter's threads if its program, tables and one workspace per
-// thread fit what is left, else on one thread (the workspace setup
-// allocated), else none (Invoke then runs the scalar reference kernel, with
-// no scratch). Setting up once and lowering max_threads, rather than
-// setting up again, leaves no freed workspace behind to fragment the heap.
+// Sets up the operator within the memory budget: the fast path on as many
+// of the interpreter's threads as its program, tables and one workspace per
+// thread fit what is left, else none (Invoke then runs the scalar reference
+// kernel, with no scratch). Setting up once and lowering max_threads,
+// rather than setting up again, leaves no freed workspace behind to
+// fragment the heap.
 TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvS8Node* op) {
   clicktrain_s8_patconv_operator_release(&op->conv_operator);
   op->scratch_budget.ReturnAll();
@@ -264,15 +292,17 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, PatternConvS8Node* op) {
     // setup holds the program, tables and one workspace; a run on
     // `threads` threads adds a workspace per thread.
     const size_t workspace_bytes = conv.fast ? conv.workspace_bytes : 0;
-    if (op->scratch_budget.Reserve(conv.scratch_bytes +
-                                   static_cast<size_t>(threads - 1) *
+    const int affordable =
+        AffordableThreads(op->scratch_budget.available(), conv.scratch_bytes,
+                          workspace_bytes, threads);
+    if (affordable >= 1 &&
+        op->scratch_budget.Reserve(conv.scratch_bytes +
+                                   static_cast<size_t>(affordable - 1) *
                                        workspace_bytes)) {
-      op->operator_ready = true;
-      return kTfLiteOk;
-    }
-    if (op->scratch_budget.Reserve(conv.scratch_bytes)) {
-      conv.max_threads = 1;  // runs on more threads then run on one
-      ClickTrainDelegateCountFallback(op->delegate);
+      if (affordable < threads) {
+        conv.max_threads = affordable;  // Invoke's pool has as many threads
+        ClickTrainDelegateCountFallback(op->delegate);
+      }
       op->operator_ready = true;
       return kTfLiteOk;
     }
@@ -370,8 +400,12 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   clicktrain_s8_patconv_operator_run(
       &op->conv_operator, static_cast<const int8_t*>(input->data),
       static_cast<int8_t*>(output->data),
-      ClickTrainDelegateThreadPool(op->delegate,
-                                   context->recommended_num_threads));
+      // At most the threads the memory budget gave the operator.
+      ClickTrainDelegateThreadPool(
+          op->delegate,
+          context->recommended_num_threads < op->conv_operator.max_threads
+              ? context->recommended_num_threads
+              : op->conv_operator.max_threads));
   return kTfLiteOk;
 }
 

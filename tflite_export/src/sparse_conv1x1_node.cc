@@ -14,8 +14,10 @@
 #include "sparse_conv1x1_options.h"
 #include "sparse_conv1x1_weights.h"
 
+using clicktrain::AffordableThreads;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
+using clicktrain::ElementCount;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
 using clicktrain::TensorAt;
@@ -80,9 +82,10 @@ TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
   tensors.values_count = values_shape[0];
   tensors.bias = bias == nullptr ? nullptr : bias->data;
   tensors.bias_count = bias_shape[0];
+  // Reserved at Init from the same shapes; Resize keeps the share exact.
   const size_t weight_bytes = clicktrain_spconv1x1_weights_bytes(
       values_shape[0], static_cast<size_t>(op->options.output_channels));
-  if (!op->weights_budget.Reserve(weight_bytes)) {
+  if (!op->weights_budget.Resize(weight_bytes)) {
     return op->weights_budget.ReportRefusal(context, kKernelName,
                                             op->node_index, "its weights",
                                             weight_bytes);
@@ -92,7 +95,6 @@ TfLiteStatus BuildWeights(TfLiteContext* context, SparseConv1x1Node* op) {
           &tensors, static_cast<size_t>(op->options.input_channels),
           static_cast<size_t>(op->options.output_channels), &op->weights,
           error, sizeof(error)) != 0) {
-    op->weights_budget.ReturnAll();
     return ReportNodeError(context, kKernelName,
                            "invalid sparse weights: %s", error);
   }
@@ -141,6 +143,19 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     op->error = error;
     return op;
   }
+  if (op->inputs.size() == kNumInputs) {
+    const size_t values = ElementCount(TensorAt(context, op->inputs[kValues]));
+    const size_t weight_bytes =
+        values == SIZE_MAX
+            ? SIZE_MAX
+            : clicktrain_spconv1x1_weights_bytes(
+                  values, static_cast<size_t>(op->options.output_channels));
+    if (!op->weights_budget.Reserve(weight_bytes)) {
+      op->error = op->weights_budget.RefusalMessage(op->node_index,
+                                                    "its weights", weight_bytes);
+      return op;
+    }
+  }
   op->delegate = params->delegate;
   return op;
 }
@@ -158,9 +173,9 @@ size_t OperatorBytes(const clicktrain_spconv1x1_operator& conv) {
              sizeof(float);
 }
 
-// Sets up the operator within the memory budget: for the interpreter's
-// threads if its program and one scratch slot per thread fit what is left,
-// else for one thread; refuses the node when even that does not fit.
+// Sets up the operator within the memory budget, for as many of the
+// interpreter's threads as its program and one scratch slot per thread fit
+// what is left; refuses the node when not even one thread fits.
 TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
                            const clicktrain_spconv1x1_geometry& geometry) {
   clicktrain_spconv1x1_operator_release(&op->conv);
@@ -173,18 +188,15 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
     threads = CLICKTRAIN_SPCONV1X1_MAX_THREADS;
   }
   if (threads < 1) threads = 1;
-  // A slot holds at least a pixel tile of every input channel; checked
-  // before setup, so a slot that cannot fit is never allocated.
-  const size_t slot_bytes = static_cast<size_t>(geometry.input_channels) *
-                            ukernels->pixel_tile * sizeof(float);
-  size_t smallest = slot_bytes;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (attempt == 1) {
-      if (threads == 1) break;
-      threads = 1;
-    }
-    smallest = slot_bytes * static_cast<size_t>(threads);
-    if (smallest > op->scratch_budget.available()) continue;
+  const int wanted = threads;
+  // A slot holds at least a pixel tile of every input channel: checked
+  // before setup, so slots that cannot fit are never allocated.
+  const size_t smallest_slot = static_cast<size_t>(geometry.input_channels) *
+                               ukernels->pixel_tile * sizeof(float);
+  threads = AffordableThreads(op->scratch_budget.available(), smallest_slot,
+                              smallest_slot, threads);
+  size_t bytes = smallest_slot;
+  for (int attempt = 0; threads >= 1 && attempt < 2; ++attempt) {
     if (clicktrain_spconv1x1_operator_setup(&op->conv, &geometry,
                                             &op->weights.weights, ukernels,
                                             threads) != 0) {
@@ -192,17 +204,25 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
                              "cannot prepare the layer: out of memory, or a "
                              "layer too large for 32-bit offsets");
     }
-    smallest = OperatorBytes(op->conv);
-    if (op->scratch_budget.Reserve(smallest)) {
-      if (attempt == 1) ClickTrainDelegateCountFallback(op->delegate);
+    bytes = OperatorBytes(op->conv);
+    if (op->scratch_budget.Reserve(bytes)) {
+      if (threads < wanted) {
+        ClickTrainDelegateCountFallback(op->delegate);
+      }
       op->operator_ready = true;
       return kTfLiteOk;
     }
+    // Set up again for the threads that fit with the program's real size.
+    const size_t slot_bytes = op->conv.slot_floats * sizeof(float);
+    const size_t program_bytes =
+        bytes - slot_bytes * static_cast<size_t>(op->conv.max_threads);
     clicktrain_spconv1x1_operator_release(&op->conv);
+    threads = AffordableThreads(op->scratch_budget.available(),
+                                program_bytes + slot_bytes, slot_bytes,
+                                threads - 1);
   }
   return op->scratch_budget.ReportRefusal(context, kKernelName, op->node_index,
-                                          "its scratch on one thread",
-                                          smallest);
+                                          "its scratch on one thread", bytes);
 }
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
@@ -280,8 +300,12 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   clicktrain_spconv1x1_operator_run(
       &op->conv, static_cast<const float*>(input->data),
       static_cast<float*>(output->data),
-      ClickTrainDelegateThreadPool(op->delegate,
-                                   context->recommended_num_threads));
+      // At most the threads the memory budget gave the operator.
+      ClickTrainDelegateThreadPool(
+          op->delegate,
+          context->recommended_num_threads < op->conv.max_threads
+              ? context->recommended_num_threads
+              : op->conv.max_threads));
   return kTfLiteOk;
 }
 
