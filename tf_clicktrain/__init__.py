@@ -6,6 +6,7 @@ accepted; steps are numbered as in tfmot):
 
 - `prune_pattern`, `strip_pruning`, `prune_scope`, `pruning_wrappers`
 - `PatternPruningWrapper`, `PrunableLayer`
+- `PruningPolicy`, `PruneForLatency`: ``pruning_policy=`` of `prune_pattern`
 - `UpdatePruningStep`, `PruningSummaries` (in `fit` or custom loops)
 - `schedules`: `ConstantSparsity`, `PolynomialDecay`, `ClickTrainSchedule`
 - `patterns`: the pattern math (no Keras)
@@ -25,6 +26,8 @@ from tf_clicktrain import saving
 from tf_clicktrain.pruning import schedules
 from tf_clicktrain.pruning.callbacks import PruningSummaries
 from tf_clicktrain.pruning.callbacks import UpdatePruningStep
+from tf_clicktrain.pruning.policy import PruneForLatency
+from tf_clicktrain.pruning.policy import PruningPolicy
 from tf_clicktrain.pruning.prunable_layer import PrunableLayer
 from tf_clicktrain.pruning.pretrained import load_pretrained_weights
 from tf_clicktrain.pruning.prune import prune_pattern

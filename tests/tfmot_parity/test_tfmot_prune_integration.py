@@ -1,13 +1,17 @@
 """tfmot's prune_integration_test.py, the cases that apply, ported.
 
-Ported: the custom training loop reaching the target sparsity, and the
+Ported: the custom training loop reaching the target sparsity, the
 per-layer "prunes, trains, strips, saves and reloads" cases for the layer
-kinds tf_clicktrain prunes.
+kinds tf_clicktrain prunes, and the RNN cases (LSTM, GRU, SimpleRNN, and an
+RNN of several cells).
 
-Not applicable: the RNN/LSTM/GRU cell cases (not pruned yet); the TF1
-graph-mode and ``tf.keras.experimental`` SavedModel cases (TF1 APIs); the
-``sparsity_m_by_n`` and block-sparsity cases (not offered yet); the
-tfmot-internal registry cases (prune_registry).
+Not applicable: ``tf.keras.experimental.PeepholeLSTMCell`` in the
+several-cells case (Keras 3 has no such cell); the TF1 graph-mode and
+``tf.keras.experimental`` SavedModel cases (TF1 APIs); the
+``sparsity_m_by_n`` cases (tfmot's ``sparsity_2x4`` flag and its internal
+``pruning_obj``; M-by-N is tested in tests/pruning/test_m_by_n.py); the
+tfmot-internal registry cases (prune_registry). tfmot's file has no
+block-sparsity case (a TODO there).
 """
 
 import keras
@@ -85,3 +89,30 @@ def test_prunes_single_layer_trains_strips_and_reloads(name, tmp_path):
                                rtol=1e-5, atol=1e-6)
     kernel = stripped.layers[0].get_weights()[0]
     assert 0 < np.count_nonzero(kernel) < kernel.size
+
+
+def _fit_rnn_to_half_sparsity(layer):
+    model = keras.Sequential([
+        keras.Input((3, 4)),
+        ct.prune_pattern(layer, pruning_schedule=ct.ConstantSparsity(0.5, 0, -1, 1)),
+    ])
+    model.compile("sgd", "mse")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 3, 4)).astype("float32")
+    model.fit(x, rng.standard_normal((32,) + model.output_shape[1:]), verbose=0,
+              callbacks=[ct.UpdatePruningStep()])
+    (wrapper,) = ct.pruning_wrappers(model)
+    assert _sparsity([w.numpy() for w, _ in wrapper.pruned_weights()]) == pytest.approx(0.5)
+    np.testing.assert_allclose(ct.strip_pruning(model).predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_type", [keras.layers.LSTM, keras.layers.GRU,
+                                        keras.layers.SimpleRNN])
+def test_rnn_layers_single_cell_reach_target_sparsity(layer_type):
+    _fit_rnn_to_half_sparsity(layer_type(10))
+
+
+def test_rnn_layers_with_rnn_cell_params_reach_target_sparsity():
+    _fit_rnn_to_half_sparsity(keras.layers.RNN([
+        keras.layers.LSTMCell(10), keras.layers.GRUCell(10), keras.layers.SimpleRNNCell(10)]))

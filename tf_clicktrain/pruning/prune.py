@@ -11,6 +11,7 @@ from tf_clicktrain.pruning import schedules as schedules_lib
 from tf_clicktrain.pruning.config import PruningConfig
 from tf_clicktrain.pruning.config import resolve_schedule
 from tf_clicktrain.pruning.layer_walk import walk_layers
+from tf_clicktrain.pruning.policy import validate_policy
 from tf_clicktrain.pruning.wrapper import PatternPruningWrapper
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def prune_pattern(
     skip_layers=(),
     pruning_schedule=None,
     sparsity_m_by_n=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    pruning_policy=None,
     **kwargs,
 ):
     """Wraps the eligible layers of a layer, list of layers or model.
@@ -147,6 +151,12 @@ def prune_pattern(
             ``schedule`` (give one of the two).
         sparsity_m_by_n: ``(m, n)``, e.g. ``(2, 4)``: unstructured layers
             keep ``m`` of every ``n`` consecutive input-channel weights.
+        block_size: ``(height, width)``: unstructured 2-D weights and 1x1
+            kernels lose whole blocks, as tfmot's ``block_size``.
+        block_pooling_type: "AVG" or "MAX", how a block is scored.
+        pruning_policy: a `tf_clicktrain.PruningPolicy` (for a model), e.g.
+            `tf_clicktrain.PruneForLatency`: it checks the model first and
+            leaves dense, with a log line, every layer it does not allow.
         **kwargs: passed to every `PatternPruningWrapper` (base layer
             arguments such as ``dtype``), as ``prune_low_magnitude`` does.
 
@@ -193,9 +203,12 @@ def prune_pattern(
         pattern_library=pattern_library,
         soft_anneal=soft_anneal,
         sparsity_m_by_n=sparsity_m_by_n,
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
     )
     # Validates every argument once, before anything is cloned or built.
-    PruningConfig(**wrapper_kwargs)
+    config = PruningConfig(**wrapper_kwargs)
+    validate_policy(pruning_policy)
     wrapper_kwargs.update(kwargs)
 
     if isinstance(to_prune, PatternPruningWrapper):
@@ -211,7 +224,13 @@ def prune_pattern(
     if isinstance(to_prune, keras.Model):
         return _prune_model(
             to_prune, wrapper_kwargs, connectivity_sparsity, unstructured,
-            skip_first_conv, skip_layers,
+            skip_first_conv, skip_layers, pruning_policy, config,
+        )
+    if pruning_policy is not None:
+        raise ValueError(
+            "pruning_policy= applies to a model: it checks the whole model and "
+            "chooses among its layers. Received a layer or list with "
+            f"pruning_policy={pruning_policy!r}"
         )
     if isinstance(to_prune, (list, tuple)):
         for layer in to_prune:
@@ -244,13 +263,15 @@ def prune_pattern(
 
 
 def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
-                 skip_first_conv, skip_layers):
+                 skip_first_conv, skip_layers, pruning_policy, config):
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):
         raise ValueError(
             "prune_pattern clones Sequential and Functional models only; for "
             f"a subclassed model ('{type(model).__name__}'), wrap its layers in "
             "__init__ with tf_clicktrain.prune_pattern(layer)."
         )
+    if pruning_policy is not None:
+        pruning_policy.ensure_model_supports_pruning(model)
     layers = list(walk_layers(model))
     if not layers:
         raise ValueError(
@@ -270,6 +291,14 @@ def _prune_model(model, wrapper_kwargs, connectivity_sparsity, unstructured,
         if layer.name in skip_layers or (skip_first_conv and layer is first_conv):
             continue
         kind = layer_kinds.pruning_kind(layer, unstructured)
+        if kind is not None and pruning_policy is not None:
+            reason = pruning_policy.reason_to_skip(layer, config)
+            if reason is not None:
+                logger.warning(
+                    "prune_pattern: layer '%s' (%s) is left dense by %s: %s.",
+                    layer.name, type(layer).__name__, type(pruning_policy).__name__, reason,
+                )
+                kind = None
         if kind is not None:
             chosen[id(layer)] = kind
     pattern_layers = [
