@@ -93,3 +93,17 @@ def test_recurrent_and_attention_layers_wait_for_unstructured_all(caplog):
 def test_convolutional_lstm_stays_dense_and_is_named():
     with pytest.raises(ValueError, match="'conv_lstm'.*ConvLSTM2D"):
         ct.prune_pattern(keras.layers.ConvLSTM2D(2, 3, name="conv_lstm"))
+
+
+class PrunableCell(keras.layers.SimpleRNNCell, ct.PrunableLayer):
+    """A custom cell that names its own weights (tfmot's PrunableLayer cells)."""
+
+    def get_prunable_weights(self):
+        return [self.recurrent_kernel]
+
+
+def test_a_prunable_layer_cell_names_its_weights():
+    wrapper = ct.prune_pattern(keras.layers.RNN(PrunableCell(4)), schedule=SCHEDULE)
+    wrapper.build((None, TIMESTEPS, FEATURES))
+    ((weight, kind),) = wrapper.pruned_weights()
+    assert weight is wrapper.layer.cell.recurrent_kernel and kind == "unstructured"

@@ -96,19 +96,28 @@ def _rnn_cells(layer):
 
 
 def _has_recurrent_kernels(layer):
-    """An RNN (or Bidirectional RNN) of LSTM, GRU and SimpleRNN cells."""
+    """An RNN (or Bidirectional RNN) of LSTM, GRU, SimpleRNN and
+    `PrunableLayer` cells."""
     if isinstance(layer, keras.layers.Bidirectional):
         return isinstance(layer.forward_layer, keras.layers.RNN) and _has_recurrent_kernels(
             layer.forward_layer
         )
-    return all(isinstance(cell, _RECURRENT_CELLS) for cell in _rnn_cells(layer))
+    return all(
+        isinstance(cell, _RECURRENT_CELLS) or is_prunable_layer(cell)
+        for cell in _rnn_cells(layer)
+    )
 
 
 def _recurrent_kernels(layer):
-    """Each cell's input kernel and recurrent kernel (biases stay dense)."""
-    return [
-        weight for cell in _rnn_cells(layer) for weight in (cell.kernel, cell.recurrent_kernel)
-    ]
+    """Each cell's input kernel and recurrent kernel (biases stay dense), or
+    what a `PrunableLayer` cell names."""
+    weights = []
+    for cell in _rnn_cells(layer):
+        if is_prunable_layer(cell):
+            weights += _declared_weights(cell)
+        else:
+            weights += [cell.kernel, cell.recurrent_kernel]
+    return weights
 
 
 def _unstructured_all_reason(what):
@@ -171,7 +180,8 @@ _CONVOLUTIONS = (
 )
 
 # Cells whose kernel and recurrent_kernel are pruned (ConvLSTM cells and
-# custom cells are not among them: such layers stay dense).
+# custom cells that are not PrunableLayer are not among them: such layers
+# stay dense).
 _RECURRENT_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 # Layers with weight matrices or kernels that no row above prunes: a user
