@@ -25,6 +25,7 @@ import int8_conv_reference as reference
 import tf_clicktrain as ct
 from tf_clicktrain.tflite import int8_pattern_rewrite
 from tf_clicktrain.tflite import model_rewrite
+from tf_clicktrain.tflite import native_library
 
 # Operator inputs of the custom op (include/clicktrain/pattern_conv_s8.h).
 PATTERN_MASKS, RUN_LENGTHS, KERNEL_INPUT_CHANNELS, VALUES, BIAS, FILTER_SCALES = range(1, 7)
@@ -304,3 +305,71 @@ def test_speed_decision_keeps_a_layer_builtin_when_xnnpack_is_faster():
     assert report.custom_op == int8_pattern_rewrite.OP_NAME
     assert report.custom_us > report.builtin_us
     assert ct.tflite.count_pattern_ops(tflite_bytes) == 0
+
+
+_VARIANT_CHILD = r"""
+import sys
+import numpy as np
+from ai_edge_litert import interpreter as litert
+model_path, inputs_path, threads, library = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+interpreter = litert.Interpreter(model_path=model_path,
+                                 experimental_delegates=[litert.load_delegate(library)],
+                                 num_threads=threads)
+inputs = np.load(inputs_path)
+index = interpreter.get_input_details()[0]["index"]
+interpreter.resize_tensor_input(index, list(inputs.shape))
+interpreter.allocate_tensors()
+interpreter.set_tensor(index, inputs)
+interpreter.invoke()
+np.save(inputs_path + ".out.npy",
+        interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+"""
+
+
+def _int8_variants_for_this_cpu():
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    variants = ["scalar"]
+    if " avx2" in flags:
+        variants.append("avx2")
+    if all(f" {flag}" in flags for flag in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")):
+        variants.append("avx512")
+    return variants
+
+
+def test_every_kernel_variant_matches_litert_reference_bit_for_bit(tmp_path):
+    # Strides 1 and 2, SAME and VALID, RELU / RELU6 / none, odd sizes and
+    # channel counts, batch 2; each variant (chosen once per
+    # process, so each in a child loading only LiteRT) on 1 and 2 threads.
+    rng = np.random.default_rng(11)
+    image = keras.Input((15, 13, 24), name="image")
+    x = keras.layers.Conv2D(40, 3, padding="same", activation="relu")(image)
+    x = keras.layers.Conv2D(33, 3, strides=2, padding="valid")(x)
+    x = keras.layers.Conv2D(20, 3, padding="valid", activation="relu6")(x)
+    model = keras.Model(image, x)
+    library = np.zeros((4, 9), np.float32)
+    np.put_along_axis(library, np.argsort(rng.random((4, 9)), axis=1)[:, :4], 1.0, axis=1)
+    for conv in model.layers[1:]:
+        _, _, inputs, outputs = conv.kernel.shape
+        keep = library[rng.integers(0, 4, inputs * outputs)]
+        keep *= (rng.random(inputs * outputs) < 0.4)[:, None]
+        keep = keep.reshape(inputs, outputs, 3, 3).transpose(2, 3, 0, 1)
+        conv.kernel.assign(conv.kernel.numpy() * keep)
+    qat = ct.quantize_model(model)
+    qat(rng.normal(0, 1, (16, 15, 13, 24)).astype("float32"), training=True)
+    builtin, custom, _ = _convert_both(qat)
+    assert ct.tflite.count_pattern_ops(custom) == 3
+    inputs = rng.integers(-128, 128, (2, 15, 13, 24)).astype(np.int8)
+    expected = _run(_reference_kernels(builtin), inputs)
+    model_path, inputs_path = tmp_path / "custom.tflite", tmp_path / "inputs.npy"
+    model_path.write_bytes(custom)
+    np.save(inputs_path, inputs)
+    for variant in _int8_variants_for_this_cpu():
+        for threads in (1, 2):
+            completed = subprocess.run(
+                [sys.executable, "-c", _VARIANT_CHILD, str(model_path), str(inputs_path),
+                 str(threads), native_library.library_path()],
+                capture_output=True, text=True, timeout=120,
+                env=dict(os.environ, TF_CLICKTRAIN_KERNELS=variant, TF_CPP_MIN_LOG_LEVEL="3"))
+            assert completed.returncode == 0, completed.stderr[-2000:]
+            actual = np.load(str(inputs_path) + ".out.npy")
+            np.testing.assert_array_equal(actual, expected, err_msg=f"{variant}, {threads} threads")
