@@ -96,22 +96,28 @@ def prune_pattern(
     The analogue of tensorflow-model-optimization's ``prune_low_magnitude``
     for ClickTrain pattern pruning, on Keras 3. Eligible layers:
 
-    - `Conv2D` 3x3 (groups=1, any strides, dilation and padding): each kept
-      kernel keeps ``entries_per_kernel`` weights in one of the layer's
-      ``num_patterns`` patterns; whole kernels are removed (connectivity);
+    - `Conv2D` 3x3 (any strides, dilation and padding): each kept kernel
+      keeps ``entries_per_kernel`` weights in one of the layer's
+      ``num_patterns`` patterns; whole kernels are removed (connectivity).
+      A grouped conv is pruned group by group: each group loses its share
+      of kernels and has its own ``num_patterns`` patterns;
     - `DepthwiseConv2D` 3x3: patterns per channel kernel (no kernel removal
       unless ``connectivity_sparsity`` names the layer);
     - `SeparableConv2D` 3x3: patterns on its depthwise kernel (no kernel
       removal by default), unstructured sparsity on its pointwise kernel;
     - `Conv2D` 1x1, `Dense`, `Embedding`, `Conv1D`, `Conv3D`, transposed
-      convolutions and other kernel sizes: unstructured magnitude pruning
-      (as tfmot's), as ``unstructured`` says, or in tfmot's 2:4 style with
-      ``sparsity_m_by_n``;
+      convolutions and other kernel sizes, `LSTM` / `GRU` / `SimpleRNN`
+      (each cell's kernel and recurrent kernel, also in ``RNN(cell)``,
+      stacked cells and `Bidirectional`) and `MultiHeadAttention` (its
+      query, key, value and output kernels): unstructured magnitude pruning
+      (as tfmot's), as ``unstructured`` says, in blocks with
+      ``block_size``, or in tfmot's 2:4 style with ``sparsity_m_by_n``;
     - any layer implementing `tf_clicktrain.PrunableLayer`.
 
     A layer with weights that is left dense for another reason than the
-    ``unstructured`` policy (grouped convolutions, recurrent layers,
-    attention) is logged, naming it and why.
+    ``unstructured`` policy (ConvLSTM, 1-D separable and depthwise
+    convolutions, RNNs of custom cells, or a ``pruning_policy``) is logged,
+    naming it and why.
 
     Models (Sequential or Functional, nested models included) are cloned:
     the input model is left untouched and the copy keeps its weights, so
