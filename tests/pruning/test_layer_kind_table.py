@@ -76,3 +76,19 @@ def test_a_new_row_makes_a_new_kind_prunable(monkeypatch):
     assert layer_kinds.pruning_kind(layer, "all") == layer_kinds.UNSTRUCTURED
     assert layer_kinds.pruning_kind(layer, "pointwise") == layer_kinds.DENSE
     assert layer_kinds.prunable_weights(layer) == [layer.kernel]
+
+
+def test_model_stats_counts_the_depthwise_kernels_of_stripped_separable_convs():
+    model = keras.Sequential([
+        keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, name="stem"),
+        keras.layers.SeparableConv2D(8, 3, name="separable"),
+    ])
+    separable = model.get_layer("separable")
+    depthwise, pointwise, bias = separable.get_weights()
+    depthwise[0, 0] = 0.0  # one of 9 entries of every depthwise kernel
+    separable.set_weights([depthwise, pointwise, bias])
+    stats = ct.model_stats(model)
+    assert [layer.name for layer in stats.layers] == ["stem", "separable"]
+    assert stats.layers[1].kind == "pattern"
+    assert stats.conv3x3_weights == 3 * 3 * 4 * 4 + 3 * 3 * 4
+    assert stats.conv3x3_nonzero == stats.conv3x3_weights - 4

@@ -59,8 +59,9 @@ def _kernel_stats(name, kind, kernel, pattern_ids=None):
 
 
 def _plain_kernel_stats(layer):
-    """Stats of an unwrapped layer, its kind read from the kernel's zeros."""
-    kernel = layer.kernel.numpy()
+    """Stats of an unwrapped layer's first prunable weight (a separable
+    conv's depthwise kernel), its kind read from the weight's zeros."""
+    kernel = keras.ops.convert_to_numpy(layer_kinds.prunable_weights(layer)[0])
     stats = _kernel_stats(layer.name, "dense", kernel)
     if stats.nonzero < stats.num_weights:
         kind = "pattern" if stats.num_kernels else "unstructured"
@@ -83,7 +84,9 @@ class ModelStats:
     """Compression figures of a model.
 
     Attributes:
-        layers: `LayerStats` of every Conv2D, DepthwiseConv2D and Dense.
+        layers: `LayerStats` of every wrapper, and of every plain layer of a
+            kind that is pruned (`layer_kinds.LAYER_KINDS`: convolutions,
+            separable convs by their depthwise kernel, Dense, ...).
         conv3x3_weights / conv3x3_nonzero: totals over 3x3 conv kernels.
         model_weights / model_nonzero: totals over all trainable weights.
     """
@@ -125,6 +128,11 @@ class ModelStats:
         return "\n".join(lines)
 
 
+def _is_prunable(layer):
+    kind = layer_kinds.kind_of(layer)
+    return kind is not None and kind.pruning is not layer_kinds.DENSE
+
+
 def model_stats(model):
     """Per-layer and total compression of a wrapped or stripped model.
 
@@ -155,7 +163,7 @@ def model_stats(model):
                 )
             }
             layer_stats.append(wrapper_stats(layer))
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+        elif layer.built and _is_prunable(layer):
             layer_stats.append(_plain_kernel_stats(layer))
         for variable in inner.trainable_weights:
             value = masked.get(id(variable))
