@@ -37,8 +37,9 @@ POINTWISE_OR_ALL = ("pointwise", "all")
 ALL_ONLY = ("all",)
 
 _NOT_SUPPORTED = (
-    "tf_clicktrain prunes convolutions, Dense and Embedding layers, and "
-    "layers implementing tf_clicktrain.PrunableLayer (get_prunable_weights)"
+    "tf_clicktrain prunes convolutions, Dense, Embedding, LSTM/GRU/SimpleRNN "
+    "and MultiHeadAttention layers, and layers implementing "
+    "tf_clicktrain.PrunableLayer (get_prunable_weights)"
 )
 
 
