@@ -266,10 +266,10 @@ const clicktrain_s8_patconv_ukernels* clicktrain_s8_patconv_select_ukernels(
 
 enum { kTile = CLICKTRAIN_S8_PATCONV_TILE, kAlignment = 64 };
 
-/* Packed slots per chunk, in bytes: with 64 KB (half of L2's share per
- * core left after the planes) the 3x3 layers of ResNet-18 at 8x measured
- * 4% slower at 56x56x64 and 8-30% faster at 256 and 512 channels than
- * with one chunk of all slots. */
+/* Packed slots per chunk, in bytes, when all slots take more than twice
+ * as much (else one chunk): with 64 KB chunks the 3x3 layers of ResNet-18
+ * at 8x measured 8-30% faster at 256 and 512 channels than with one chunk
+ * of all slots, and 4% slower at 56x56x64 (121 KB of slots). */
 enum { kChunkBytes = 64 << 10 };
 
 static size_t round_up(size_t value, size_t multiple) {
@@ -409,7 +409,7 @@ int clicktrain_s8_patconv_operator_setup(
   /* Chunks of slots whose packed tile stays in L2 with room to spare
    * (partial sums kept per filter between chunks). */
   const size_t chunk_budget = kChunkBytes / ukernels->slot_bytes;
-  op->chunk_slots = slots < chunk_budget ? (slots ? slots : 1) : chunk_budget;
+  op->chunk_slots = slots <= 2 * chunk_budget ? (slots ? slots : 1) : chunk_budget;
   op->chunks = slots == 0 ? 1 : (slots + op->chunk_slots - 1) / op->chunk_slots;
 
   /* Phases in use and the band height: the whole image when its planes
