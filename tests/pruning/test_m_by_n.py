@@ -59,3 +59,13 @@ def test_input_channels_not_a_multiple_of_n_name_the_layer():
     wrapper = ct.prune_pattern(keras.layers.Dense(4, name="odd"), sparsity_m_by_n=(2, 4))
     with pytest.raises(ValueError, match="'odd'.*multiple of 4"):
         wrapper.build((None, 6))
+
+
+def test_m_names_the_zeros_as_in_tfmot():
+    # tfmot: "(2, 4): 2 zeros out of 4 consecutive elements"; (1, 4) zeros one.
+    wrapper = ct.prune_pattern(keras.layers.Dense(4), sparsity_m_by_n=(1, 4))
+    wrapper.build((None, 8))
+    wrapper.update_pruning(1)
+    target = wrapper.pruned[0].target_mask.numpy()
+    assert follows_m_by_n(target, 3, 4)
+    assert (target == 0).sum() == target.size // 4

@@ -45,10 +45,10 @@ def test_prune_for_latency_leaves_1x1_convs_dense_below_the_sparse_op_minimum(ca
     assert _wrapped_names(pruned) == ["body"]
     assert any("'pointwise'" in r.getMessage() and "70%" in r.getMessage()
                for r in caplog.records)
-    # sparsity_m_by_n=(1, 4) keeps 1 of 4: 75% zeros, enough.
+    # sparsity_m_by_n=(3, 4) zeros 3 of 4 (tfmot's meaning): 75%, enough.
     pruned = ct.prune_pattern(
         _mobile_block(), pruning_schedule=ct.ConstantSparsity(0.5, 0),
-        sparsity_m_by_n=(1, 4), pruning_policy=PruneForLatency())
+        sparsity_m_by_n=(3, 4), pruning_policy=PruneForLatency())
     assert _wrapped_names(pruned) == ["body", "pointwise"]
 
 

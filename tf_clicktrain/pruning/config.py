@@ -144,11 +144,17 @@ class PruningConfig:
     def final_unstructured_sparsity(self):
         """The fraction of zeros unstructured weights end the schedule with."""
         if self.sparsity_m_by_n is not None:
-            m, n = self.sparsity_m_by_n
-            return 1.0 - m / n
+            zeros, n = self.sparsity_m_by_n
+            return zeros / n
         if self.unstructured_sparsity is not None:
             return self.unstructured_sparsity
         return self.schedule.final_sparsity
+
+    @property
+    def m_by_n_kept(self):
+        """``(kept, n)``: ``sparsity_m_by_n`` names the zeros, as tfmot does."""
+        zeros, n = self.sparsity_m_by_n
+        return n - zeros, n
 
     def to_config(self):
         """The JSON-ready fields, as in `PatternPruningWrapper.get_config`."""

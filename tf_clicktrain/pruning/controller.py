@@ -158,7 +158,7 @@ class PruningController:
                 pruned.pattern_ids.assign(selection.pattern_ids)
                 target = patterns.from_kernel_rows(selection.mask_rows, pruned.weight.shape)
             elif config.sparsity_m_by_n is not None:
-                target = m_by_n_mask(importance, *config.sparsity_m_by_n)
+                target = m_by_n_mask(importance, *config.m_by_n_kept)
             elif config.uses_blocks:
                 target = _block_target(importance, sparsity, config)
             else:

@@ -156,7 +156,8 @@ def prune_pattern(
         pruning_schedule: tensorflow-model-optimization's name for
             ``schedule`` (give one of the two).
         sparsity_m_by_n: ``(m, n)``, e.g. ``(2, 4)``: unstructured layers
-            keep ``m`` of every ``n`` consecutive input-channel weights.
+            zero ``m`` of every ``n`` consecutive input-channel weights (as
+            tfmot).
         block_size: ``(height, width)``: unstructured 2-D weights and 1x1
             kernels lose whole blocks, as tfmot's ``block_size``.
         block_pooling_type: "AVG" or "MAX", how a block is scored.

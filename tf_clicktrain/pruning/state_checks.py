@@ -123,11 +123,11 @@ def check_wrapper_state(wrapper):
         elif not selected and not np.all(target == 1):
             check.fail(pruned.target_mask, "must be all ones before the first selection")
         elif selected and wrapper.sparsity_m_by_n is not None and not follows_m_by_n(
-            target, *wrapper.sparsity_m_by_n
+            target, *wrapper.config.m_by_n_kept
         ):
             check.fail(
                 pruned.target_mask,
-                f"must keep {wrapper.sparsity_m_by_n[0]} of every "
+                f"must zero {wrapper.sparsity_m_by_n[0]} of every "
                 f"{wrapper.sparsity_m_by_n[1]} input-channel entries",
             )
         elif selected and wrapper.config.uses_blocks and not follows_blocks(

@@ -134,9 +134,9 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         pruning_schedule: tensorflow-model-optimization's name for
             ``schedule`` (give one of the two).
         sparsity_m_by_n: ``(m, n)`` such as ``(2, 4)``: unstructured weights
-            keep the ``m`` largest of every ``n`` consecutive input-channel
-            entries instead of following the schedule's sparsity (kept
-            through save and load). The input-channel count must be a
+            lose the ``m`` smallest of every ``n`` consecutive input-channel
+            entries (tfmot's meaning: ``m`` zeros of ``n``) instead of
+            following the schedule's sparsity (kept through save and load). The input-channel count must be a
             multiple of ``n``.
         block_size: ``(height, width)``: unstructured weights are pruned in
             whole blocks of this size, as tfmot's ``block_size`` (default
