@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 static int fail(char* error, size_t error_size, const char* format, ...) {
   if (error != NULL && error_size > 0) {
@@ -233,6 +237,13 @@ size_t clicktrain_s8_patconv_available_ukernels(
     if (count < capacity) {
       sets[count] = &clicktrain_s8_patconv_ukernels__avx512vnni;
     }
+    ++count;
+  }
+#elif defined(__aarch64__)
+  if (count < capacity) sets[count] = &clicktrain_s8_patconv_ukernels__neon;
+  ++count;
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) {
+    if (count < capacity) sets[count] = &clicktrain_s8_patconv_ukernels__neondot;
     ++count;
   }
 #endif

@@ -365,6 +365,14 @@ int main(void) {
     printf("pattern_conv_s8_test: tiled variants checked:");
     for (size_t i = 0; i < count && i < 8; ++i) printf(" %s", sets[i]->name);
     printf("\n");
+#if defined(__aarch64__)
+    /* Every arm64 CPU has NEON: its variant must be offered (and so checked). */
+    int has_neon = 0;
+    for (size_t i = 0; i < count && i < 8; ++i) {
+      if (strcmp(sets[i]->name, "neon") == 0) has_neon = 1;
+    }
+    CHECK(has_neon, "the neon variant is available on arm64");
+#endif
   }
   if (failures != 0) {
     fprintf(stderr, "pattern_conv_s8_test: %d checks failed\n", failures);

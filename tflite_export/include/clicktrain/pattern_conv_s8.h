@@ -161,13 +161,20 @@ extern const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__avx2
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__avx512vnni;
 #endif
+#if defined(__aarch64__)
+/* NEON: int16 taps and SMLAL, on every arm64 CPU. */
+extern const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__neon;
+/* NEON with the dot-product extension (SDOT on s8 taps); "neondot". */
+extern const clicktrain_s8_patconv_ukernels
+    clicktrain_s8_patconv_ukernels__neondot;
+#endif
 
 /* The variants this CPU runs, slowest first; returns their count. */
 size_t clicktrain_s8_patconv_available_ukernels(
     const clicktrain_s8_patconv_ukernels** sets, size_t capacity);
 
 /* The fastest variant, chosen once per process; TF_CLICKTRAIN_KERNELS
- * (a variant name: scalar, avx2, avx512) overrides it when this CPU runs it. */
+ * (a variant name: scalar, avx2, avx512, neon, neondot) overrides it when this CPU runs it. */
 const clicktrain_s8_patconv_ukernels* clicktrain_s8_patconv_select_ukernels(
     void);
 
