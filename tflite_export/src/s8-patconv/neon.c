@@ -46,17 +46,19 @@ static inline int32x4_t requantize(
 
 /* Requantizes a filter's 64 sums (pixel order) into output, or stores them
  * for the next chunk. */
-static inline void finish(int32x4_t* acc, int32_t* partial, int last,
+static inline __attribute__((always_inline)) void finish(int32x4_t* acc, int32_t* partial, int last,
                           const clicktrain_s8_filter_requantization* q,
                           const clicktrain_s8_output_params* params,
                           int8_t* output) {
   if (!last) {
+#pragma GCC unroll 16
     for (int i = 0; i < kVectors; ++i) vst1q_s32(partial + 4 * i, acc[i]);
     return;
   }
   const int32x4_t zero_point = vdupq_n_s32(params->zero_point);
   const int8x16_t low = vdupq_n_s8((int8_t)params->min);
   const int8x16_t high = vdupq_n_s8((int8_t)params->max);
+#pragma GCC unroll 4
   for (int i = 0; i < kVectors; i += 4) {
     const int16x8_t a = vcombine_s16(
         vqmovn_s32(requantize(acc[i], q, zero_point)),
@@ -69,7 +71,8 @@ static inline void finish(int32x4_t* acc, int32_t* partial, int last,
   }
 }
 
-static inline void start(int32x4_t* acc, const int32_t* partial, int first) {
+static inline __attribute__((always_inline)) void start(int32x4_t* acc, const int32_t* partial, int first) {
+#pragma GCC unroll 16
   for (int i = 0; i < kVectors; ++i) {
     acc[i] = first ? vdupq_n_s32(0) : vld1q_s32(partial + 4 * i);
   }
@@ -98,6 +101,7 @@ static void pack_wide(size_t slots, const uint32_t* tap_offsets,
 #define ACCUMULATE_TAP(lane)                                               \
   do {                                                                     \
     const int16_t* taps = slot + (lane) * kTile;                           \
+    _Pragma("GCC unroll 8")                                                \
     for (int i = 0; i < kVectors / 2; ++i) {                               \
       const int16x8_t v = vld1q_s16(taps + 8 * i);                         \
       acc[2 * i] = vmlal_lane_s16(acc[2 * i], vget_low_s16(v), w, (lane)); \
@@ -174,6 +178,7 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) static void compute_dot(
       const int8x16_t w = vreinterpretq_s8_u32(vdupq_n_u32(word));
       weight_sum += (uint32_t)((int8_t)(word & 0xFF) + (int8_t)((word >> 8) & 0xFF) +
                                (int8_t)((word >> 16) & 0xFF) + (int8_t)(word >> 24));
+#pragma GCC unroll 16
       for (int i = 0; i < kVectors; ++i) {
         acc[i] = vdotq_s32(acc[i], vld1q_s8(slot + 16 * i), w);
       }
@@ -181,6 +186,7 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) static void compute_dot(
     /* The u8 taps' sums: each s8 tap is its u8 tap - 128. */
     const int32x4_t offset =
         vdupq_n_s32((int32_t)(weight_sum * 128u));
+#pragma GCC unroll 16
     for (int i = 0; i < kVectors; ++i) acc[i] = vaddq_s32(acc[i], offset);
     finish(acc, partial, last, &requantization[f], params, output);
   }
