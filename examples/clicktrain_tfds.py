@@ -85,6 +85,9 @@ flags.DEFINE_float("selection_fraction", None,
 flags.DEFINE_float("hard_fraction", None,
                    "Where the hard phase starts (default: the library's, 1/3; the "
                    "paper: 143/190).")
+flags.DEFINE_bool("rewind_learning_rate", True,
+                  "When the masks apply, replay the learning-rate schedule from its initial "
+                  "rate over the remaining steps (measured +1 pp at 8x, benchmarks/README.md).")
 flags.DEFINE_integer("train_examples", 0, "Use only this many training examples (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "artifacts/clicktrain_tfds", "Where models are saved.")
@@ -130,11 +133,13 @@ def learning_rate_schedule(initial, epochs, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def compile_model(model, steps_per_epoch):
-    optimizer = keras.optimizers.SGD(
-        learning_rate_schedule(FLAGS.learning_rate, FLAGS.epochs, steps_per_epoch),
-        momentum=0.9, weight_decay=5e-4,
-    )
+def compile_model(model, steps_per_epoch, rewind_step=None):
+    """SGD with the step decay; with `rewind_step`, the decay replayed from there."""
+    rate = learning_rate_schedule(FLAGS.learning_rate, FLAGS.epochs, steps_per_epoch)
+    if rewind_step is not None:
+        rate = ct.RewoundLearningRate(rate, rewind_step=rewind_step,
+                                      total_steps=FLAGS.epochs * steps_per_epoch)
+    optimizer = keras.optimizers.SGD(rate, momentum=0.9, weight_decay=5e-4)
     model.compile(optimizer,
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -220,7 +225,8 @@ def main(argv):
                              FLAGS.selection_fraction, FLAGS.hard_fraction)
     print(f"ClickTrain: {FLAGS.epochs} epochs, selection at step {schedule.selection_step}, "
           f"hard from step {schedule.hard_pruning_step}, kernel sparsity "
-          f"{schedule.connectivity_sparsity:.3f}, penalty {schedule.penalty_value:.2e}",
+          f"{schedule.connectivity_sparsity:.3f}, penalty {schedule.penalty_value:.2e}"
+          + (", learning rate rewound at the hard phase" if FLAGS.rewind_learning_rate else ""),
           flush=True)
     keras.utils.set_random_seed(FLAGS.seed)
     pruned = ct.prune_pattern(
@@ -228,7 +234,8 @@ def main(argv):
         entries_per_kernel=FLAGS.entries_per_kernel, importance=FLAGS.importance,
         soft_anneal=FLAGS.soft_anneal,
     )
-    compile_model(pruned, steps_per_epoch)
+    compile_model(pruned, steps_per_epoch,
+                  schedule.hard_pruning_step if FLAGS.rewind_learning_rate else None)
     start = time.time()
     pruned.fit(train, epochs=FLAGS.epochs, validation_data=test, verbose=2, shuffle=False,
                callbacks=[ct.UpdatePruningStep(),

@@ -12,6 +12,7 @@ accepted; steps are numbered as in tfmot):
 - `patterns`: the pattern math (no Keras)
 - `model_stats`: compression figures
 - `load_pretrained_weights`: dense weights into a wrapped model
+- `RewoundLearningRate`: a learning-rate schedule replayed when the masks apply
 - `save_model`, `save_weights`: atomic saves
 - `quantize_model`, `QuantizeWrapper`, `quantize_scope`: int8
   quantization-aware training that keeps the patterns
@@ -26,6 +27,7 @@ from tf_clicktrain import saving
 from tf_clicktrain.pruning import schedules
 from tf_clicktrain.pruning.callbacks import PruningSummaries
 from tf_clicktrain.pruning.callbacks import UpdatePruningStep
+from tf_clicktrain.pruning.learning_rate_rewinding import RewoundLearningRate
 from tf_clicktrain.pruning.policy import PruneForLatency
 from tf_clicktrain.pruning.policy import PruningPolicy
 from tf_clicktrain.pruning.prunable_layer import PrunableLayer
