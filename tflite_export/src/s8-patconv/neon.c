@@ -161,7 +161,29 @@ static void pack_dot(size_t slots, const uint32_t* tap_offsets,
   }
 }
 
-__attribute__((target("arch=armv8.2-a+dotprod"))) static void compute_dot(
+/* SDOT without ISA flags for the whole file (the dispatcher only calls this
+ * variant when the CPU has the dot-product extension): only these functions
+ * are compiled for it. GCC declares vdotq_s32 for such functions; clang
+ * before 16 declares it only when the whole file has the feature, so it
+ * gets the instruction from the assembler. */
+#if defined(__clang__)
+#define DOTPROD_TARGET __attribute__((target("dotprod")))
+#else
+#define DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+static inline DOTPROD_TARGET int32x4_t dot_accumulate(int32x4_t acc,
+                                                      int8x16_t taps,
+                                                      int8x16_t weights) {
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+  __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(taps), "w"(weights));
+  return acc;
+#else
+  return vdotq_s32(acc, taps, weights);
+#endif
+}
+
+DOTPROD_TARGET static void compute_dot(
     size_t filters, const uint32_t* program, const uint8_t* packed,
     int32_t* accumulators, int first, int last,
     const clicktrain_s8_filter_requantization* requantization,
@@ -180,7 +202,7 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) static void compute_dot(
                                (int8_t)((word >> 16) & 0xFF) + (int8_t)(word >> 24));
 #pragma GCC unroll 16
       for (int i = 0; i < kVectors; ++i) {
-        acc[i] = vdotq_s32(acc[i], vld1q_s8(slot + 16 * i), w);
+        acc[i] = dot_accumulate(acc[i], vld1q_s8(slot + 16 * i), w);
       }
     }
     /* The u8 taps' sums: each s8 tap is its u8 tap - 128. */
