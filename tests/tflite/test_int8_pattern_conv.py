@@ -333,6 +333,10 @@ def _int8_variants_for_this_cpu():
         variants.append("avx2")
     if all(f" {flag}" in flags for flag in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")):
         variants.append("avx512")
+    if os.uname().machine == "aarch64":
+        variants.append("neon")
+        if " asimddp" in flags:
+            variants.append("neondot")
     return variants
 
 
