@@ -304,15 +304,17 @@ def print_table(rows):
     for row in rows:
         grouped.setdefault(row["row"], []).append(row)
     print(f"\n{'row':<15}{'seeds':>6}{'accuracy %':>18}{'3x3 compr.':>12}"
-          f"{'model compr.':>14}{'wall s':>9}")
+          f"{'model compr.':>14}{'wall s':>9}{'CPU s':>8}")
     for name, runs in grouped.items():
         accuracies = [100 * r["accuracy"] for r in runs]
         spread = f" ± {statistics.stdev(accuracies):.2f}" if len(runs) > 1 else ""
         compression = statistics.mean(r.get("conv3x3_compression", float("nan")) for r in runs)
         model_compression = statistics.mean(r.get("model_compression", float("nan")) for r in runs)
         seconds = statistics.median(r["seconds"] for r in runs)
+        cpu_seconds = statistics.median(r.get("cpu_seconds", float("nan")) for r in runs)
         print(f"{name:<15}{len(runs):>6}{statistics.mean(accuracies):>11.2f}{spread:<7}"
-              f"{compression:>11.2f}x{model_compression:>13.2f}x{seconds:>9.0f}")
+              f"{compression:>11.2f}x{model_compression:>13.2f}x{seconds:>9.0f}"
+              f"{cpu_seconds:>8.0f}")
 
 
 def _config():

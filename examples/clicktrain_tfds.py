@@ -3,7 +3,8 @@ r"""ClickTrain end to end on a tfds image dataset: dense vs pattern-pruned.
 Trains a VGG-style CNN densely, then the same network with ClickTrain pattern
 pruning during training (dense warm-up, pattern selection and connectivity
 pruning, soft group-lasso phase, hard masks) with the library's default
-schedule for the epoch budget; prints accuracy, compression and wall time of
+schedule for the epoch budget and the learning-rate schedule replayed from
+its start when the masks apply (`ct.RewoundLearningRate`); prints accuracy, compression and wall time of
 both, exports the pruned model to .tflite, and saves the models. TensorFlow's
 and absl's INFO logs are shown with --verbose only.
 
