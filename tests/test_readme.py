@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 
 RUN_IN_ORDER = ("Quickstart", "Export to LiteRT / TFLite", "int8 (full-integer) export",
-                "Subclassed models")
+                "Subclassed models", "Pruning a trained model")
 COMPILE_ONLY = ("Distributed training",)
 
 # The fast test's edits: (text in the Quickstart, replacement).
