@@ -22,6 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 
 import int8_conv_reference as reference
+from tflite_helpers import set_buffer
 import tf_clicktrain as ct
 from tf_clicktrain.tflite import int8_pattern_rewrite
 from tf_clicktrain.tflite import model_rewrite
@@ -180,19 +181,6 @@ def _with_options(**changes):
     return change
 
 
-def _with_tensor(position, transform, shape=None, tensor_type=None):
-    def change(model, operator):
-        tensor = model.subgraphs[0].tensors[operator.inputs[position]]
-        buffer = model.buffers[tensor.buffer]
-        buffer.data = np.frombuffer(transform(bytes(buffer.data)), np.uint8)
-        if shape is not None:
-            tensor.shape = np.array(shape, np.int32)
-        if tensor_type is not None:
-            tensor.type = tensor_type
-
-    return change
-
-
 def _values_one_short(model, operator):
     tensor = model.subgraphs[0].tensors[operator.inputs[VALUES]]
     buffer = model.buffers[tensor.buffer]
@@ -201,7 +189,7 @@ def _values_one_short(model, operator):
 
 
 def _with_scale(value):
-    return _with_tensor(FILTER_SCALES, lambda d: np.float32(value).tobytes() + d[4:])
+    return set_buffer(FILTER_SCALES, lambda d: np.float32(value).tobytes() + d[4:])
 
 
 def _with_activation_quantization(scale=None, zero_point=None):
@@ -242,20 +230,20 @@ def test_corrupted_options_weights_and_quantization_give_clean_errors(
         "padding_unknown": (_with_options(padding="FULL"), "padding"),
         "activation_unknown": (_with_options(fused_activation="TANH"), "fused_activation"),
         "mask_too_wide": (
-            _with_tensor(PATTERN_MASKS, lambda d: b"\xff\xff" + d[2:]), "pattern_masks[0]"),
+            set_buffer(PATTERN_MASKS, lambda d: b"\xff\xff" + d[2:]), "pattern_masks[0]"),
         "channel_out_of_range": (
-            _with_tensor(KERNEL_INPUT_CHANNELS, lambda d: b"\x08" + d[1:]),
+            set_buffer(KERNEL_INPUT_CHANNELS, lambda d: b"\x08" + d[1:]),
             "kernel_input_channels[0]"),
         "values_one_short": (_values_one_short, "values must have"),
         "values_as_uint8": (
-            _with_tensor(VALUES, lambda d: d, tensor_type=schema.TensorType.UINT8), "'values'"),
+            set_buffer(VALUES, lambda d: d, tensor_type=schema.TensorType.UINT8), "'values'"),
         "bias_as_float": (
-            _with_tensor(BIAS, lambda d: d, tensor_type=schema.TensorType.FLOAT32), "bias"),
+            set_buffer(BIAS, lambda d: d, tensor_type=schema.TensorType.FLOAT32), "bias"),
         "scale_zero": (_with_scale(0.0), "filter_scales[0]"),
         "scale_negative": (_with_scale(-1.0), "filter_scales[0]"),
         "scale_nan": (_with_scale(np.nan), "filter_scales[0]"),
         "scales_one_short": (
-            _with_tensor(FILTER_SCALES, lambda d: d[:-4], shape=[15]), "filter_scales"),
+            set_buffer(FILTER_SCALES, lambda d: d[:-4], shape=[15]), "filter_scales"),
     }
     models = {name: _edit(single_layer_bytes, change) for name, (change, _) in cases.items()}
     models["unchanged"] = single_layer_bytes

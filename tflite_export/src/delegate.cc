@@ -38,6 +38,7 @@
 
 using clicktrain::BudgetShare;
 using clicktrain::AffordableThreads;
+using clicktrain::BudgetedThreads;
 using clicktrain::CheckConstant;
 using clicktrain::ElementCount;
 using clicktrain::MemoryBudget;
@@ -515,11 +516,7 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kDelegateKernelName,
                            "tensors changed size since Prepare");
   }
-  // At most the threads the memory budget gave the operator.
-  const int threads =
-      context->recommended_num_threads < op->conv_operator.max_threads
-          ? context->recommended_num_threads
-          : op->conv_operator.max_threads;
+  const int threads = BudgetedThreads(context, op->conv_operator.max_threads);
   clicktrain_thread_pool* pool =
       op->delegate_state == nullptr ? nullptr
                                     : op->delegate_state->Pool(threads);

@@ -37,6 +37,14 @@ TfLiteStatus CheckConstant(TfLiteContext* context, const char* kernel_name,
 TfLiteStatus ResizeOutput(TfLiteContext* context, const char* kernel_name,
                           TfLiteTensor* output, const int shape[4]);
 
+// Threads for one run: the runtime's recommendation, at most the threads the
+// memory budget gave the operator.
+inline int BudgetedThreads(const TfLiteContext* context, int max_threads) {
+  return context->recommended_num_threads < max_threads
+             ? context->recommended_num_threads
+             : max_threads;
+}
+
 }  // namespace clicktrain
 
 #endif  /* CLICKTRAIN_NODE_CHECKS_H_ */

@@ -15,6 +15,7 @@
 #include "sparse_conv1x1_node.h"  // ClickTrainDelegateThreadPool
 
 using clicktrain::AffordableThreads;
+using clicktrain::BudgetedThreads;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
 using clicktrain::ElementCount;
@@ -400,12 +401,9 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   clicktrain_s8_patconv_operator_run(
       &op->conv_operator, static_cast<const int8_t*>(input->data),
       static_cast<int8_t*>(output->data),
-      // At most the threads the memory budget gave the operator.
       ClickTrainDelegateThreadPool(
           op->delegate,
-          context->recommended_num_threads < op->conv_operator.max_threads
-              ? context->recommended_num_threads
-              : op->conv_operator.max_threads));
+          BudgetedThreads(context, op->conv_operator.max_threads)));
   return kTfLiteOk;
 }
 

@@ -15,6 +15,7 @@
 #include "sparse_conv1x1_weights.h"
 
 using clicktrain::AffordableThreads;
+using clicktrain::BudgetedThreads;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
 using clicktrain::ElementCount;
@@ -300,12 +301,8 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   clicktrain_spconv1x1_operator_run(
       &op->conv, static_cast<const float*>(input->data),
       static_cast<float*>(output->data),
-      // At most the threads the memory budget gave the operator.
       ClickTrainDelegateThreadPool(
-          op->delegate,
-          context->recommended_num_threads < op->conv.max_threads
-              ? context->recommended_num_threads
-              : op->conv.max_threads));
+          op->delegate, BudgetedThreads(context, op->conv.max_threads)));
   return kTfLiteOk;
 }
 
