@@ -7,6 +7,7 @@ from ai_edge_litert import interpreter as litert_interpreter
 from tf_clicktrain.tflite import flatbuffer_check
 from tf_clicktrain.tflite import model_rewrite
 from tf_clicktrain.tflite import native_library
+from tf_clicktrain.tflite import tensor_memory
 
 
 class Interpreter(litert_interpreter.Interpreter):
@@ -24,6 +25,11 @@ class Interpreter(litert_interpreter.Interpreter):
         model_content: the .tflite model as bytes.
         experimental_delegates: more delegates, applied after ours.
         num_threads: threads for LiteRT's kernels.
+        tensor_memory_limit: bytes the tensors of one subgraph may take once
+            LiteRT has computed their shapes. By default 2x what the file
+            declares (times the growth of inputs the caller resized) plus
+            64 MiB, which refuses files whose op parameters inflate a
+            tensor beyond its declared shape; see `tensor_memory`.
         **kwargs: passed to `ai_edge_litert.interpreter.Interpreter`.
 
     Raises:
@@ -31,7 +37,9 @@ class Interpreter(litert_interpreter.Interpreter):
             of the file (checked before LiteRT, which does not verify files
             and would drop, without a word, a node naming a missing tensor),
             LiteRT's own reason, or a pattern-conv node failing validation
-            when the delegate is applied.
+            when the delegate is applied. From `allocate_tensors` (and
+            signature runners), if the tensors' computed shapes exceed
+            `tensor_memory_limit`.
         RuntimeError: if the native library does not match the installed
             LiteRT, or not every pattern-conv node was claimed.
 
@@ -50,6 +58,7 @@ class Interpreter(litert_interpreter.Interpreter):
         model_content=None,
         experimental_delegates=None,
         num_threads=None,
+        tensor_memory_limit=None,
         **kwargs,
     ):
         content = _read_model(model_path, model_content)
@@ -78,6 +87,11 @@ class Interpreter(litert_interpreter.Interpreter):
                 f"The model holds {expected} ClickTrain pattern-conv ops but the "
                 f"delegate claimed {claimed}."
             )
+        # Every tensor allocation, including signature runners', goes through
+        # the interpreter wrapper; the guard checks the planned bytes there.
+        self._interpreter = tensor_memory.TensorMemoryGuard(
+            self._interpreter, tensor_memory_limit
+        )
 
     def allocate_tensors(self):
         """Allocates tensors; pattern-conv ops validate their weights here.
@@ -85,6 +99,8 @@ class Interpreter(litert_interpreter.Interpreter):
         Raises:
             RuntimeError: naming the failed check, if a pattern-conv op's
                 options or compact weights are invalid.
+            ValueError: if the tensors' computed shapes exceed
+                `tensor_memory_limit`, naming the largest tensor.
         """
         try:
             return super().allocate_tensors()
