@@ -30,6 +30,7 @@
 #include "op_options.h"
 #include "pattern_conv_operator.h"
 #include "pattern_conv_s8_node.h"
+#include "pattern_dwconv_s8_node.h"
 #include "sparse_conv1x1_node.h"
 #include "node_checks.h"
 #include "thread_pool.h"
@@ -555,12 +556,15 @@ TfLiteStatus ReplaceClaimedNodes(TfLiteContext* context,
                                  TfLiteDelegate* delegate,
                                  const std::vector<int>& claimed,
                                  const std::vector<bool>& claimed_sparse_1x1,
-                                 const std::vector<bool>& claimed_int8) {
+                                 const std::vector<bool>& claimed_int8,
+                                 const std::vector<bool>& claimed_int8_dw) {
   // One call per node keeps each claimed op its own kernel, so tensors
   // between two adjacent pattern convs stay runtime-allocated.
   const TfLiteRegistration registration = KernelRegistration();
   const TfLiteRegistration sparse_1x1 = ClickTrainSparseConv1x1Registration();
   const TfLiteRegistration int8 = ClickTrainPatternConvS8Registration();
+  const TfLiteRegistration int8_dw =
+      ClickTrainPatternDepthwiseConvS8Registration();
   alignas(TfLiteIntArray) unsigned char single_storage[sizeof(TfLiteIntArray) +
                                                        sizeof(int)];
   auto* single = reinterpret_cast<TfLiteIntArray*>(single_storage);
@@ -569,8 +573,11 @@ TfLiteStatus ReplaceClaimedNodes(TfLiteContext* context,
     single->data[0] = claimed[c];
     TfLiteStatus status = context->ReplaceNodeSubsetsWithDelegateKernels(
         context,
-        claimed_int8[c] ? int8
-                        : (claimed_sparse_1x1[c] ? sparse_1x1 : registration),
+        claimed_int8_dw[c]
+            ? int8_dw
+            : (claimed_int8[c]
+                   ? int8
+                   : (claimed_sparse_1x1[c] ? sparse_1x1 : registration)),
         single, delegate);
     if (status != kTfLiteOk) return status;
   }
@@ -591,11 +598,15 @@ TfLiteStatus ReplaceClaimedNodes(TfLiteContext* context,
           replaced != nullptr &&
           (replaced->invoke == KernelInvoke ||
            replaced->invoke == sparse_1x1.invoke ||
-           replaced->invoke == int8.invoke)) {
+           replaced->invoke == int8.invoke ||
+           replaced->invoke == int8_dw.invoke)) {
         const TfLiteRegistration& ours =
             replaced->invoke == KernelInvoke
                 ? registration
-                : (replaced->invoke == int8.invoke ? int8 : sparse_1x1);
+                : (replaced->invoke == int8.invoke
+                       ? int8
+                       : (replaced->invoke == int8_dw.invoke ? int8_dw
+                                                             : sparse_1x1));
         if (replaced->prepare != ours.prepare ||
             replaced->custom_name != ours.custom_name) {
           return ReportNodeError(context, kDelegateKernelName,
@@ -621,11 +632,13 @@ TfLiteStatus ClaimNodes(TfLiteContext* context, TfLiteDelegate* delegate,
                         DelegateState* state, MemoryBudget* budget,
                         const std::vector<int>& claimed,
                         const std::vector<bool>& claimed_sparse_1x1,
-                        const std::vector<bool>& claimed_int8) {
+                        const std::vector<bool>& claimed_int8,
+                        const std::vector<bool>& claimed_int8_dw) {
   std::lock_guard<std::mutex> lock(state->prepare_mutex);
   state->preparing_budget = budget;
   const TfLiteStatus status = ReplaceClaimedNodes(
-      context, delegate, claimed, claimed_sparse_1x1, claimed_int8);
+      context, delegate, claimed, claimed_sparse_1x1, claimed_int8,
+      claimed_int8_dw);
   state->preparing_budget = nullptr;
   if (status == kTfLiteOk) {
     state->claimed_nodes += static_cast<int>(claimed.size());
@@ -648,6 +661,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   std::vector<int> claimed;
   std::vector<bool> claimed_sparse_1x1;
   std::vector<bool> claimed_int8;
+  std::vector<bool> claimed_int8_dw;
   for (int i = 0; i < plan->size; ++i) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* registration = nullptr;
@@ -660,12 +674,15 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
     const bool sparse_1x1 =
         ClickTrainIsSparseConv1x1(registration->custom_name);
     const bool int8 = ClickTrainIsPatternConvS8(registration->custom_name);
+    const bool int8_dw =
+        ClickTrainIsPatternDepthwiseConvS8(registration->custom_name);
     if (registration->builtin_code == CLICKTRAIN_TFLITE_BUILTIN_CUSTOM &&
-        (sparse_1x1 || int8 ||
+        (sparse_1x1 || int8 || int8_dw ||
          IsPatternConvName(registration->custom_name, &depthwise))) {
       claimed.push_back(plan->data[i]);
       claimed_sparse_1x1.push_back(sparse_1x1);
       claimed_int8.push_back(int8);
+      claimed_int8_dw.push_back(int8_dw);
     }
   }
   if (!ClaimedTensorsLookRight(context, claimed, &why)) {
@@ -685,7 +702,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context,
   auto* state = static_cast<DelegateState*>(delegate->data_);
   const TfLiteStatus status =
       ClaimNodes(context, delegate, state, budget, claimed, claimed_sparse_1x1,
-                 claimed_int8);
+                 claimed_int8, claimed_int8_dw);
   budget->Release();  // the claimed nodes hold their own references
   return status;
 }

@@ -1,0 +1,415 @@
+#include "pattern_dwconv_s8_node.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "clicktrain/pattern_dwconv_s8.h"
+#include "memory_budget.h"
+#include "node_checks.h"
+#include "op_options.h"
+#include "pattern_conv_s8_operator.h"
+#include "pattern_dwconv_s8_operator.h"
+#include "sparse_conv1x1_node.h"  // ClickTrainDelegateThreadPool
+
+using clicktrain::AffordableThreads;
+using clicktrain::BudgetedThreads;
+using clicktrain::BudgetShare;
+using clicktrain::CheckConstant;
+using clicktrain::ElementCount;
+using clicktrain::ReportNodeError;
+using clicktrain::ResizeOutput;
+using clicktrain::TensorAt;
+using clicktrain::TypeSize;
+
+namespace {
+
+// Operator inputs: the int8 pattern conv's (include/clicktrain/pattern_conv_s8.h).
+enum InputIndex {
+  kInput = 0,
+  kPatternMasks = 1,
+  kRunLengths = 2,
+  kKernelInputChannels = 3,
+  kValues = 4,
+  kBias = 5,
+  kFilterScales = 6,
+  kNumInputs = 7,
+};
+
+constexpr const char* kKernelName = "ClickTrainPatternDepthwiseConv2DInt8Kernel";
+constexpr size_t kErrorSize = 512;
+constexpr int kMaxThreads = 64;
+
+struct PatternDepthwiseConvS8Node {
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+  clicktrain_op_options options{};
+  std::string error;  // set when the node cannot run; reported by Prepare
+  bool layer_ready = false;
+  clicktrain_s8_layer layer{};
+  bool prepared = false;
+  clicktrain_conv_geometry geometry{};
+  TfLiteDelegate* delegate = nullptr;  // owns the thread pool
+  int node_index = -1;
+  BudgetShare weights_budget;
+  BudgetShare scratch_budget;  // the operator's program and workspaces
+  // True when the operator is set up; false runs the scalar reference
+  // kernel, with no scratch, because the memory budget is spent.
+  bool operator_ready = false;
+  clicktrain_s8_patdwconv_operator conv_operator{};  // set up for `geometry`
+
+  ~PatternDepthwiseConvS8Node() {
+    clicktrain_s8_patdwconv_operator_release(&conv_operator);
+    clicktrain_s8_layer_release(&layer);
+  }
+};
+
+// Bytes a layer of these tensor sizes holds, plus the values widened to
+// float once more while it is built: the structure (with the values
+// widened to float, as the float op's), the int8 values and four
+// per-filter arrays. SIZE_MAX on overflow.
+size_t LayerBytes(size_t masks, size_t kernels, size_t values,
+                  size_t output_channels) {
+  if (masks == SIZE_MAX || kernels == SIZE_MAX || values > SIZE_MAX / 16 ||
+      output_channels > SIZE_MAX / 32) {
+    return SIZE_MAX;
+  }
+  clicktrain_compact_tensors structure{};
+  structure.pattern_masks_count = masks;
+  structure.kernel_input_channels_count = kernels;
+  structure.values_count = values;
+  size_t bytes = clicktrain_pattern_weights_bytes(&structure, output_channels);
+  if (__builtin_add_overflow(bytes, values * (1 + sizeof(float)) +
+                                        4 * output_channels * sizeof(int32_t),
+                             &bytes)) {
+    return SIZE_MAX;
+  }
+  return bytes;
+}
+
+TfLiteStatus BuildLayer(TfLiteContext* context, PatternDepthwiseConvS8Node* op) {
+  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
+  size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
+  const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
+  const TfLiteTensor* runs = TensorAt(context, op->inputs[kRunLengths]);
+  const TfLiteTensor* channels =
+      TensorAt(context, op->inputs[kKernelInputChannels]);
+  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
+  const TfLiteTensor* scales = TensorAt(context, op->inputs[kFilterScales]);
+  if (CheckConstant(context, kKernelName, masks, "pattern_masks",
+                    kTfLiteUInt16, kTfLiteNoType, 1,
+                    masks_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, runs, "pattern_run_lengths",
+                    kTfLiteUInt8, kTfLiteUInt16, 2, runs_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, channels, "kernel_input_channels",
+                    kTfLiteUInt8, kTfLiteUInt16, 1,
+                    channels_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, values, "values", kTfLiteInt8,
+                    kTfLiteNoType, 1, values_shape) != kTfLiteOk ||
+      CheckConstant(context, kKernelName, scales, "filter_scales",
+                    kTfLiteFloat32, kTfLiteNoType, 1,
+                    scales_shape) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* bias = nullptr;
+  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, op->inputs[kBias]);
+    if (CheckConstant(context, kKernelName, bias, "bias", kTfLiteInt32,
+                      kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  clicktrain_s8_compact_tensors tensors{};
+  tensors.structure.pattern_masks = masks->data;
+  tensors.structure.pattern_masks_count = masks_shape[0];
+  tensors.structure.pattern_run_lengths = runs->data;
+  tensors.structure.run_lengths_rows = runs_shape[0];
+  tensors.structure.run_lengths_columns = runs_shape[1];
+  tensors.structure.run_lengths_element_size = TypeSize(runs->type);
+  tensors.structure.kernel_input_channels = channels->data;
+  tensors.structure.kernel_input_channels_count = channels_shape[0];
+  tensors.structure.kernel_input_channels_element_size =
+      TypeSize(channels->type);
+  tensors.values = values->data;
+  tensors.values_count = values_shape[0];
+  tensors.bias = bias == nullptr ? nullptr : bias->data;
+  tensors.bias_count = bias_shape[0];
+  tensors.filter_scales = scales->data;
+  tensors.filter_scales_count = scales_shape[0];
+  // Reserved at Init from the same shapes; Resize keeps the share exact.
+  const size_t output_channels =
+      static_cast<size_t>(op->options.output_channels);
+  const size_t layer_bytes = LayerBytes(
+      masks_shape[0], channels_shape[0], values_shape[0], output_channels);
+  if (!op->weights_budget.Resize(layer_bytes)) {
+    return op->weights_budget.ReportRefusal(context, kKernelName,
+                                            op->node_index, "its weights",
+                                            layer_bytes);
+  }
+  char error[kErrorSize];
+  int status = clicktrain_s8_layer_build(
+      &tensors, static_cast<size_t>(op->options.input_channels),
+      output_channels, &op->layer, error, sizeof(error));
+  // Building widened the values to float once more, briefly.
+  op->weights_budget.Return(values_shape[0] * sizeof(float));
+  if (status == 0) {
+    status = clicktrain_s8_dw_layer_check(&op->layer, error, sizeof(error));
+    if (status != 0) clicktrain_s8_layer_release(&op->layer);
+  }
+  if (status != 0) {
+    return ReportNodeError(context, kKernelName,
+                           "invalid int8 pattern depthwise weights: %s", error);
+  }
+  op->layer_ready = true;
+  return kTfLiteOk;
+}
+
+void* Init(TfLiteContext* context, const char* buffer, size_t) {
+  auto* op = new (std::nothrow) PatternDepthwiseConvS8Node();
+  if (op == nullptr) return nullptr;
+  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->nodes_to_replace == nullptr ||
+      params->nodes_to_replace->size != 1) {
+    op->error = "expected exactly one node per delegate kernel";
+    return op;
+  }
+  op->delegate = params->delegate;
+  op->node_index = params->nodes_to_replace->data[0];
+  op->weights_budget.Attach(ClickTrainDelegateBudget(params->delegate));
+  op->scratch_budget.Attach(ClickTrainDelegateBudget(params->delegate));
+  TfLiteNode* node = nullptr;
+  TfLiteRegistration* registration = nullptr;
+  if (context->GetNodeAndRegistration(context,
+                                      params->nodes_to_replace->data[0], &node,
+                                      &registration) != kTfLiteOk ||
+      node == nullptr || registration == nullptr ||
+      !ClickTrainIsPatternDepthwiseConvS8(registration->custom_name)) {
+    op->error =
+        "delegated node is not a ClickTrain int8 pattern depthwise conv";
+    return op;
+  }
+  if (node->inputs != nullptr && node->inputs->size >= 0) {
+    op->inputs.assign(node->inputs->data,
+                      node->inputs->data + node->inputs->size);
+  }
+  if (node->outputs != nullptr && node->outputs->size >= 0) {
+    op->outputs.assign(node->outputs->data,
+                       node->outputs->data + node->outputs->size);
+  }
+  char error[kErrorSize];
+  const size_t options_size =
+      node->custom_initial_data_size < 0
+          ? 0
+          : static_cast<size_t>(node->custom_initial_data_size);
+  if (clicktrain_parse_op_options(node->custom_initial_data, options_size,
+                                  &op->options, error, sizeof(error)) != 0) {
+    op->error = error;
+    return op;
+  }
+  if (op->inputs.size() == kNumInputs) {
+    const size_t layer_bytes = LayerBytes(
+        ElementCount(TensorAt(context, op->inputs[kPatternMasks])),
+        ElementCount(TensorAt(context, op->inputs[kKernelInputChannels])),
+        ElementCount(TensorAt(context, op->inputs[kValues])),
+        static_cast<size_t>(op->options.output_channels));
+    if (!op->weights_budget.Reserve(layer_bytes)) {
+      op->error = op->weights_budget.RefusalMessage(op->node_index,
+                                                    "its weights", layer_bytes);
+    }
+  }
+  return op;
+}
+
+void Free(TfLiteContext*, void* buffer) {
+  delete static_cast<PatternDepthwiseConvS8Node*>(buffer);
+}
+
+// Per-tensor int8 quantization of an activation tensor.
+TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
+                             const char* name) {
+  if (t->type != kTfLiteInt8) {
+    return ReportNodeError(context, kKernelName,
+                           "%s must be int8. Received TFLite type %d", name,
+                           static_cast<int>(t->type));
+  }
+  // kTfLiteAffineQuantization is 1; per-channel activations are not TFLite's.
+  if (t->quantization.type != 1 || t->quantization.params == nullptr) {
+    return ReportNodeError(context, kKernelName,
+                           "%s has no affine quantization", name);
+  }
+  struct Affine {
+    void* scale;  // TfLiteFloatArray*
+    TfLiteIntArray* zero_point;
+    int quantized_dimension;
+  };
+  const auto* affine = static_cast<const Affine*>(t->quantization.params);
+  const auto* scale = static_cast<const TfLiteIntArray*>(affine->scale);
+  if (scale == nullptr || scale->size != 1 || affine->zero_point == nullptr ||
+      affine->zero_point->size != 1) {
+    return ReportNodeError(context, kKernelName,
+                           "%s must be quantized per tensor", name);
+  }
+  return kTfLiteOk;
+}
+
+// Sets up the operator within the memory budget: its packed weights,
+// padding row and one workspace, plus one workspace per further thread of
+// the interpreter as far as they fit what is left; when not even one thread
+// fits, none (Invoke then runs the scalar reference kernel, with no
+// scratch). Setting up once and lowering max_threads, rather than setting
+// up again, leaves no freed workspace behind to fragment the heap.
+TfLiteStatus SetUpOperator(TfLiteContext* context,
+                           PatternDepthwiseConvS8Node* op) {
+  clicktrain_s8_patdwconv_operator_release(&op->conv_operator);
+  op->scratch_budget.ReturnAll();
+  op->operator_ready = false;
+  int threads = context->recommended_num_threads;
+  if (threads > kMaxThreads) threads = kMaxThreads;
+  if (threads > CLICKTRAIN_S8_PATDWCONV_MAX_THREADS) {
+    threads = CLICKTRAIN_S8_PATDWCONV_MAX_THREADS;
+  }
+  if (threads < 1) threads = 1;
+  const size_t setup_bytes = clicktrain_s8_patdwconv_setup_bytes(&op->geometry);
+  const size_t workspace_bytes =
+      clicktrain_s8_patdwconv_workspace_bytes(&op->geometry);
+  // Reserved before setup allocates, so no file makes it allocate beyond
+  // the budget even briefly.
+  const int affordable =
+      setup_bytes == SIZE_MAX || workspace_bytes == SIZE_MAX
+          ? 0
+          : AffordableThreads(op->scratch_budget.available(), setup_bytes,
+                              workspace_bytes, threads);
+  if (affordable >= 1 &&
+      op->scratch_budget.Reserve(setup_bytes +
+                                 static_cast<size_t>(affordable - 1) *
+                                     workspace_bytes)) {
+    if (clicktrain_s8_patdwconv_operator_setup(
+            &op->conv_operator, &op->geometry, &op->layer,
+            clicktrain_s8_patdwconv_select_ukernels(), affordable) != 0) {
+      op->scratch_budget.ReturnAll();
+      return ReportNodeError(context, kKernelName,
+                             "out of memory preparing the layer");
+    }
+    if (affordable < threads) ClickTrainDelegateCountFallback(op->delegate);
+    op->operator_ready = true;
+    return kTfLiteOk;
+  }
+  ClickTrainDelegateCountFallback(op->delegate);
+  return kTfLiteOk;
+}
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternDepthwiseConvS8Node*>(node->user_data);
+  if (op == nullptr) {
+    return ReportNodeError(context, kKernelName,
+                           "kernel was not initialised");
+  }
+  if (!op->error.empty()) {
+    return ReportNodeError(context, kKernelName,
+                           "%s", op->error.c_str());
+  }
+  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+    return ReportNodeError(
+        context, kKernelName,
+        "op must have %d inputs and 1 output. Received: %zu and %zu",
+        kNumInputs, op->inputs.size(), op->outputs.size());
+  }
+  if (!op->layer_ready && BuildLayer(context, op) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  if (input == nullptr || output == nullptr) {
+    return ReportNodeError(context, kKernelName,
+                           "input or output tensor index out of range");
+  }
+  if (CheckActivation(context, input, "input") != kTfLiteOk ||
+      CheckActivation(context, output, "output") != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  if (input->dims == nullptr || input->dims->size != 4) {
+    return ReportNodeError(context, kKernelName, "input must be 4-D NHWC");
+  }
+  const int* in = input->dims->data;
+  if (in[3] != op->options.input_channels) {
+    return ReportNodeError(
+        context, kKernelName,
+        "input has %d channels but the layer was exported for %d",
+        in[3], op->options.input_channels);
+  }
+  char error[kErrorSize];
+  if (clicktrain_s8_layer_requantize(
+          &op->layer, input->params.scale, input->params.zero_point,
+          output->params.scale, output->params.zero_point,
+          op->options.activation, error, sizeof(error)) != 0) {
+    return ReportNodeError(context, kKernelName, "%s", error);
+  }
+  op->prepared = false;
+  if (clicktrain_compute_geometry(&op->options, in[0], in[1], in[2], in[3],
+                                  &op->geometry, error, sizeof(error)) != 0) {
+    return ReportNodeError(context, kKernelName, "%s", error);
+  }
+  if (SetUpOperator(context, op) != kTfLiteOk) return kTfLiteError;
+  op->prepared = true;
+  const clicktrain_conv_geometry& g = op->geometry;
+  const int shape[4] = {g.batch, g.output_height, g.output_width,
+                        g.output_channels};
+  return ResizeOutput(context, kKernelName, output, shape);
+}
+
+TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
+  auto* op = static_cast<PatternDepthwiseConvS8Node*>(node->user_data);
+  if (op == nullptr || !op->layer_ready || !op->prepared) {
+    return ReportNodeError(context, kKernelName, "op was not prepared");
+  }
+  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  TfLiteTensor* output = TensorAt(context, op->outputs[0]);
+  const clicktrain_conv_geometry& g = op->geometry;
+  const size_t input_bytes = static_cast<size_t>(g.batch) * g.input_height *
+                             g.input_width * g.input_channels;
+  const size_t output_bytes = static_cast<size_t>(g.batch) * g.output_height *
+                              g.output_width * g.output_channels;
+  if (input == nullptr || output == nullptr || input->bytes != input_bytes ||
+      output->bytes != output_bytes ||
+      (input_bytes != 0 && input->data == nullptr) ||
+      (output_bytes != 0 && output->data == nullptr)) {
+    return ReportNodeError(context, kKernelName,
+                           "tensors changed size since Prepare");
+  }
+  if (!op->operator_ready) {
+    clicktrain_s8_patdwconv_ukernel__scalar(
+        &g, &op->layer.structure.weights, op->layer.values,
+        &op->layer.requantization, static_cast<const int8_t*>(input->data),
+        static_cast<int8_t*>(output->data));
+    return kTfLiteOk;
+  }
+  clicktrain_s8_patdwconv_operator_run(
+      &op->conv_operator, static_cast<const int8_t*>(input->data),
+      static_cast<int8_t*>(output->data),
+      ClickTrainDelegateThreadPool(
+          op->delegate,
+          BudgetedThreads(context, op->conv_operator.max_threads)));
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+bool ClickTrainIsPatternDepthwiseConvS8(const char* custom_name) {
+  return custom_name != nullptr &&
+         std::strcmp(custom_name,
+                     CLICKTRAIN_PATTERN_DEPTHWISE_CONV_S8_OP_NAME) == 0;
+}
+
+TfLiteRegistration ClickTrainPatternDepthwiseConvS8Registration() {
+  TfLiteRegistration registration{};
+  registration.init = Init;
+  registration.free = Free;
+  registration.prepare = Prepare;
+  registration.invoke = Invoke;
+  registration.custom_name = kKernelName;
+  registration.version = 1;
+  return registration;
+}
