@@ -1,17 +1,20 @@
-"""Plans int8 pattern-sparse 3x3 CONV_2Ds as `ClickTrainPatternConv2DInt8`.
+"""Plans int8 pattern-sparse 3x3 convs as the int8 pattern-conv custom ops.
 
-A planner for `model_rewrite`'s rewrite loop, for full-integer files: given
-one CONV_2D with an int8 3x3 filter quantized per output channel (symmetric,
-as TFLite's converter writes it), int8 input and output quantized per tensor
-and an int32 bias, it proposes a `Rewrite` to the int8 pattern-conv op, or
-says in a `LayerReport` why the layer stays builtin.
+Planners for `model_rewrite`'s rewrite loop, for full-integer files: given
+one CONV_2D (or DEPTHWISE_CONV_2D with depth multiplier 1) with an int8 3x3
+filter quantized per output channel (symmetric, as TFLite's converter
+writes it), int8 input and output quantized per tensor and an int32 bias,
+they propose a `Rewrite` to `ClickTrainPatternConv2DInt8` (or
+`ClickTrainPatternDepthwiseConv2DInt8`), or say in a `LayerReport` why the
+layer stays builtin.
 
-The op's inputs are the float op's compact tensors (`compact_format`) with
+The ops' inputs are the float ops' compact tensors (`compact_format`) with
 int8 values, then the int32 bias and the float32 per-channel filter scales:
 `[input, pattern_masks, pattern_run_lengths, kernel_input_channels, values,
-bias, filter_scales]`; its options are the float op's flexbuffer map. The
-format is specified in `tflite_export/include/clicktrain/pattern_conv_s8.h`.
-The op reproduces TFLite's int8 reference CONV_2D bit for bit.
+bias, filter_scales]`; their options are the float ops' flexbuffer map. The
+formats are specified in `tflite_export/include/clicktrain/pattern_conv_s8.h`
+and `pattern_dwconv_s8.h`. The ops reproduce TFLite's int8 reference CONV_2D
+and DEPTHWISE_CONV_2D bit for bit.
 """
 
 import numpy as np
@@ -21,6 +24,8 @@ from tf_clicktrain.tflite import compact_format
 
 OP_NAME = "ClickTrainPatternConv2DInt8"
 OP_KIND = "CONV_2D"
+DEPTHWISE_OP_NAME = "ClickTrainPatternDepthwiseConv2DInt8"
+DEPTHWISE_OP_KIND = "DEPTHWISE_CONV_2D"
 
 
 def _per_tensor(tensor):
@@ -41,6 +46,15 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
             CONV_2D and the file holding it.
         limits: `model_rewrite.PlanLimits`.
     """
+    return _plan_int8(model, subgraph, operator, limits, depthwise=False)
+
+
+def plan_int8_pattern_depthwise_conv(model, subgraph, operator, limits):
+    """As `plan_int8_pattern_conv`, for a DEPTHWISE_CONV_2D (multiplier 1)."""
+    return _plan_int8(model, subgraph, operator, limits, depthwise=True)
+
+
+def _plan_int8(model, subgraph, operator, limits, depthwise):
     operands = model_rewrite.conv_operands(subgraph, operator)
     if operands is None:
         return None
@@ -49,13 +63,20 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
     if filter_tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[1:3] != (3, 3):
         return None  # Float filters are the float planner's; others not ours.
     name = (filter_tensor.name or b"").decode(errors="replace")
-    output_channels, input_channels = shape[0], shape[3]
+    op_name, op_kind = (DEPTHWISE_OP_NAME, DEPTHWISE_OP_KIND) if depthwise else (OP_NAME, OP_KIND)
+    # TFLite's layouts: [out, 3, 3, in] quantized along 0; depthwise
+    # [1, 3, 3, channels * multiplier] quantized along 3.
+    output_channels, input_channels = (shape[3], shape[3]) if depthwise else (shape[0], shape[3])
+    channel_axis = 3 if depthwise else 0
     dense_bytes = int(np.prod(shape))
 
     def keep(reason):
         return model_rewrite.LayerReport(
-            name, OP_KIND, False, reason, dense_bytes, total_weights=dense_bytes, custom_op=OP_NAME
+            name, op_kind, False, reason, dense_bytes, total_weights=dense_bytes, custom_op=op_name
         )
+
+    if depthwise and shape[0] != 1:
+        return keep("depthwise filter is not [1, 3, 3, channels]")
 
     filter_data = model.buffers[filter_tensor.buffer].data
     if filter_data is None:
@@ -71,7 +92,7 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         quantization.zeroPoint, np.int64)
     if scales is None or scales.size not in (1, output_channels):
         return keep("filter is not quantized per output channel")
-    if scales.size > 1 and quantization.quantizedDimension != 0:
+    if scales.size > 1 and quantization.quantizedDimension != channel_axis:
         return keep("filter is not quantized along its output channels")
     if zero_points is None or np.any(zero_points != 0):
         return keep("filter quantization is not symmetric (zero point 0)")
@@ -93,13 +114,14 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
     ):
         return keep("input/output is not a per-tensor quantized int8 NHWC tensor")
     if input_shape[3] != input_channels:
-        return keep("grouped convolution")
+        return keep("depth multiplier is not 1" if depthwise else "grouped convolution")
     bias_index = model_rewrite.bias_input(inputs)
     if bias_index >= 0 and not model_rewrite.is_constant_vector(
         model, subgraph, bias_index, schema.TensorType.INT32, output_channels
     ):
         return keep("bias is not a constant int32 vector")
-    structure = compact_format.encode_conv(dense.astype(np.float32))
+    encode = compact_format.encode_depthwise if depthwise else compact_format.encode_conv
+    structure = encode(dense.astype(np.float32))
     if structure is None:
         return keep("no non-zero weight, or too many patterns")
     values = structure.values.astype(np.int8)
@@ -129,7 +151,7 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         target_inputs = [int(index) for index in target_operator.inputs]
         editor.make_custom(
             target_operator,
-            OP_NAME,
+            op_name,
             [
                 target_inputs[0],
                 *compact_inputs,
@@ -142,7 +164,7 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
 
     report = model_rewrite.LayerReport(
         name,
-        OP_KIND,
+        op_kind,
         True,
         "",
         dense_bytes,
@@ -150,10 +172,10 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         structure.num_patterns,
         int(np.count_nonzero(dense)),
         dense_bytes,
-        custom_op=OP_NAME,
+        custom_op=op_name,
     )
     timing_key = (
-        OP_NAME,
+        op_name,
         tuple(input_shape),
         shape,
         custom_options,
@@ -162,7 +184,7 @@ def plan_int8_pattern_conv(model, subgraph, operator, limits):
         structure.num_kernels,
         int(values.size),
     )
-    return model_rewrite.Rewrite(OP_NAME, report, timing_key, apply)
+    return model_rewrite.Rewrite(op_name, report, timing_key, apply)
 
 
 # Last: model_rewrite registers this module's planner when it is imported.

@@ -215,7 +215,8 @@ def replace_pattern_convs(
 def count_pattern_ops(tflite_bytes):
     """Returns how many ClickTrain custom ops a .tflite model holds.
 
-    Pattern convs (3x3, depthwise, int8 3x3) and sparse 1x1 convs are counted.
+    Pattern convs (3x3, depthwise, int8 3x3, int8 depthwise) and sparse 1x1
+    convs are counted.
 
     Raises:
         ValueError: if `tflite_bytes` is not a well-formed TFLite model.
@@ -232,6 +233,7 @@ def count_pattern_ops(tflite_bytes):
             compact_format.DEPTHWISE_CONV_OP_NAME,
             pointwise_format.OP_NAME,
             int8_pattern_rewrite.OP_NAME,
+            int8_pattern_rewrite.DEPTHWISE_OP_NAME,
         )
     }
     count = 0
@@ -629,7 +631,10 @@ _PLANNERS = {
         plan_pattern_conv,
         pointwise_rewrite.plan_sparse_conv1x1,
     ),
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D: (plan_pattern_depthwise_conv,),
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D: (
+        int8_pattern_rewrite.plan_int8_pattern_depthwise_conv,
+        plan_pattern_depthwise_conv,
+    ),
 }
 
 
