@@ -1,5 +1,6 @@
 // libFuzzer target over everything a .tflite file can feed the op glue of
-// the pattern convs (float and int8, ClickTrainPatternConv2DInt8) and of the
+// the pattern convs (float and int8, ClickTrainPatternConv2DInt8 and
+// ClickTrainPatternDepthwiseConv2DInt8) and of the
 // sparse 1x1 conv (ClickTrainSparseConv1x1): custom options (raw bytes, or a flexbuffer map built from fuzzed fields),
 // the compact-weight tensors (types, ranks, shapes, byte sizes, contents,
 // constness, tensor indices), the int8 quantization (scales, zero points)
@@ -389,10 +390,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   FakeRuntime runtime;
   runtime.tensors.resize(kNumTensors);
   runtime.buffers.resize(kNumTensors);
-  const int kind = data.ConsumeIntegralInRange<int>(0, 3);
-  const bool depthwise = kind == 1;
+  const int kind = data.ConsumeIntegralInRange<int>(0, 4);
+  const bool depthwise = kind == 1 || kind == 4;
   const bool sparse_1x1 = kind == 2;
-  const bool int8 = kind == 3;
+  const bool int8 = kind == 3 || kind == 4;
   int channels = 4;
   int sparse_output_channels = 4;
   std::vector<uint8_t> options =
@@ -558,7 +559,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   runtime.node.custom_initial_data_size = static_cast<int>(options.size());
   runtime.custom.builtin_code = CLICKTRAIN_TFLITE_BUILTIN_CUSTOM;
   runtime.custom.custom_name =
-      int8        ? "ClickTrainPatternConv2DInt8"
+      int8 && depthwise ? "ClickTrainPatternDepthwiseConv2DInt8"
+      : int8        ? "ClickTrainPatternConv2DInt8"
       : sparse_1x1 ? "ClickTrainSparseConv1x1"
       : depthwise ? "ClickTrainPatternDepthwiseConv2D"
                   : "ClickTrainPatternConv2D";
