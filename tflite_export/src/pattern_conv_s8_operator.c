@@ -282,6 +282,9 @@ enum { kTile = CLICKTRAIN_S8_PATCONV_TILE, kAlignment = 64 };
  * at 8x measured 8-30% faster at 256 and 512 channels than with one chunk
  * of all slots, and 4% slower at 56x56x64 (121 KB of slots). */
 enum { kChunkBytes = 64 << 10 };
+/* Plane pixels gathered per transpose (a multiple of every variant's block
+ * of rows). */
+enum { kGatherPixels = 256 };
 
 static size_t round_up(size_t value, size_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
@@ -328,12 +331,15 @@ static int add_workspaces(clicktrain_s8_patconv_operator* op, size_t count) {
   while (op->allocated_workspaces < count) {
     void* workspace = aligned_alloc(kAlignment, op->workspace_bytes);
     if (workspace == NULL) return -1;
-    /* Padding columns hold the padding value for good (every band writes
-     * the same columns); rows a short band leaves unwritten are read only
-     * for dropped pixels, and initialised keep every run deterministic. */
+    /* Plane bytes no band writes (past the phases, the rows a short band
+     * leaves) are read only for dropped pixels; initialised, they keep
+     * every run deterministic. */
     memset(workspace, op->padding_value, op->planes_bytes);
     memset((uint8_t*)workspace + op->planes_bytes, 0,
            op->workspace_bytes - op->planes_bytes);
+    /* The input pixel every padded tap reads: input_zero_point. */
+    memset((uint8_t*)workspace + op->padding_pixel_offset,
+           op->padding_value ^ 0x80, (size_t)op->geometry.input_channels);
     op->workspaces[op->allocated_workspaces++] = workspace;
     op->scratch_bytes += op->workspace_bytes;
   }
@@ -362,7 +368,12 @@ static size_t layout(clicktrain_s8_patconv_operator* op, size_t band_rows) {
                       : 0);
   op->pixels_offset =
       op->tile_offset + round_up((size_t)g->output_channels * kTile, kAlignment);
-  return op->pixels_offset + (size_t)g->output_channels * kTile;
+  op->sources_offset =
+      round_up(op->pixels_offset + (size_t)g->output_channels * kTile,
+               kAlignment);
+  op->padding_pixel_offset =
+      op->sources_offset + kGatherPixels * sizeof(const uint8_t*);
+  return op->padding_pixel_offset + (size_t)g->input_channels;
 }
 
 int clicktrain_s8_patconv_operator_setup(
@@ -634,14 +645,21 @@ static void release_workspace(clicktrain_s8_patconv_operator* op,
                      __ATOMIC_RELEASE);
 }
 
-/* The band's input rows -> u8 planes of every phase in use. */
-static void fill_planes(const run_context* run, size_t first_row, size_t rows,
-                        uint8_t* planes) {
+/* The band's input rows -> u8 planes of every phase in use. A phase's
+ * plane rows lie one after another, so its virtual pixels are transposed
+ * in runs of kGatherPixels, each pixel gathered from the input or, outside
+ * it, from the workspace's padding pixel. */
+static void fill_planes(const run_context* run, size_t rows,
+                        size_t first_row, uint8_t* workspace) {
   const clicktrain_s8_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
   const long stride_w = g->stride_w;
+  const size_t pixel_step = (size_t)stride_w * channels;
   const size_t plane_rows = rows + (op->phase_rows - op->band_rows);
+  const uint8_t** sources =
+      (const uint8_t**)(workspace + op->sources_offset);
+  const uint8_t* padding = workspace + op->padding_pixel_offset;
   for (int row_phase = 0; row_phase < g->stride_h && row_phase < 64; ++row_phase) {
     if (op->row_phase_index[row_phase] < 0) continue;
     for (int column_phase = 0; column_phase < g->stride_w && column_phase < 64;
@@ -657,26 +675,47 @@ static void fill_planes(const run_context* run, size_t first_row, size_t rows,
       if ((long)g->input_width - 1 - shift < 0) end = 0;
       if (end > (long)op->columns) end = (long)op->columns;
       if (first > end) first = end;
+      uint8_t* plane = workspace + phase * op->phase_bytes;
+      size_t gathered = 0;
       for (size_t r = 0; r < plane_rows; ++r) {
-        uint8_t* row = planes + phase * op->phase_bytes + r * op->columns;
         const long y = (long)(first_row + r) * g->stride_h + row_phase -
                        g->padding_top;
-        if (first == end) continue;  /* all padding, set at allocation */
-        if (y < 0 || y >= g->input_height) {
-          for (size_t c = 0; c < channels; ++c) {
-            memset(row + c * op->channel_bytes + first, op->padding_value,
-                   (size_t)(end - first));
+        const int inside = y >= 0 && y < g->input_height;
+        const uint8_t* pixel =
+            inside ? (const uint8_t*)run->image +
+                         ((size_t)y * g->input_width +
+                          (size_t)(first * stride_w + shift)) * channels
+                   : NULL;
+        for (size_t j = 0; j < op->columns;) {
+          /* Up to the end of the run, or of the row's stretch of padding
+           * or of pixels inside. */
+          size_t stop = j + (kGatherPixels - gathered);
+          if (!inside || (long)j >= end) {
+            stop = stop < op->columns ? stop : op->columns;
+            for (; j < stop; ++j) sources[gathered++] = padding;
+          } else if ((long)j < first) {
+            stop = stop < (size_t)first ? stop : (size_t)first;
+            for (; j < stop; ++j) sources[gathered++] = padding;
+          } else {
+            stop = stop < (size_t)end ? stop : (size_t)end;
+            for (; j < stop; ++j, pixel += pixel_step) {
+              sources[gathered++] = pixel;
+            }
           }
-          continue;
+          if (gathered == kGatherPixels) {
+            op->ukernels->gather_transpose(
+                gathered, channels, sources,
+                plane + r * op->columns + j - gathered, op->channel_bytes,
+                0x80);
+            gathered = 0;
+          }
         }
-        const int8_t* source =
-            run->image +
-            ((size_t)y * g->input_width + (size_t)(first * stride_w + shift)) *
-                channels;
-        op->ukernels->transpose((size_t)(end - first), channels,
-                                (const uint8_t*)source,
-                                (size_t)stride_w * channels, row + first,
-                                op->channel_bytes, 0x80);
+      }
+      if (gathered > 0) {
+        op->ukernels->gather_transpose(
+            gathered, channels, sources,
+            plane + plane_rows * op->columns - gathered, op->channel_bytes,
+            0x80);
       }
     }
   }
@@ -697,7 +736,7 @@ static void run_band(void* context, size_t band) {
   uint8_t* packed = workspace + op->packed_offset;
   int8_t* tile = (int8_t*)(workspace + op->tile_offset);
   uint8_t* tile_pixels = workspace + op->pixels_offset;
-  fill_planes(run, first_row, rows, workspace);
+  fill_planes(run, rows, first_row, workspace);
   int32_t* accumulators = (int32_t*)(workspace + op->accumulators_offset);
   for (size_t start = 0; start < pixels; start += kTile) {
     for (size_t chunk = 0; chunk < op->chunks; ++chunk) {

@@ -107,8 +107,10 @@ typedef struct clicktrain_s8_patconv_operator {
   clicktrain_s8_filter_requantization* requantization;
   clicktrain_s8_output_params output_params;
   /* Workspaces: planes, packed slots, output tile [filter][pixel] and
-   * [pixel][filter]. */
+   * [pixel][filter], the input pixels of a run of plane pixels and the
+   * padding pixel (input_zero_point in every channel). */
   size_t packed_offset, accumulators_offset, tile_offset, pixels_offset;
+  size_t sources_offset, padding_pixel_offset;
   size_t workspace_bytes;
   void* workspaces[CLICKTRAIN_S8_PATCONV_MAX_WORKSPACES];
   size_t allocated_workspaces;

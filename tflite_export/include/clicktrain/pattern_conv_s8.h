@@ -134,6 +134,13 @@ typedef void (*clicktrain_x8_transpose_fn)(size_t rows, size_t columns,
                                            size_t destination_stride,
                                            uint8_t flip);
 
+/* destination[c * destination_stride + r] = sources[r][c] ^ flip, for
+ * r < rows, c < columns: a transpose whose rows are gathered from anywhere
+ * (the driver's input planes, padding pixels included). */
+typedef void (*clicktrain_x8_gather_transpose_fn)(
+    size_t rows, size_t columns, const uint8_t* const* sources,
+    uint8_t* destination, size_t destination_stride, uint8_t flip);
+
 typedef struct clicktrain_s8_patconv_ukernels {
   const char* name;
   /* Bytes of one packed slot (a multiple of 64): 4 * TILE for u8 taps. */
@@ -143,6 +150,7 @@ typedef struct clicktrain_s8_patconv_ukernels {
   clicktrain_s8_patconv_pack_fn pack;
   clicktrain_s8_patconv_compute_fn compute;
   clicktrain_x8_transpose_fn transpose;
+  clicktrain_x8_gather_transpose_fn gather_transpose;
 } clicktrain_s8_patconv_ukernels;
 
 /* Portable C, on every CPU. */
@@ -152,6 +160,9 @@ void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns,
                                              uint8_t* destination,
                                              size_t destination_stride,
                                              uint8_t flip);
+void clicktrain_x8_gather_transpose_ukernel__scalar(
+    size_t rows, size_t columns, const uint8_t* const* sources,
+    uint8_t* destination, size_t destination_stride, uint8_t flip);
 extern const clicktrain_s8_patconv_ukernels
     clicktrain_s8_patconv_ukernels__scalar;
 #if defined(__x86_64__) || defined(_M_X64)

@@ -142,6 +142,7 @@ const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__avx2 = {
     .pack = pack,
     .compute = compute,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
+    .gather_transpose = clicktrain_x8_gather_transpose_ukernel__scalar,
 };
 
 #endif

@@ -132,76 +132,146 @@ static void compute(size_t filters, const uint32_t* program,
   }
 }
 
-/* Blocks of 16 rows x 64 columns: each zmm row holds four 16x16 byte
- * blocks (one per 128-bit lane), transposed together by four in-lane
- * unpack stages; register j then holds, in lane b, column 16 b + j. */
+/* Transposes 16 rows x 64 columns in place: each zmm row holds four 16x16
+ * byte blocks (one per 128-bit lane), transposed together by four in-lane
+ * unpack stages; r[j] then holds, in lane b, column 16 b + j. Written out
+ * stage by stage so that GCC keeps the 32 vectors in registers. */
+#define CLICKTRAIN_UNPACK(width, out, x, y, lo, hi) \
+  out[lo] = _mm512_unpacklo_##width(x, y);          \
+  out[hi] = _mm512_unpackhi_##width(x, y)
+static inline void transpose_block(__m512i* r) {
+  __m512i a[16];
+  /* a[2 i + h]: rows 2i, 2i+1 (16-bit), columns 8h..8h+7. */
+  CLICKTRAIN_UNPACK(epi8, a, r[0], r[1], 0, 1);
+  CLICKTRAIN_UNPACK(epi8, a, r[2], r[3], 2, 3);
+  CLICKTRAIN_UNPACK(epi8, a, r[4], r[5], 4, 5);
+  CLICKTRAIN_UNPACK(epi8, a, r[6], r[7], 6, 7);
+  CLICKTRAIN_UNPACK(epi8, a, r[8], r[9], 8, 9);
+  CLICKTRAIN_UNPACK(epi8, a, r[10], r[11], 10, 11);
+  CLICKTRAIN_UNPACK(epi8, a, r[12], r[13], 12, 13);
+  CLICKTRAIN_UNPACK(epi8, a, r[14], r[15], 14, 15);
+  /* r[4 m + q]: rows 4m..4m+3 (32-bit), columns 4q..4q+3. */
+  CLICKTRAIN_UNPACK(epi16, r, a[0], a[2], 0, 1);
+  CLICKTRAIN_UNPACK(epi16, r, a[1], a[3], 2, 3);
+  CLICKTRAIN_UNPACK(epi16, r, a[4], a[6], 4, 5);
+  CLICKTRAIN_UNPACK(epi16, r, a[5], a[7], 6, 7);
+  CLICKTRAIN_UNPACK(epi16, r, a[8], a[10], 8, 9);
+  CLICKTRAIN_UNPACK(epi16, r, a[9], a[11], 10, 11);
+  CLICKTRAIN_UNPACK(epi16, r, a[12], a[14], 12, 13);
+  CLICKTRAIN_UNPACK(epi16, r, a[13], a[15], 14, 15);
+  /* a[8 n + e]: rows 8n..8n+7 (64-bit), columns 2e, 2e+1. */
+  CLICKTRAIN_UNPACK(epi32, a, r[0], r[4], 0, 1);
+  CLICKTRAIN_UNPACK(epi32, a, r[1], r[5], 2, 3);
+  CLICKTRAIN_UNPACK(epi32, a, r[2], r[6], 4, 5);
+  CLICKTRAIN_UNPACK(epi32, a, r[3], r[7], 6, 7);
+  CLICKTRAIN_UNPACK(epi32, a, r[8], r[12], 8, 9);
+  CLICKTRAIN_UNPACK(epi32, a, r[9], r[13], 10, 11);
+  CLICKTRAIN_UNPACK(epi32, a, r[10], r[14], 12, 13);
+  CLICKTRAIN_UNPACK(epi32, a, r[11], r[15], 14, 15);
+  /* r[j]: column j, rows 0..15. */
+  CLICKTRAIN_UNPACK(epi64, r, a[0], a[8], 0, 1);
+  CLICKTRAIN_UNPACK(epi64, r, a[1], a[9], 2, 3);
+  CLICKTRAIN_UNPACK(epi64, r, a[2], a[10], 4, 5);
+  CLICKTRAIN_UNPACK(epi64, r, a[3], a[11], 6, 7);
+  CLICKTRAIN_UNPACK(epi64, r, a[4], a[12], 8, 9);
+  CLICKTRAIN_UNPACK(epi64, r, a[5], a[13], 10, 11);
+  CLICKTRAIN_UNPACK(epi64, r, a[6], a[14], 12, 13);
+  CLICKTRAIN_UNPACK(epi64, r, a[7], a[15], 14, 15);
+}
+#undef CLICKTRAIN_UNPACK
+
+/* Up to 16 rows (rows[i] for i < row_count) x `columns`, in blocks of 64
+ * columns (transpose_block), stored column by column from the registers
+ * (with a row mask when fewer than 16 rows); a block of fewer columns goes
+ * through a buffer. */
+static inline void transpose_rows(const uint8_t* const* rows, size_t row_count,
+                                  size_t columns, uint8_t* destination,
+                                  size_t destination_stride,
+                                  __m512i flip_bytes) {
+  const __mmask16 row_mask = (__mmask16)((1u << row_count) - 1u);
+  for (size_t c0 = 0; c0 < columns; c0 += 64) {
+    const size_t column_count = columns - c0 < 64 ? columns - c0 : 64;
+    const __mmask64 column_mask =
+        column_count == 64 ? ~(__mmask64)0
+                           : (((__mmask64)1 << column_count) - 1);
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (size_t i = 0; i < 16; ++i) {
+      r[i] = i < row_count
+                 ? _mm512_xor_si512(
+                       _mm512_maskz_loadu_epi8(column_mask, rows[i] + c0),
+                       flip_bytes)
+                 : _mm512_setzero_si512();
+    }
+    transpose_block(r);
+    uint8_t* target = destination + c0 * destination_stride;
+#define CLICKTRAIN_STORE_COLUMN(store, j)                     \
+  store(j, _mm512_castsi512_si128(r[j]))                      \
+  store(16 + (j), _mm512_extracti32x4_epi32(r[j], 1))         \
+  store(32 + (j), _mm512_extracti32x4_epi32(r[j], 2))         \
+  store(48 + (j), _mm512_extracti32x4_epi32(r[j], 3))
+#define CLICKTRAIN_STORE_COLUMNS(store)                                     \
+  CLICKTRAIN_STORE_COLUMN(store, 0) CLICKTRAIN_STORE_COLUMN(store, 1)       \
+  CLICKTRAIN_STORE_COLUMN(store, 2) CLICKTRAIN_STORE_COLUMN(store, 3)       \
+  CLICKTRAIN_STORE_COLUMN(store, 4) CLICKTRAIN_STORE_COLUMN(store, 5)       \
+  CLICKTRAIN_STORE_COLUMN(store, 6) CLICKTRAIN_STORE_COLUMN(store, 7)       \
+  CLICKTRAIN_STORE_COLUMN(store, 8) CLICKTRAIN_STORE_COLUMN(store, 9)       \
+  CLICKTRAIN_STORE_COLUMN(store, 10) CLICKTRAIN_STORE_COLUMN(store, 11)     \
+  CLICKTRAIN_STORE_COLUMN(store, 12) CLICKTRAIN_STORE_COLUMN(store, 13)     \
+  CLICKTRAIN_STORE_COLUMN(store, 14) CLICKTRAIN_STORE_COLUMN(store, 15)
+#define CLICKTRAIN_STORE_FULL(c, value) \
+  _mm_storeu_si128((__m128i*)(target + (c)*destination_stride), value);
+#define CLICKTRAIN_STORE_MASKED(c, value) \
+  _mm_mask_storeu_epi8(target + (c)*destination_stride, row_mask, value);
+    if (column_count == 64 && row_count == 16) {
+      CLICKTRAIN_STORE_COLUMNS(CLICKTRAIN_STORE_FULL)
+      continue;
+    }
+    if (column_count == 64) {
+      CLICKTRAIN_STORE_COLUMNS(CLICKTRAIN_STORE_MASKED)
+      continue;
+    }
+#undef CLICKTRAIN_STORE_MASKED
+#undef CLICKTRAIN_STORE_FULL
+#undef CLICKTRAIN_STORE_COLUMNS
+#undef CLICKTRAIN_STORE_COLUMN
+    /* buffer[j] lane b holds column 16 b + j. */
+    __m512i buffer[16];
+#pragma GCC unroll 16
+    for (size_t j = 0; j < 16; ++j) _mm512_store_si512(&buffer[j], r[j]);
+    const uint8_t* columns_bytes = (const uint8_t*)buffer;
+    for (size_t c = 0; c < column_count; ++c) {
+      _mm_mask_storeu_epi8(target + c * destination_stride, row_mask,
+                           _mm_load_si128((const __m128i*)(
+                               columns_bytes + (c % 16) * 64 + (c / 16) * 16)));
+    }
+  }
+}
+
 static void transpose(size_t rows, size_t columns, const uint8_t* source,
                       size_t source_stride, uint8_t* destination,
                       size_t destination_stride, uint8_t flip) {
   const __m512i flip_bytes = _mm512_set1_epi8((char)flip);
   for (size_t r0 = 0; r0 < rows; r0 += 16) {
     const size_t row_count = rows - r0 < 16 ? rows - r0 : 16;
-    const __mmask16 row_mask = (__mmask16)((1u << row_count) - 1u);
-    for (size_t c0 = 0; c0 < columns; c0 += 64) {
-      const size_t column_count = columns - c0 < 64 ? columns - c0 : 64;
-      const __mmask64 column_mask =
-          column_count == 64 ? ~(__mmask64)0
-                             : (((__mmask64)1 << column_count) - 1);
-      __m512i r[16], a[16];
-      for (size_t i = 0; i < 16; ++i) {
-        r[i] = i < row_count
-                   ? _mm512_xor_si512(
-                         _mm512_maskz_loadu_epi8(
-                             column_mask,
-                             source + (r0 + i) * source_stride + c0),
-                         flip_bytes)
-                   : _mm512_setzero_si512();
-      }
-      /* a[2 i + h]: rows 2i, 2i+1 (16-bit), columns 8h..8h+7. */
-      for (int i = 0; i < 8; ++i) {
-        a[2 * i] = _mm512_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
-        a[2 * i + 1] = _mm512_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
-      }
-      /* r[4 m + q]: rows 4m..4m+3 (32-bit), columns 4q..4q+3. */
-      for (int m = 0; m < 4; ++m) {
-        for (int h = 0; h < 2; ++h) {
-          r[4 * m + 2 * h] =
-              _mm512_unpacklo_epi16(a[4 * m + h], a[4 * m + 2 + h]);
-          r[4 * m + 2 * h + 1] =
-              _mm512_unpackhi_epi16(a[4 * m + h], a[4 * m + 2 + h]);
-        }
-      }
-      /* a[8 n + e]: rows 8n..8n+7 (64-bit), columns 2e, 2e+1. */
-      for (int n = 0; n < 2; ++n) {
-        for (int q = 0; q < 4; ++q) {
-          a[8 * n + 2 * q] =
-              _mm512_unpacklo_epi32(r[8 * n + q], r[8 * n + 4 + q]);
-          a[8 * n + 2 * q + 1] =
-              _mm512_unpackhi_epi32(r[8 * n + q], r[8 * n + 4 + q]);
-        }
-      }
-      /* r[j]: column j, rows 0..15. */
-      for (int e = 0; e < 8; ++e) {
-        r[2 * e] = _mm512_unpacklo_epi64(a[e], a[8 + e]);
-        r[2 * e + 1] = _mm512_unpackhi_epi64(a[e], a[8 + e]);
-      }
-#define CLICKTRAIN_STORE_LANE(b)                                              \
-  for (size_t j = 0; j < 16 && 16 * (b) + j < column_count; ++j) {            \
-    uint8_t* target =                                                         \
-        destination + (c0 + 16 * (b) + j) * destination_stride + r0;          \
-    const __m128i column = _mm512_extracti32x4_epi32(r[j], (b));              \
-    if (row_count == 16) {                                                    \
-      _mm_storeu_si128((__m128i*)target, column);                             \
-    } else {                                                                  \
-      _mm_mask_storeu_epi8(target, row_mask, column);                         \
-    }                                                                         \
-  }
-      CLICKTRAIN_STORE_LANE(0)
-      CLICKTRAIN_STORE_LANE(1)
-      CLICKTRAIN_STORE_LANE(2)
-      CLICKTRAIN_STORE_LANE(3)
-#undef CLICKTRAIN_STORE_LANE
+    const uint8_t* block_rows[16];
+    for (size_t i = 0; i < row_count; ++i) {
+      block_rows[i] = source + (r0 + i) * source_stride;
     }
+    transpose_rows(block_rows, row_count, columns, destination + r0,
+                   destination_stride, flip_bytes);
+  }
+}
+
+static void gather_transpose(size_t rows, size_t columns,
+                             const uint8_t* const* sources,
+                             uint8_t* destination, size_t destination_stride,
+                             uint8_t flip) {
+  const __m512i flip_bytes = _mm512_set1_epi8((char)flip);
+  for (size_t r0 = 0; r0 < rows; r0 += 16) {
+    const size_t row_count = rows - r0 < 16 ? rows - r0 : 16;
+    transpose_rows(sources + r0, row_count, columns, destination + r0,
+                   destination_stride, flip_bytes);
   }
 }
 
@@ -213,6 +283,7 @@ const clicktrain_s8_patconv_ukernels
         .pack = pack,
         .compute = compute,
         .transpose = transpose,
+        .gather_transpose = gather_transpose,
 };
 
 #endif

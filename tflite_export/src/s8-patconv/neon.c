@@ -139,6 +139,7 @@ const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__neon = {
     .pack = pack_wide,
     .compute = compute_wide,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
+    .gather_transpose = clicktrain_x8_gather_transpose_ukernel__scalar,
 };
 
 /* ---- neondot: s8 taps per pixel, SDOT. */
@@ -221,6 +222,7 @@ const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__neondot = {
     .pack = pack_dot,
     .compute = compute_dot,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
+    .gather_transpose = clicktrain_x8_gather_transpose_ukernel__scalar,
 };
 
 #endif

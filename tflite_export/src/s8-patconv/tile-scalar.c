@@ -77,44 +77,69 @@ static void swap_bits(uint64_t* a, uint64_t* b, int width, uint64_t low_mask) {
   *b = ((x >> width) & low_mask) | (y & ~low_mask);
 }
 
-void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns, const uint8_t* source,
-                      size_t source_stride, uint8_t* destination,
-                      size_t destination_stride, uint8_t flip) {
-  const uint64_t flip8 = 0x0101010101010101ull * flip;
-  size_t r = 0;
-  for (; r + 8 <= rows; r += 8) {
-    size_t c = 0;
-    for (; c + 8 <= columns; c += 8) {
-      uint64_t v[8];
-      for (int i = 0; i < 8; ++i) {
-        v[i] = load64(source + (r + i) * source_stride + c) ^ flip8;
-      }
-      for (int i = 0; i < 8; i += 2) {
-        swap_bits(&v[i], &v[i + 1], 8, 0x00FF00FF00FF00FFull);
-      }
-      for (int i = 0; i < 8; i += 4) {
-        swap_bits(&v[i], &v[i + 2], 16, 0x0000FFFF0000FFFFull);
-        swap_bits(&v[i + 1], &v[i + 3], 16, 0x0000FFFF0000FFFFull);
-      }
-      for (int i = 0; i < 4; ++i) {
-        swap_bits(&v[i], &v[i + 4], 32, 0x00000000FFFFFFFFull);
-      }
-      for (int i = 0; i < 8; ++i) {
-        memcpy(destination + (c + i) * destination_stride + r, &v[i], 8);
+/* Up to 8 rows (rows[i] for i < row_count) x `columns`: 8 x 8 byte blocks
+ * transposed in 64-bit words when all 8 rows are there, else byte by byte. */
+static void transpose_rows(const uint8_t* const* rows, size_t row_count,
+                           size_t columns, uint8_t* destination,
+                           size_t destination_stride, uint8_t flip) {
+  if (row_count < 8) {
+    for (size_t i = 0; i < row_count; ++i) {
+      for (size_t c = 0; c < columns; ++c) {
+        destination[c * destination_stride + i] = rows[i][c] ^ flip;
       }
     }
-    for (; c < columns; ++c) {
-      for (size_t i = 0; i < 8; ++i) {
-        destination[c * destination_stride + r + i] =
-            source[(r + i) * source_stride + c] ^ flip;
-      }
+    return;
+  }
+  const uint64_t flip8 = 0x0101010101010101ull * flip;
+  size_t c = 0;
+  for (; c + 8 <= columns; c += 8) {
+    uint64_t v[8];
+    for (int i = 0; i < 8; ++i) v[i] = load64(rows[i] + c) ^ flip8;
+    for (int i = 0; i < 8; i += 2) {
+      swap_bits(&v[i], &v[i + 1], 8, 0x00FF00FF00FF00FFull);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      swap_bits(&v[i], &v[i + 2], 16, 0x0000FFFF0000FFFFull);
+      swap_bits(&v[i + 1], &v[i + 3], 16, 0x0000FFFF0000FFFFull);
+    }
+    for (int i = 0; i < 4; ++i) {
+      swap_bits(&v[i], &v[i + 4], 32, 0x00000000FFFFFFFFull);
+    }
+    for (int i = 0; i < 8; ++i) {
+      memcpy(destination + (c + i) * destination_stride, &v[i], 8);
     }
   }
-  for (; r < rows; ++r) {
-    for (size_t c = 0; c < columns; ++c) {
-      destination[c * destination_stride + r] =
-          source[r * source_stride + c] ^ flip;
+  for (; c < columns; ++c) {
+    for (size_t i = 0; i < 8; ++i) {
+      destination[c * destination_stride + i] = rows[i][c] ^ flip;
     }
+  }
+}
+
+void clicktrain_x8_transpose_ukernel__scalar(size_t rows, size_t columns,
+                                             const uint8_t* source,
+                                             size_t source_stride,
+                                             uint8_t* destination,
+                                             size_t destination_stride,
+                                             uint8_t flip) {
+  for (size_t r = 0; r < rows; r += 8) {
+    const size_t row_count = rows - r < 8 ? rows - r : 8;
+    const uint8_t* block_rows[8];
+    for (size_t i = 0; i < row_count; ++i) {
+      block_rows[i] = source + (r + i) * source_stride;
+    }
+    transpose_rows(block_rows, row_count, columns, destination + r,
+                   destination_stride, flip);
+  }
+}
+
+void clicktrain_x8_gather_transpose_ukernel__scalar(
+    size_t rows, size_t columns, const uint8_t* const* sources,
+    uint8_t* destination, size_t destination_stride, uint8_t flip) {
+  for (size_t r = 0; r < rows; r += 8) {
+    const size_t row_count = rows - r < 8 ? rows - r : 8;
+    transpose_rows(sources + r, row_count, columns, destination + r,
+                   destination_stride, flip);
   }
 }
 
@@ -125,4 +150,5 @@ const clicktrain_s8_patconv_ukernels clicktrain_s8_patconv_ukernels__scalar = {
     .pack = pack,
     .compute = compute,
     .transpose = clicktrain_x8_transpose_ukernel__scalar,
+    .gather_transpose = clicktrain_x8_gather_transpose_ukernel__scalar,
 };
