@@ -35,8 +35,14 @@ are random (speed and size do not depend on their values). Timing: median
 (or, with `--statistic min` on a loaded machine, min) of interleaved samples,
 each the mean of enough invokes to last ~20 ms.
 
+Size: per network, the bytes of the 3x3 convs' weights in the dense fp32
+file against every constant input of the int8 pattern ops in the
+`decide_by="size"` file (values, masks, run lengths, kernel input channels,
+filter scales, bias), next to issue 10's goal of 1.2 / (4 x compression).
+
 Usage: python benchmarks/int8_speed.py [--rounds 9] [--compression 8]
-       [--statistic min] [--skip_models] [--skip_layers] [--peak_gops 454.4]
+       [--statistic min] [--skip_models] [--skip_layers] [--size_only]
+       [--peak_gops 454.4]
 """
 
 import argparse
@@ -61,6 +67,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pattern_conv_speed import pattern_sparsify  # noqa: E402
 from pattern_conv_speed import time_interleaved  # noqa: E402
 
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+
+from tf_clicktrain.tflite import int8_pattern_rewrite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
 
 NETWORKS = (  # (name, build, input shape, leave the first conv dense)
@@ -188,6 +197,69 @@ def print_layer_rows(rows, compression, rounds, peak_gops):
                   f"({100 * ours_gops / peak_gops:.0f}%) | {'yes' if exact else 'NO'} |")
 
 
+# The int8 pattern-conv op's constant inputs (input 0 is the activations).
+INT8_OP_INPUTS = {1: "index", 2: "index", 3: "index", 4: "values", 5: "scales", 6: "scales"}
+
+
+def _constant_bytes(model, subgraph, tensor_index):
+    if tensor_index < 0:
+        return 0
+    data = model.buffers[subgraph.tensors[tensor_index].buffer].data
+    return 0 if data is None else len(data)
+
+
+def conv3x3_bytes(dense_fp32, pattern_int8):
+    """Bytes of the 3x3 convs' weights in two files of one network.
+
+    Returns (fp32 bytes, {"values", "index", "scales": bytes}): the fp32
+    file's 3x3 CONV_2D filters, and every constant input of the int8 file's
+    pattern-conv ops: int8 values; pattern masks, run lengths and kernel
+    input channels ("index"); per-channel filter scales and int32 bias
+    ("scales").
+    """
+    fp32 = 0
+    model = schema.ModelT.InitFromPackedBuf(bytearray(dense_fp32), 0)
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin != schema.BuiltinOperator.CONV_2D:
+                continue
+            shape = list(subgraph.tensors[op.inputs[1]].shape)
+            if shape[1:3] == [3, 3]:
+                fp32 += _constant_bytes(model, subgraph, op.inputs[1])
+    parts = dict.fromkeys(("values", "index", "scales"), 0)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(pattern_int8), 0)
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if (code.customCode or b"").decode() != int8_pattern_rewrite.OP_NAME:
+                continue
+            for position, part in INT8_OP_INPUTS.items():
+                if position < len(op.inputs):
+                    parts[part] += _constant_bytes(model, subgraph, op.inputs[position])
+    return fp32, parts
+
+
+def print_size_rows(rows, compression):
+    print(f"\n3x3 conv weights, fp32 dense file vs every constant of the int8 pattern "
+          f"ops (`decide_by=\"size\"`); goal: int8 bytes <= 1.2 / (4 x {compression:g}) of "
+          f"the fp32 bytes")
+    print("| model | fp32 3x3 weights MB | int8 values MB | masks + run lengths + channel "
+          "indices MB | scales + bias MB | int8 total / fp32 | goal | values-only "
+          "compression |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    bound = 1.2 / (4 * compression)
+    for name, fp32, parts in rows:
+        total = sum(parts.values())
+        ratio = total / fp32
+        print(f"| {name} | {fp32 / 2**20:.3f} | {parts['values'] / 2**20:.3f} | "
+              f"{parts['index'] / 2**20:.3f} | {parts['scales'] / 2**20:.3f} | "
+              f"**{ratio:.4f}** (1 / {1 / ratio:.1f}) | {bound:.4f} "
+              f"({'met' if ratio <= bound else 'missed'}) | "
+              f"{fp32 / 4 / parts['values']:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="samples per file")
@@ -201,6 +273,8 @@ def main():
                         help="time the whole models only")
     parser.add_argument("--peak_gops", type=float, default=454.4,
                         help="the core's int8 dot-product peak, GOPS")
+    parser.add_argument("--size_only", action="store_true",
+                        help="of the whole models, print the 3x3 weight bytes only")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     if not args.skip_layers:
@@ -209,8 +283,13 @@ def main():
     if args.skip_models:
         return
     rows = []
+    size_rows = []
     for name, build, shape, first_conv_dense in NETWORKS:
         files = build_files(build, shape, first_conv_dense, args.compression, rng)
+        size_rows.append((name, *conv3x3_bytes(files["dense fp32"],
+                                               files["pattern int8 custom"])))
+        if args.size_only:
+            continue
         image = rng.uniform(0, 1, (1, *shape)).astype(np.float32)
         invokes = {}
         for kind, tflite_bytes in files.items():
@@ -228,6 +307,9 @@ def main():
                          pattern_ops))
         print(f"done: {name}", file=sys.stderr)
 
+    print_size_rows(size_rows, args.compression)
+    if args.size_only:
+        return
     print(f"\n1 thread, batch 1, 3x3 convs at {args.compression:g}x, {args.statistic} of "
           f"{args.rounds} interleaved samples, wall time and the calling thread's CPU time")
     print("| model | file | wall ms | CPU ms | vs dense fp32 (CPU) | vs dense int8 (wall) | "
