@@ -56,6 +56,13 @@ size_t clicktrain_s8_patdwconv_available_ukernels(
     if (count < capacity) sets[count] = &clicktrain_s8_patdwconv_ukernels__avx2;
     ++count;
   }
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+    if (count < capacity) {
+      sets[count] = &clicktrain_s8_patdwconv_ukernels__avx512vnni;
+    }
+    ++count;
+  }
 #endif
   return count;
 }

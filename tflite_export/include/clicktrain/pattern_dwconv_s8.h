@@ -105,6 +105,10 @@ extern const clicktrain_s8_patdwconv_ukernels
 /* AVX2: int16 taps, VPMADDWD over tap pairs, 16 channels per group. */
 extern const clicktrain_s8_patdwconv_ukernels
     clicktrain_s8_patdwconv_ukernels__avx2;
+/* AVX-512 F/BW/VL + VNNI: the pair interleaved by VPERMW, VPDPWSSD, 64-bit
+ * requantization with VPSRAVQ; its name is "avx512". */
+extern const clicktrain_s8_patdwconv_ukernels
+    clicktrain_s8_patdwconv_ukernels__avx512vnni;
 #endif
 
 /* The variants this CPU runs, slowest first; returns their count. */
@@ -112,7 +116,7 @@ size_t clicktrain_s8_patdwconv_available_ukernels(
     const clicktrain_s8_patdwconv_ukernels** sets, size_t capacity);
 
 /* The fastest variant, chosen once per process; TF_CLICKTRAIN_KERNELS
- * (scalar, avx2) overrides it when this CPU runs it. */
+ * (scalar, avx2, avx512) overrides it when this CPU runs it. */
 const clicktrain_s8_patdwconv_ukernels*
 clicktrain_s8_patdwconv_select_ukernels(void);
 
