@@ -42,6 +42,47 @@ static inline __m512i round_shift(__m512i product, __m512i rounding,
   return _mm512_srav_epi64(rounded, right_shift);
 }
 
+typedef struct requantization {
+  __m512i left_shift, multiplier, multiplier_odd;
+  __m512i shift_even, shift_odd, rounding_even, rounding_odd;
+  __m512i negative_even, negative_odd, zero_point;
+  __m128i bytes_order, low_clamp, high_clamp;
+} requantization;
+
+/* Tap pair p of a pixel, interleaved in the group's lane order. */
+static inline __m512i load_pair(const int8_t* const* addresses,
+                                const int* taps, uint32_t p, size_t base,
+                                __mmask16 mask, __m512i order) {
+  const __m128i a = _mm_maskz_loadu_epi8(mask, addresses[taps[2 * p]] + base);
+  const __m128i b = _mm_maskz_loadu_epi8(mask, addresses[taps[2 * p + 1]] + base);
+  const __m512i words = _mm512_cvtepi8_epi16(
+      _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+  return _mm512_permutexvar_epi16(order, words);
+}
+
+/* TFLite's requantization of 16 sums in lane order, plus the zero point. */
+static inline __m512i requantize(__m512i acc, const requantization* q) {
+  const __m512i x = _mm512_sllv_epi32(acc, q->left_shift);
+  const __m512i even = round_shift(_mm512_mul_epi32(x, q->multiplier),
+                                   q->rounding_even, q->negative_even,
+                                   q->shift_even);
+  const __m512i odd = round_shift(
+      _mm512_mul_epi32(_mm512_srli_epi64(x, 32), q->multiplier_odd),
+      q->rounding_odd, q->negative_odd, q->shift_odd);
+  return _mm512_add_epi32(
+      _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)),
+      q->zero_point);
+}
+
+/* Saturated to int8, in channel order, clamped, stored. */
+static inline void store(__m512i result, const requantization* q,
+                         __mmask16 mask, int8_t* destination) {
+  __m128i bytes =
+      _mm_shuffle_epi8(_mm512_cvtsepi32_epi8(result), q->bytes_order);
+  bytes = _mm_min_epi8(_mm_max_epi8(bytes, q->low_clamp), q->high_clamp);
+  _mm_mask_storeu_epi8(destination, mask, bytes);
+}
+
 static void row__avx512vnni(size_t pixels, size_t channels,
                             const int8_t* const* indirection,
                             const clicktrain_s8_patdwconv_group* groups,
@@ -73,30 +114,37 @@ static void row__avx512vnni(size_t pixels, size_t channels,
     const __m512i rounding_odd = wide_lanes(groups->rounding, 1);
     const __m512i negative_even = wide_lanes(groups->negative_rounding, 0);
     const __m512i negative_odd = wide_lanes(groups->negative_rounding, 1);
-    for (size_t pixel = 0; pixel < pixels; ++pixel) {
+    const requantization q = {left_shift,    multiplier,   multiplier_odd,
+                              shift_even,    shift_odd,    rounding_even,
+                              rounding_odd,  negative_even, negative_odd,
+                              zero_point,    bytes_order,  low_clamp,
+                              high_clamp};
+    size_t pixel = 0;
+    /* Two pixels at a time: two independent VPDPWSSD chains per weight. */
+    for (; pixel + 2 <= pixels; pixel += 2) {
+      const int8_t* const* first = indirection + pixel * 9;
+      const int8_t* const* second = first + 9;
+      __m512i acc0 = bias, acc1 = bias;
+      for (uint32_t p = 0; p < pairs; ++p) {
+        const __m512i w = _mm512_load_si512(weights + p);
+        acc0 = _mm512_dpwssd_epi32(
+            acc0, load_pair(first, taps, p, base, mask, order), w);
+        acc1 = _mm512_dpwssd_epi32(
+            acc1, load_pair(second, taps, p, base, mask, order), w);
+      }
+      store(requantize(acc0, &q), &q, mask, output + pixel * channels + base);
+      store(requantize(acc1, &q), &q, mask,
+            output + (pixel + 1) * channels + base);
+    }
+    for (; pixel < pixels; ++pixel) {
       const int8_t* const* addresses = indirection + pixel * 9;
       __m512i acc = bias;
       for (uint32_t p = 0; p < pairs; ++p) {
-        const __m128i a = _mm_maskz_loadu_epi8(mask, addresses[taps[2 * p]] + base);
-        const __m128i b =
-            _mm_maskz_loadu_epi8(mask, addresses[taps[2 * p + 1]] + base);
-        const __m512i words = _mm512_cvtepi8_epi16(
-            _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
-        acc = _mm512_dpwssd_epi32(acc, _mm512_permutexvar_epi16(order, words),
-                                  _mm512_load_si512(weights + p));
+        acc = _mm512_dpwssd_epi32(
+            acc, load_pair(addresses, taps, p, base, mask, order),
+            _mm512_load_si512(weights + p));
       }
-      const __m512i x = _mm512_sllv_epi32(acc, left_shift);
-      const __m512i even = round_shift(_mm512_mul_epi32(x, multiplier),
-                                       rounding_even, negative_even, shift_even);
-      const __m512i odd = round_shift(
-          _mm512_mul_epi32(_mm512_srli_epi64(x, 32), multiplier_odd),
-          rounding_odd, negative_odd, shift_odd);
-      const __m512i result = _mm512_add_epi32(
-          _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)),
-          zero_point);
-      __m128i bytes = _mm_shuffle_epi8(_mm512_cvtsepi32_epi8(result), bytes_order);
-      bytes = _mm_min_epi8(_mm_max_epi8(bytes, low_clamp), high_clamp);
-      _mm_mask_storeu_epi8(output + pixel * channels + base, mask, bytes);
+      store(requantize(acc, &q), &q, mask, output + pixel * channels + base);
     }
   }
 }
