@@ -251,8 +251,10 @@ def _depthwise_variants_for_this_cpu():
     variants = ["scalar"]
     if " avx2" in flags:
         variants.append("avx2")
-    if all(f" {flag}" in flags for flag in ("avx512f", "avx512bw")):
+    if all(f" {flag}" in flags for flag in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")):
         variants.append("avx512")
+    if os.uname().machine == "aarch64":
+        variants.append("neon")
     return variants
 
 

@@ -63,6 +63,9 @@ size_t clicktrain_s8_patdwconv_available_ukernels(
     }
     ++count;
   }
+#elif defined(__aarch64__)
+  if (count < capacity) sets[count] = &clicktrain_s8_patdwconv_ukernels__neon;
+  ++count;
 #endif
   return count;
 }

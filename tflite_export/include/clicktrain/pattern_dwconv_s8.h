@@ -110,13 +110,18 @@ extern const clicktrain_s8_patdwconv_ukernels
 extern const clicktrain_s8_patdwconv_ukernels
     clicktrain_s8_patdwconv_ukernels__avx512vnni;
 #endif
+#if defined(__aarch64__)
+/* NEON: int16 taps and SMLAL, SQRDMULH requantization; on every arm64 CPU. */
+extern const clicktrain_s8_patdwconv_ukernels
+    clicktrain_s8_patdwconv_ukernels__neon;
+#endif
 
 /* The variants this CPU runs, slowest first; returns their count. */
 size_t clicktrain_s8_patdwconv_available_ukernels(
     const clicktrain_s8_patdwconv_ukernels** sets, size_t capacity);
 
 /* The fastest variant, chosen once per process; TF_CLICKTRAIN_KERNELS
- * (scalar, avx2, avx512) overrides it when this CPU runs it. */
+ * (scalar, avx2, avx512, neon) overrides it when this CPU runs it. */
 const clicktrain_s8_patdwconv_ukernels*
 clicktrain_s8_patdwconv_select_ukernels(void);
 
