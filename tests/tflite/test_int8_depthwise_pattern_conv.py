@@ -163,6 +163,32 @@ def test_dilated_layer_matches_litert_reference(qat_files, dilation):
         _reference(dilated, inputs))
 
 
+def test_file_with_both_int8_pattern_ops_matches_litert_reference():
+    # A 3x3 conv then a depthwise conv, each its int8 custom op. (No
+    # builtin conv after them: XNNPACK's int8 conv, which runs builtins in
+    # ct.tflite.Interpreter, may differ from the reference kernel by 1.)
+    rng = np.random.default_rng(12)
+    model = keras.Sequential([
+        keras.Input((12, 12, 8)),
+        keras.layers.Conv2D(24, 3, padding="same", activation="relu6"),
+        keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu6"),
+    ])
+    conv, depthwise = model.layers[0], model.layers[1]
+    _sparsify(depthwise, rng)
+    keep = np.zeros((3, 3, 8, 24), np.float32)
+    keep[1, :, :, :] = 1.0  # one 3-tap pattern in every kernel
+    conv.kernel.assign(conv.kernel.numpy() * keep)
+    qat = ct.quantize_model(model)
+    qat(rng.normal(0, 1, (16, 12, 12, 8)).astype("float32"), training=True)
+    builtin, custom, reports = _convert_both(qat)
+    replaced = sorted(report.custom_op for report in reports if report.replaced)
+    assert replaced == [int8_pattern_rewrite.OP_NAME, OP_NAME], reports
+    inputs = rng.integers(-128, 128, (1, 12, 12, 8)).astype(np.int8)
+    np.testing.assert_array_equal(
+        _run(ct.tflite.Interpreter(model_content=custom, num_threads=1), inputs),
+        _reference(builtin, inputs))
+
+
 def test_custom_ops_false_keeps_builtin_depthwise(qat_files):
     builtin, _, _ = qat_files
     assert ct.tflite.count_pattern_ops(builtin) == 0
