@@ -358,6 +358,10 @@ int main(void) {
   check_layer(64, 64, 1, 1, 1, 14, 0);
   check_layer(32, 48, 2, 1, 1, 17, 0);
   check_layer(40, 24, 2, 2, 0, 12, 1);
+  /* Planes above 256 KB: several bands, each filling its planes from the
+   * input rows below the previous band's. */
+  check_layer(96, 8, 1, 1, 1, 60, 0);
+  check_layer(96, 8, 2, 1, 1, 110, 0);
   check_requantization_extremes();
   {
     const clicktrain_s8_patconv_ukernels* sets[8];
