@@ -294,7 +294,7 @@ def test_interleaved_samples_rotate_and_thread_time_leaves_out_waiting():
 
     def waiting():
         calls.append("waiting")
-        time.sleep(0.002)
+        time.sleep(0.02)
 
     wall, thread = speed_decision.interleaved_samples(
         {"working": working, "waiting": waiting}, rounds=3, sample_seconds=0.0,
@@ -305,7 +305,8 @@ def test_interleaved_samples_rotate_and_thread_time_leaves_out_waiting():
     assert calls[4:] == ["working", "waiting", "waiting", "working", "working", "waiting"]
     assert [len(wall[name]) for name in ("working", "waiting")] == [3, 3]
     assert [len(thread[name]) for name in ("working", "waiting")] == [3, 3]
-    assert min(wall["waiting"]) >= 0.002
-    assert max(thread["waiting"]) < 0.001  # Sleeping takes no CPU time.
+    assert min(wall["waiting"]) >= 0.02
+    # Sleeping takes no CPU time (the margin absorbs a loaded machine).
+    assert max(thread["waiting"]) < 0.005
     samples = speed_decision.interleaved_samples({"working": working}, 2, 0.0)
     assert list(samples) == ["working"] and len(samples["working"]) == 2
