@@ -2,7 +2,8 @@
 
 Each seed is a file from `tf_clicktrain.tflite.convert` (small pattern-sparse
 Keras models: conv, depthwise, strides, dilation, VALID padding, chains,
-a model without pattern ops) or one with its first pattern op's custom
+a model without pattern ops; float files and full-integer int8 files with the
+int8 pattern ops) or one with its first pattern op's custom
 options enlarged (a valid map padded with a long blob, at and beyond the
 size the delegate accepts), followed by the fuzzer's control byte.
 
@@ -67,6 +68,25 @@ def _models():
     yield "no_pattern_op", [keras.Input((4, 4, 2)), layers.Conv2D(3, 1), layers.Flatten(), layers.Dense(2)]
 
 
+# Float seeds also written as full-integer int8 files.
+_INT8_SEEDS = ("conv_same", "conv_stride2", "depthwise_relu6", "chain")
+
+
+def _int8_file(model, rng):
+    shape = (8, *model.input_shape[1:])
+
+    def representative_dataset():
+        for _ in range(4):
+            yield [rng.standard_normal(shape).astype(np.float32)]
+
+    # Every candidate replaced, depthwise included (its compact form is about
+    # as large as the dense int8 filter).
+    return ct_tflite.convert(
+        model, representative_dataset=representative_dataset, decide_by="size",
+        max_size_ratio=4.0,
+    )
+
+
 def _with_large_options(tflite_bytes, size):
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
     for subgraph in model.subgraphs:
@@ -90,6 +110,8 @@ def main(output_dir):
         model = _sparsify(keras.Sequential(layers), rng)
         # Every candidate replaced: the seeds must hold the custom ops.
         seeds[name] = ct_tflite.convert(model, decide_by="size")
+        if name in _INT8_SEEDS:
+            seeds[f"{name}_int8"] = _int8_file(model, rng)
     for size in (4000, 5000, 65536):
         seeds[f"conv_same_options_{size}"] = _with_large_options(seeds["conv_same"], size)
     for index, (name, content) in enumerate(sorted(seeds.items())):
