@@ -21,6 +21,8 @@ later allocation fits. Tensors whose shape is only known while the model
 runs (dynamic tensors) are allocated during `invoke` and are not covered.
 """
 
+import math
+
 import numpy as np
 
 # Room for models whose declared shapes are placeholders (e.g. 0-element or
@@ -131,7 +133,9 @@ def _tensor_bytes(wrapper, subgraph):
     for i in range(wrapper.NumTensors(subgraph)):
         dtype = wrapper.TensorType(i, subgraph)
         itemsize = np.dtype(dtype).itemsize if dtype is not None else 1
-        sizes.append(int(np.prod(wrapper.TensorSize(i, subgraph), dtype=np.float64)) * itemsize)
+        # Python integers: a hostile shape's product overflows any fixed width.
+        elements = math.prod(max(int(d), 0) for d in wrapper.TensorSize(i, subgraph))
+        sizes.append(elements * itemsize)
     return sizes
 
 

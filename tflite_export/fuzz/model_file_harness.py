@@ -11,6 +11,7 @@ interpreter needs are imported (not the package's Keras side).
 any other exception is a bug, reported by aborting the process.
 """
 
+import math
 import os
 import sys
 import traceback
@@ -63,7 +64,7 @@ def _declared_bytes(interpreter):
     total = 0
     for detail in interpreter.get_tensor_details():
         itemsize = np.dtype(detail["dtype"]).itemsize if detail["dtype"] is not None else 8
-        total += int(np.prod(detail["shape"], dtype=np.float64)) * itemsize
+        total += math.prod(max(int(d), 0) for d in detail["shape"]) * itemsize
     return total
 
 
