@@ -16,27 +16,19 @@
 
 using clicktrain::AffordableThreads;
 using clicktrain::BudgetedThreads;
+using clicktrain::BuildS8Layer;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
 using clicktrain::ElementCount;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
+using clicktrain::S8LayerBytes;
 using clicktrain::TensorAt;
 using clicktrain::TypeSize;
 
 namespace {
 
-// Operator inputs, see the format in include/clicktrain/pattern_conv_s8.h.
-enum InputIndex {
-  kInput = 0,
-  kPatternMasks = 1,
-  kRunLengths = 2,
-  kKernelInputChannels = 3,
-  kValues = 4,
-  kBias = 5,
-  kFilterScales = 6,
-  kNumInputs = 7,
-};
+using namespace clicktrain::s8_pattern_input;  // NOLINT: the op's input names
 
 constexpr const char* kKernelName = "ClickTrainPatternConv2DInt8Kernel";
 constexpr size_t kErrorSize = 512;
@@ -66,97 +58,11 @@ struct PatternConvS8Node {
   }
 };
 
-// Bytes a layer of these tensor sizes holds, plus the values widened to
-// float once more while it is built: the structure (with the values
-// widened to float, as the float op's), the int8 values and four
-// per-filter arrays. SIZE_MAX on overflow.
-size_t LayerBytes(size_t masks, size_t kernels, size_t values,
-                  size_t output_channels) {
-  if (masks == SIZE_MAX || kernels == SIZE_MAX || values > SIZE_MAX / 16 ||
-      output_channels > SIZE_MAX / 32) {
-    return SIZE_MAX;
-  }
-  clicktrain_compact_tensors structure{};
-  structure.pattern_masks_count = masks;
-  structure.kernel_input_channels_count = kernels;
-  structure.values_count = values;
-  size_t bytes = clicktrain_pattern_weights_bytes(&structure, output_channels);
-  if (__builtin_add_overflow(bytes, values * (1 + sizeof(float)) +
-                                        4 * output_channels * sizeof(int32_t),
-                             &bytes)) {
-    return SIZE_MAX;
-  }
-  return bytes;
-}
-
 TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
-  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
-  size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
-  const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
-  const TfLiteTensor* runs = TensorAt(context, op->inputs[kRunLengths]);
-  const TfLiteTensor* channels =
-      TensorAt(context, op->inputs[kKernelInputChannels]);
-  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
-  const TfLiteTensor* scales = TensorAt(context, op->inputs[kFilterScales]);
-  if (CheckConstant(context, kKernelName, masks, "pattern_masks",
-                    kTfLiteUInt16, kTfLiteNoType, 1,
-                    masks_shape) != kTfLiteOk ||
-      CheckConstant(context, kKernelName, runs, "pattern_run_lengths",
-                    kTfLiteUInt8, kTfLiteUInt16, 2, runs_shape) != kTfLiteOk ||
-      CheckConstant(context, kKernelName, channels, "kernel_input_channels",
-                    kTfLiteUInt8, kTfLiteUInt16, 1,
-                    channels_shape) != kTfLiteOk ||
-      CheckConstant(context, kKernelName, values, "values", kTfLiteInt8,
-                    kTfLiteNoType, 1, values_shape) != kTfLiteOk ||
-      CheckConstant(context, kKernelName, scales, "filter_scales",
-                    kTfLiteFloat32, kTfLiteNoType, 1,
-                    scales_shape) != kTfLiteOk) {
+  if (BuildS8Layer(context, kKernelName, "int8 pattern", op->node_index,
+                   op->inputs.data(), op->options, &op->weights_budget,
+                   &op->layer) != kTfLiteOk) {
     return kTfLiteError;
-  }
-  const TfLiteTensor* bias = nullptr;
-  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
-    bias = TensorAt(context, op->inputs[kBias]);
-    if (CheckConstant(context, kKernelName, bias, "bias", kTfLiteInt32,
-                      kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
-      return kTfLiteError;
-    }
-  }
-  clicktrain_s8_compact_tensors tensors{};
-  tensors.structure.pattern_masks = masks->data;
-  tensors.structure.pattern_masks_count = masks_shape[0];
-  tensors.structure.pattern_run_lengths = runs->data;
-  tensors.structure.run_lengths_rows = runs_shape[0];
-  tensors.structure.run_lengths_columns = runs_shape[1];
-  tensors.structure.run_lengths_element_size = TypeSize(runs->type);
-  tensors.structure.kernel_input_channels = channels->data;
-  tensors.structure.kernel_input_channels_count = channels_shape[0];
-  tensors.structure.kernel_input_channels_element_size =
-      TypeSize(channels->type);
-  tensors.values = values->data;
-  tensors.values_count = values_shape[0];
-  tensors.bias = bias == nullptr ? nullptr : bias->data;
-  tensors.bias_count = bias_shape[0];
-  tensors.filter_scales = scales->data;
-  tensors.filter_scales_count = scales_shape[0];
-  // Reserved at Init from the same shapes; Resize keeps the share exact.
-  const size_t output_channels =
-      static_cast<size_t>(op->options.output_channels);
-  const size_t layer_bytes = LayerBytes(
-      masks_shape[0], channels_shape[0], values_shape[0], output_channels);
-  if (!op->weights_budget.Resize(layer_bytes)) {
-    return op->weights_budget.ReportRefusal(context, kKernelName,
-                                            op->node_index, "its weights",
-                                            layer_bytes);
-  }
-  char error[kErrorSize];
-  const int status = clicktrain_s8_layer_build(
-      &tensors, static_cast<size_t>(op->options.input_channels),
-      output_channels, &op->layer, error, sizeof(error));
-  // Building widened the values to float once more, briefly.
-  op->weights_budget.Return(values_shape[0] * sizeof(float));
-  if (status != 0) {
-    return ReportNodeError(context, kKernelName,
-                           "invalid int8 pattern weights: %s", error);
   }
   op->layer_ready = true;
   return kTfLiteOk;
@@ -204,7 +110,7 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     return op;
   }
   if (op->inputs.size() == kNumInputs) {
-    const size_t layer_bytes = LayerBytes(
+    const size_t layer_bytes = S8LayerBytes(
         ElementCount(TensorAt(context, op->inputs[kPatternMasks])),
         ElementCount(TensorAt(context, op->inputs[kKernelInputChannels])),
         ElementCount(TensorAt(context, op->inputs[kValues])),
@@ -424,3 +330,107 @@ TfLiteRegistration ClickTrainPatternConvS8Registration() {
   registration.version = 1;
   return registration;
 }
+
+namespace clicktrain {
+
+// Bytes a layer of these tensor sizes holds, plus the values widened to
+// float once more while it is built: the structure (with the values
+// widened to float, as the float op's), the int8 values and four
+// per-filter arrays. SIZE_MAX on overflow.
+size_t S8LayerBytes(size_t masks, size_t kernels, size_t values,
+                  size_t output_channels) {
+  if (masks == SIZE_MAX || kernels == SIZE_MAX || values > SIZE_MAX / 16 ||
+      output_channels > SIZE_MAX / 32) {
+    return SIZE_MAX;
+  }
+  clicktrain_compact_tensors structure{};
+  structure.pattern_masks_count = masks;
+  structure.kernel_input_channels_count = kernels;
+  structure.values_count = values;
+  size_t bytes = clicktrain_pattern_weights_bytes(&structure, output_channels);
+  if (__builtin_add_overflow(bytes, values * (1 + sizeof(float)) +
+                                        4 * output_channels * sizeof(int32_t),
+                             &bytes)) {
+    return SIZE_MAX;
+  }
+  return bytes;
+}
+
+TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
+                          const char* weights_name, int node_index,
+                          const int* inputs, const clicktrain_op_options& options,
+                          BudgetShare* weights_budget, clicktrain_s8_layer* layer) {
+  using namespace s8_pattern_input;  // NOLINT
+  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
+  size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
+  const TfLiteTensor* masks = TensorAt(context, inputs[kPatternMasks]);
+  const TfLiteTensor* runs = TensorAt(context, inputs[kRunLengths]);
+  const TfLiteTensor* channels =
+      TensorAt(context, inputs[kKernelInputChannels]);
+  const TfLiteTensor* values = TensorAt(context, inputs[kValues]);
+  const TfLiteTensor* scales = TensorAt(context, inputs[kFilterScales]);
+  if (CheckConstant(context, kernel_name, masks, "pattern_masks",
+                    kTfLiteUInt16, kTfLiteNoType, 1,
+                    masks_shape) != kTfLiteOk ||
+      CheckConstant(context, kernel_name, runs, "pattern_run_lengths",
+                    kTfLiteUInt8, kTfLiteUInt16, 2, runs_shape) != kTfLiteOk ||
+      CheckConstant(context, kernel_name, channels, "kernel_input_channels",
+                    kTfLiteUInt8, kTfLiteUInt16, 1,
+                    channels_shape) != kTfLiteOk ||
+      CheckConstant(context, kernel_name, values, "values", kTfLiteInt8,
+                    kTfLiteNoType, 1, values_shape) != kTfLiteOk ||
+      CheckConstant(context, kernel_name, scales, "filter_scales",
+                    kTfLiteFloat32, kTfLiteNoType, 1,
+                    scales_shape) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* bias = nullptr;
+  if (inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, inputs[kBias]);
+    if (CheckConstant(context, kernel_name, bias, "bias", kTfLiteInt32,
+                      kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  clicktrain_s8_compact_tensors tensors{};
+  tensors.structure.pattern_masks = masks->data;
+  tensors.structure.pattern_masks_count = masks_shape[0];
+  tensors.structure.pattern_run_lengths = runs->data;
+  tensors.structure.run_lengths_rows = runs_shape[0];
+  tensors.structure.run_lengths_columns = runs_shape[1];
+  tensors.structure.run_lengths_element_size = TypeSize(runs->type);
+  tensors.structure.kernel_input_channels = channels->data;
+  tensors.structure.kernel_input_channels_count = channels_shape[0];
+  tensors.structure.kernel_input_channels_element_size =
+      TypeSize(channels->type);
+  tensors.values = values->data;
+  tensors.values_count = values_shape[0];
+  tensors.bias = bias == nullptr ? nullptr : bias->data;
+  tensors.bias_count = bias_shape[0];
+  tensors.filter_scales = scales->data;
+  tensors.filter_scales_count = scales_shape[0];
+  // Reserved at Init from the same shapes; Resize keeps the share exact.
+  const size_t output_channels =
+      static_cast<size_t>(options.output_channels);
+  const size_t layer_bytes = S8LayerBytes(
+      masks_shape[0], channels_shape[0], values_shape[0], output_channels);
+  if (!weights_budget->Resize(layer_bytes)) {
+    return weights_budget->ReportRefusal(context, kernel_name,
+                                            node_index, "its weights",
+                                            layer_bytes);
+  }
+  char error[512];
+  const int status = clicktrain_s8_layer_build(
+      &tensors, static_cast<size_t>(options.input_channels),
+      output_channels, layer, error, sizeof(error));
+  // Building widened the values to float once more, briefly.
+  weights_budget->Return(values_shape[0] * sizeof(float));
+  if (status != 0) {
+    return ReportNodeError(context, kernel_name, "invalid %s weights: %s",
+                           weights_name, error);
+  }
+  return kTfLiteOk;
+}
+
+
+}  // namespace clicktrain
