@@ -9,6 +9,15 @@ interpreter needs are imported (not the package's Keras side).
 
 `run` returns normally or after the documented ValueError / RuntimeError;
 any other exception is a bug, reported by aborting the process.
+
+Replaying inputs in one process, as the fuzzer runs them (files of the
+fuzzer's format: a .tflite file and one control byte):
+
+    python fuzz/model_file_harness.py <file>...
+    python fuzz/model_file_harness.py --ring <directory>   # see input_ring.py
+
+Without TF_CLICKTRAIN_TFLITE_LIBRARY this loads the uninstrumented library,
+so it runs under valgrind.
 """
 
 import math
@@ -81,6 +90,18 @@ def _resized(shape, mode):
     return None
 
 
+def run_input(data):
+    """Runs one fuzzer input: a .tflite file followed by one control byte.
+
+    Control bits 0-1 pick 1-4 threads, bits 2-3 the resize mode (see
+    `_resized`), bit 4 LiteRT's default delegates (XNNPACK).
+    """
+    if not data:
+        return
+    control = data[-1]
+    run(data[:-1], 1 + (control & 3), (control >> 2) & 3, (control >> 4) & 1)
+
+
 def run(content, threads, resize_mode, default_delegates):
     """Loads, prepares, runs, resizes and reruns the model in `content`."""
     try:
@@ -121,3 +142,21 @@ def _run(content, threads, resize_mode, default_delegates):
     interpreter.allocate_tensors()
     if _fill_inputs(interpreter, rng):
         interpreter.invoke()
+
+
+def _replay(paths):
+    for path in paths:
+        print(path, flush=True)
+        with open(path, "rb") as input_file:
+            run_input(input_file.read())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--ring"] and len(sys.argv) == 3:
+        import input_ring  # pylint: disable=import-error
+
+        _replay(input_ring.ring_inputs(sys.argv[2]))
+    elif len(sys.argv) > 1 and "--ring" not in sys.argv:
+        _replay(sys.argv[1:])
+    else:
+        sys.exit(f"usage: {sys.argv[0]} <file>... | --ring <directory>")
