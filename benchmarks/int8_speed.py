@@ -30,19 +30,22 @@ round by round:
 
 Networks: the main job's VGG-style CNN (widths 16-16-32-32-64-64) on 28x28x1
 and ResNet-18 on 224x224x3, every 3x3 conv but the main job's first one
-pattern-sparse at 8x (4 of 9 weights kept, 72% of kernels removed). Weights
+pattern-sparse at 8x (4 of 9 weights kept, 72% of kernels removed), each
+kernel one of `--patterns` 4-of-9 patterns (8 unless told; prune_pattern
+keeps 4 per layer by default). Weights
 are random (speed and size do not depend on their values). Timing: median
 (or, with `--statistic min` on a loaded machine, min) of interleaved samples,
 each the mean of enough invokes to last ~20 ms.
 
 Size: per network, the bytes of the 3x3 convs' weights in the dense fp32
-file against every constant input of the int8 pattern ops in the
-`decide_by="size"` file (values, masks, run lengths, kernel input channels,
-filter scales, bias), next to issue 10's goal of 1.2 / (4 x compression).
+file against every constant input of the pattern ops in the
+`decide_by="size"` int8 and float files (values, pattern masks, kernel
+index, bias, int8 filter scales), next to issue 10's goal of
+1.2 / (4 x compression) for the int8 file.
 
 Usage: python benchmarks/int8_speed.py [--rounds 9] [--compression 8]
-       [--statistic min] [--skip_models] [--skip_layers] [--size_only]
-       [--peak_gops 454.4]
+       [--patterns 8] [--statistic min] [--skip_models] [--skip_layers]
+       [--size_only] [--peak_gops 454.4]
 """
 
 import argparse
@@ -64,11 +67,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import reference_models  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pattern_conv_speed import PATTERNS  # noqa: E402
 from pattern_conv_speed import pattern_sparsify  # noqa: E402
 from pattern_conv_speed import time_interleaved  # noqa: E402
 
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
+from tf_clicktrain.tflite import compact_format  # noqa: E402
 from tf_clicktrain.tflite import int8_pattern_rewrite  # noqa: E402
 from tf_clicktrain.tflite import speed_decision  # noqa: E402
 
@@ -96,11 +101,11 @@ def _invoker(interpreter, image):
     return interpreter.invoke
 
 
-def build_files(build, shape, first_conv_dense, compression, rng):
+def build_files(build, shape, first_conv_dense, compression, rng, patterns=PATTERNS):
     model = build()
     first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     first_weights = first.get_weights()
-    pattern_sparsify(model, compression, rng)
+    pattern_sparsify(model, compression, rng, patterns)
     if first_conv_dense:
         first.set_weights(first_weights)
     calibration = rng.uniform(0, 1, (CALIBRATION_IMAGES, 1, *shape)).astype(np.float32)
@@ -111,7 +116,9 @@ def build_files(build, shape, first_conv_dense, compression, rng):
 
     qat = ct.quantize_model(model)
     qat(calibration[:, 0], training=True)  # sets the activation ranges
-    return {
+    # Every pattern-sparse 3x3 conv a float pattern op, for the size table.
+    fp32_custom = _quietly(ct.tflite.convert, model, decide_by="size")
+    return fp32_custom, {
         "dense fp32": _quietly(ct.tflite.convert, model, custom_ops=False),
         "dense int8": _quietly(ct.tflite.convert, model, custom_ops=False,
                                representative_dataset=representative_dataset),
@@ -121,13 +128,13 @@ def build_files(build, shape, first_conv_dense, compression, rng):
     }
 
 
-def _single_conv_files(size, channels, outputs, stride, compression, rng):
+def _single_conv_files(size, channels, outputs, stride, compression, rng, patterns):
     """Builtin-only and custom-op int8 files of one pattern-sparse 3x3 conv."""
     model = keras.Sequential([
         keras.Input((size, size, channels)),
         keras.layers.Conv2D(outputs, 3, strides=stride, padding="same", activation="relu"),
     ])
-    pattern_sparsify(model, compression, rng)
+    pattern_sparsify(model, compression, rng, patterns)
     qat = ct.quantize_model(model)
     qat(rng.normal(0, 1, (CALIBRATION_IMAGES, size, size, channels)).astype(np.float32),
         training=True)
@@ -148,11 +155,12 @@ def _reference_output(tflite_bytes, inputs):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def layer_rows(compression, rounds, rng):
+def layer_rows(compression, rounds, rng, patterns):
     """Per layer: name, dense ops, bit-exactness and {clock: {statistic: (dense ms, ours ms)}}."""
     rows = []
     for size, channels, outputs, stride in RESNET18_LAYERS:
-        builtin, custom = _single_conv_files(size, channels, outputs, stride, compression, rng)
+        builtin, custom = _single_conv_files(size, channels, outputs, stride, compression, rng,
+                                             patterns)
         inputs = rng.integers(-128, 128, (1, size, size, channels)).astype(np.int8)
         xnnpack = litert_interpreter.Interpreter(model_content=builtin, num_threads=1)
         ours = ct.tflite.Interpreter(model_content=custom, num_threads=1)
@@ -197,8 +205,14 @@ def print_layer_rows(rows, compression, rounds, peak_gops):
                   f"({100 * ours_gops / peak_gops:.0f}%) | {'yes' if exact else 'NO'} |")
 
 
-# The int8 pattern-conv op's constant inputs (input 0 is the activations).
-INT8_OP_INPUTS = {1: "index", 2: "index", 3: "index", 4: "values", 5: "scales", 6: "scales"}
+# The pattern-conv ops' constant inputs in the compact format the exporter
+# writes (input 0 is the activations): pattern_masks, kernel_index, values,
+# bias and (int8) filter_scales.
+PATTERN_OP_INPUTS = {
+    int8_pattern_rewrite.OP_NAME: {1: "index", 2: "index", 3: "values", 4: "scales",
+                                   5: "scales"},
+    compact_format.CONV_OP_NAME: {1: "index", 2: "index", 3: "values", 4: "scales"},
+}
 
 
 def _constant_bytes(model, subgraph, tensor_index):
@@ -208,14 +222,13 @@ def _constant_bytes(model, subgraph, tensor_index):
     return 0 if data is None else len(data)
 
 
-def conv3x3_bytes(dense_fp32, pattern_int8):
+def conv3x3_bytes(dense_fp32, pattern_file, op_name):
     """Bytes of the 3x3 convs' weights in two files of one network.
 
     Returns (fp32 bytes, {"values", "index", "scales": bytes}): the fp32
-    file's 3x3 CONV_2D filters, and every constant input of the int8 file's
-    pattern-conv ops: int8 values; pattern masks, run lengths and kernel
-    input channels ("index"); per-channel filter scales and int32 bias
-    ("scales").
+    file's 3x3 CONV_2D filters, and every constant input of the pattern
+    file's `op_name` ops: values (int8 or float32); pattern masks and kernel
+    index ("index"); bias and, int8, per-channel filter scales ("scales").
     """
     fp32 = 0
     model = schema.ModelT.InitFromPackedBuf(bytearray(dense_fp32), 0)
@@ -229,35 +242,37 @@ def conv3x3_bytes(dense_fp32, pattern_int8):
             if shape[1:3] == [3, 3]:
                 fp32 += _constant_bytes(model, subgraph, op.inputs[1])
     parts = dict.fromkeys(("values", "index", "scales"), 0)
-    model = schema.ModelT.InitFromPackedBuf(bytearray(pattern_int8), 0)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(pattern_file), 0)
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            if (code.customCode or b"").decode() != int8_pattern_rewrite.OP_NAME:
+            if (code.customCode or b"").decode() != op_name:
                 continue
-            for position, part in INT8_OP_INPUTS.items():
+            for position, part in PATTERN_OP_INPUTS[op_name].items():
                 if position < len(op.inputs):
                     parts[part] += _constant_bytes(model, subgraph, op.inputs[position])
     return fp32, parts
 
 
-def print_size_rows(rows, compression):
-    print(f"\n3x3 conv weights, fp32 dense file vs every constant of the int8 pattern "
-          f"ops (`decide_by=\"size\"`); goal: int8 bytes <= 1.2 / (4 x {compression:g}) of "
-          f"the fp32 bytes")
-    print("| model | fp32 3x3 weights MB | int8 values MB | masks + run lengths + channel "
-          "indices MB | scales + bias MB | int8 total / fp32 | goal | values-only "
+def print_size_rows(rows, compression, patterns):
+    print(f"\n3x3 conv weights, fp32 dense file vs every constant of the pattern ops "
+          f"(`decide_by=\"size\"`), {patterns} patterns per layer; goal: int8 bytes "
+          f"<= 1.2 / (4 x {compression:g}) of the fp32 bytes")
+    print("| model | pattern file | fp32 3x3 weights MB | values MB | pattern masks + kernel "
+          "index MB | bias (+ scales) MB | total / fp32 | int8 goal | values-only "
           "compression |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     bound = 1.2 / (4 * compression)
-    for name, fp32, parts in rows:
+    for name, kind, fp32, parts in rows:
         total = sum(parts.values())
         ratio = total / fp32
-        print(f"| {name} | {fp32 / 2**20:.3f} | {parts['values'] / 2**20:.3f} | "
+        value_bytes = 1 if kind == "int8" else 4
+        goal = (f"{bound:.4f} ({'met' if ratio <= bound else 'missed'})" if kind == "int8"
+                else "")
+        print(f"| {name} | {kind} | {fp32 / 2**20:.3f} | {parts['values'] / 2**20:.3f} | "
               f"{parts['index'] / 2**20:.3f} | {parts['scales'] / 2**20:.3f} | "
-              f"**{ratio:.4f}** (1 / {1 / ratio:.1f}) | {bound:.4f} "
-              f"({'met' if ratio <= bound else 'missed'}) | "
-              f"{fp32 / 4 / parts['values']:.2f}x |")
+              f"**{ratio:.4f}** (1 / {1 / ratio:.1f}) | {goal} | "
+              f"{fp32 / value_bytes / parts['values']:.2f}x |")
 
 
 def main():
@@ -275,19 +290,27 @@ def main():
                         help="the core's int8 dot-product peak, GOPS")
     parser.add_argument("--size_only", action="store_true",
                         help="of the whole models, print the 3x3 weight bytes only")
+    parser.add_argument("--patterns", type=int, default=len(PATTERNS),
+                        choices=range(1, len(PATTERNS) + 1),
+                        help="patterns per layer (the first of pattern_conv_speed.PATTERNS); "
+                             "prune_pattern's default is 4")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    patterns = PATTERNS[:args.patterns]
     if not args.skip_layers:
-        layers = layer_rows(args.compression, args.rounds, rng)
+        layers = layer_rows(args.compression, args.rounds, rng, patterns)
         print_layer_rows(layers, args.compression, args.rounds, args.peak_gops)
     if args.skip_models:
         return
     rows = []
     size_rows = []
     for name, build, shape, first_conv_dense in NETWORKS:
-        files = build_files(build, shape, first_conv_dense, args.compression, rng)
-        size_rows.append((name, *conv3x3_bytes(files["dense fp32"],
-                                               files["pattern int8 custom"])))
+        fp32_custom, files = build_files(build, shape, first_conv_dense, args.compression,
+                                         rng, patterns)
+        size_rows.append((name, "int8", *conv3x3_bytes(
+            files["dense fp32"], files["pattern int8 custom"], int8_pattern_rewrite.OP_NAME)))
+        size_rows.append((name, "fp32", *conv3x3_bytes(
+            files["dense fp32"], fp32_custom, compact_format.CONV_OP_NAME)))
         if args.size_only:
             continue
         image = rng.uniform(0, 1, (1, *shape)).astype(np.float32)
@@ -307,7 +330,7 @@ def main():
                          pattern_ops))
         print(f"done: {name}", file=sys.stderr)
 
-    print_size_rows(size_rows, args.compression)
+    print_size_rows(size_rows, args.compression, args.patterns)
     if args.size_only:
         return
     print(f"\n1 thread, batch 1, 3x3 convs at {args.compression:g}x, {args.statistic} of "

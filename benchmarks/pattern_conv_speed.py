@@ -97,9 +97,9 @@ LAYERS = (  # (name, size, input channels, output channels, stride)
 )
 
 
-def pattern_sparsify(model, compression, rng):
-    """Zeroes every 3x3 conv into 4-of-9 patterns at the given compression."""
-    bits = np.array([[(p >> i) & 1 for i in range(9)] for p in PATTERNS], np.float32)
+def pattern_sparsify(model, compression, rng, patterns=PATTERNS):
+    """Zeroes every 3x3 conv into 4-of-9 `patterns` at the given compression."""
+    bits = np.array([[(p >> i) & 1 for i in range(9)] for p in patterns], np.float32)
     kept_fraction = 9.0 / (4.0 * compression)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3):
@@ -108,7 +108,7 @@ def pattern_sparsify(model, compression, rng):
             kernels = inputs * outputs
             kept = np.zeros(kernels, bool)
             kept[rng.choice(kernels, int(round(kept_fraction * kernels)), replace=False)] = True
-            choice = bits[rng.integers(len(PATTERNS), size=kernels)] * kept[:, None]
+            choice = bits[rng.integers(len(patterns), size=kernels)] * kept[:, None]
             mask = choice.reshape(inputs, outputs, 9).transpose(2, 0, 1).reshape(3, 3, inputs, outputs)
             weights[0] = weights[0] * mask
             layer.set_weights(weights)

@@ -31,7 +31,7 @@ from tf_clicktrain.tflite import native_library
 
 OP_NAME = int8_pattern_rewrite.DEPTHWISE_OP_NAME
 # Operator inputs (include/clicktrain/pattern_conv_s8.h).
-PATTERN_MASKS, RUN_LENGTHS, KERNEL_INPUT_CHANNELS, VALUES, BIAS, FILTER_SCALES = range(1, 7)
+PATTERN_MASKS, KERNEL_INDEX, VALUES, BIAS, FILTER_SCALES = range(1, 6)
 # The shared compact format spends a byte per channel and pattern; these
 # tests are about the op, not about when it is worth its size.
 SIZE_RATIO = 4.0
@@ -344,15 +344,11 @@ def _with_options(**changes):
     return change
 
 
-def _second_kernel_in_filter_0(model, operator):
-    """Filter 0 claims filter 1's kernel: two kernels in one depthwise filter."""
-    tensor = model.subgraphs[0].tensors[operator.inputs[RUN_LENGTHS]]
-    runs = np.frombuffer(bytes(model.buffers[tensor.buffer].data), np.uint8).copy()
-    runs = runs.reshape([int(d) for d in tensor.shape])
-    row = runs[1].copy()
-    runs[1] = 0
-    runs[0, np.argmax(row)] += 1
-    model.buffers[tensor.buffer].data = np.frombuffer(runs.tobytes(), np.uint8)
+def _index_one_byte_short(model, operator):
+    tensor = model.subgraphs[0].tensors[operator.inputs[KERNEL_INDEX]]
+    buffer = model.buffers[tensor.buffer]
+    buffer.data = buffer.data[:-1]
+    tensor.shape = np.array([len(buffer.data)], np.int32)
 
 
 def _values_one_short(model, operator):
@@ -365,16 +361,14 @@ def _values_one_short(model, operator):
 def test_corrupted_options_weights_and_quantization_give_clean_errors(
         tmp_path, single_layer_bytes):
     cases = {
-        "format_version_2": (_with_options(format_version=2), "format_version"),
-        "output_channels_wrong": (_with_options(output_channels=8), "pattern_run_lengths"),
+        "format_version_3": (_with_options(format_version=3), "format_version"),
+        "output_channels_wrong": (_with_options(output_channels=8), "input_channels == output_channels"),
         "channels_differ": (_with_options(input_channels=32), "input_channels == output_channels"),
         "stride_zero": (_with_options(stride_h=0), "stride_h"),
         "padding_unknown": (_with_options(padding="FULL"), "padding"),
         "options_garbage": (set_options(b"\x01\x02\x03"), "options"),
-        "kernel_on_another_channel": (
-            set_buffer(KERNEL_INPUT_CHANNELS, lambda d: b"\x05" + d[1:]),
-            "kernel_input_channels[0]"),
-        "two_kernels_in_a_filter": (_second_kernel_in_filter_0, "kernel"),
+        "gap_bits_32": (set_buffer(KERNEL_INDEX, lambda d: b"\x20" + d[1:]), "gap_bits"),
+        "index_one_byte_short": (_index_one_byte_short, "kernel_index ends"),
         "values_one_short": (_values_one_short, "values must have"),
         "bias_as_float": (
             set_buffer(BIAS, lambda d: d, tensor_type=schema.TensorType.FLOAT32), "bias"),

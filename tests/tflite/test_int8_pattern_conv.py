@@ -29,7 +29,7 @@ from tf_clicktrain.tflite import model_rewrite
 from tf_clicktrain.tflite import native_library
 
 # Operator inputs of the custom op (include/clicktrain/pattern_conv_s8.h).
-PATTERN_MASKS, RUN_LENGTHS, KERNEL_INPUT_CHANNELS, VALUES, BIAS, FILTER_SCALES = range(1, 7)
+PATTERN_MASKS, KERNEL_INDEX, VALUES, BIAS, FILTER_SCALES = range(1, 6)
 
 
 def _pattern_model(stride, padding, activation, seed, channels=(8, 16), size=9, taps=4,
@@ -121,11 +121,7 @@ def test_custom_op_matches_numpy_oracle_on_the_files_own_operands():
         inputs, int(data_input.quantization.zeroPoint[0]), data(filters, np.int8),
         data(bias, np.int32), multipliers, shifts, int(output.quantization.zeroPoint[0]), 1,
         ((pad, pad), (out, out)))
-    # 300 input channels: the index tensors are uint16.
-    custom_model = schema.ModelT.InitFromPackedBuf(custom, 0)
-    (custom_operator,) = custom_model.subgraphs[0].operators
-    channels = custom_model.subgraphs[0].tensors[custom_operator.inputs[KERNEL_INPUT_CHANNELS]]
-    assert channels.type == schema.TensorType.UINT16
+    # 300 input channels: kernels past input channel 255 in the index.
     actual = _run(ct.tflite.Interpreter(model_content=custom, num_threads=1), inputs)
     np.testing.assert_array_equal(actual, expected)
 
@@ -188,6 +184,13 @@ def _values_one_short(model, operator):
     tensor.shape = np.array([len(buffer.data)], np.int32)
 
 
+def _index_one_byte_short(model, operator):
+    tensor = model.subgraphs[0].tensors[operator.inputs[KERNEL_INDEX]]
+    buffer = model.buffers[tensor.buffer]
+    buffer.data = buffer.data[:-1]
+    tensor.shape = np.array([len(buffer.data)], np.int32)
+
+
 def _with_scale(value):
     return set_buffer(FILTER_SCALES, lambda d: np.float32(value).tobytes() + d[4:])
 
@@ -225,15 +228,15 @@ def _load_in_subprocess(tmp_path, models):
 def test_corrupted_options_weights_and_quantization_give_clean_errors(
         tmp_path, single_layer_bytes):
     cases = {
-        "format_version_2": (_with_options(format_version=2), "format_version"),
-        "input_channels_wrong": (_with_options(input_channels=7), "channels"),
+        "format_version_3": (_with_options(format_version=3), "format_version"),
+        "format_version_1": (_with_options(format_version=1), "inputs (compact format version 1)"),
+        "input_channels_wrong": (_with_options(input_channels=7), "kernel_index"),
         "padding_unknown": (_with_options(padding="FULL"), "padding"),
         "activation_unknown": (_with_options(fused_activation="TANH"), "fused_activation"),
         "mask_too_wide": (
             set_buffer(PATTERN_MASKS, lambda d: b"\xff\xff" + d[2:]), "pattern_masks[0]"),
-        "channel_out_of_range": (
-            set_buffer(KERNEL_INPUT_CHANNELS, lambda d: b"\x08" + d[1:]),
-            "kernel_input_channels[0]"),
+        "gap_bits_32": (set_buffer(KERNEL_INDEX, lambda d: b"\x20" + d[1:]), "gap_bits"),
+        "index_one_byte_short": (_index_one_byte_short, "kernel_index ends"),
         "values_one_short": (_values_one_short, "values must have"),
         "values_as_uint8": (
             set_buffer(VALUES, lambda d: d, tensor_type=schema.TensorType.UINT8), "'values'"),

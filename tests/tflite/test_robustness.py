@@ -25,8 +25,8 @@ from tf_clicktrain.tflite import model_rewrite
 from tf_clicktrain.tflite import speed_decision
 
 INPUT_CHANNELS = 13
-# Operator inputs of the pattern-conv ops.
-PATTERN_MASKS, RUN_LENGTHS, KERNEL_INPUT_CHANNELS, VALUES = 1, 2, 3, 4
+# Operator inputs of the pattern-conv ops (compact format version 2).
+PATTERN_MASKS, KERNEL_INDEX, VALUES = 1, 2, 3
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +44,9 @@ def _buffer_of(tflite_bytes, input_position):
     return bytes(model.buffers[model.subgraphs[0].tensors[operator.inputs[input_position]].buffer].data)
 
 
-def _element_size(tflite_bytes, input_position):
-    model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
-    tensor = model.subgraphs[0].tensors[model.subgraphs[0].operators[0].inputs[input_position]]
-    return {schema.TensorType.UINT8: 1, schema.TensorType.UINT16: 2}[tensor.type]
-
-
 def _options_of(tflite_bytes):
     model = schema.ModelT.InitFromPackedBuf(tflite_bytes, 0)
     return bytes(model.subgraphs[0].operators[0].customOptions)
-
-
-def _put_index(data, index, value, size):
-    """Stores `value` at element `index`, saturating to the element size."""
-    data = bytearray(data)
-    value = min(int(value), (1 << (8 * size)) - 1)
-    data[size * index : size * (index + 1)] = value.to_bytes(size, "little")
-    return bytes(data)
 
 
 def _flip_bit(data, bit):
@@ -71,14 +57,13 @@ def _flip_bit(data, bit):
 
 def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_bytes):
     options = flexbuffers.Loads(_options_of(tflite_bytes))
-    channels = _buffer_of(tflite_bytes, KERNEL_INPUT_CHANNELS)
-    channel_size = _element_size(tflite_bytes, KERNEL_INPUT_CHANNELS)
-    runs = _buffer_of(tflite_bytes, RUN_LENGTHS)
-    run_size = _element_size(tflite_bytes, RUN_LENGTHS)
+    index = _buffer_of(tflite_bytes, KERNEL_INDEX)
+    masks = _buffer_of(tflite_bytes, PATTERN_MASKS)
     values = _buffer_of(tflite_bytes, VALUES)
+    assert len(masks) == 2 * 4  # four patterns: ids of 2 bits
     cases = {
-        "format_version_2": (
-            tflite_helpers.set_options(flexbuffers.Dumps({**options, "format_version": 2})),
+        "format_version_3": (
+            tflite_helpers.set_options(flexbuffers.Dumps({**options, "format_version": 3})),
             "format_version",
         ),
         "stride_0": (
@@ -90,60 +75,56 @@ def test_invalid_fields_give_clean_errors_naming_the_field(tmp_path, tflite_byte
         ),
         "input_channels_wrong": (
             tflite_helpers.set_options(flexbuffers.Dumps({**options, "input_channels": 12})),
-            "channels",
+            "kernel_index",
         ),
         "options_not_a_map": (tflite_helpers.set_options(flexbuffers.Dumps([1, 2, 3])), "map"),
         "options_empty": (tflite_helpers.set_options(b""), "custom options"),
-        "channel_equals_input_channels": (
-            tflite_helpers.set_buffer(
-                KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 3, INPUT_CHANNELS, channel_size)
-            ),
-            "kernel_input_channels",
+        "gap_bits_32": (
+            tflite_helpers.set_buffer(KERNEL_INDEX, lambda d: bytes([32]) + d[1:]), "gap_bits"
         ),
-        "channel_largest": (
-            tflite_helpers.set_buffer(
-                KERNEL_INPUT_CHANNELS, lambda d: _put_index(d, 0, 0xFFFF, channel_size)
-            ),
-            "kernel_input_channels",
+        "index_one_byte_short": (
+            tflite_helpers.set_buffer(KERNEL_INDEX, lambda d: d[:-1], shape=[len(index) - 1]),
+            "kernel_index ends",
         ),
-        "run_length_too_long": (
-            tflite_helpers.set_buffer(RUN_LENGTHS, lambda d: _put_index(d, 0, 200, run_size)),
-            "kernel",
+        "index_one_byte_long": (
+            tflite_helpers.set_buffer(KERNEL_INDEX, lambda d: d + b"\0", shape=[len(index) + 1]),
+            "after the end",
         ),
-        "run_lengths_sum_off_by_one": (
+        "index_all_ones": (
+            tflite_helpers.set_buffer(KERNEL_INDEX, lambda d: d[:1] + b"\xff" * (len(d) - 1)),
+            "kernel_index",
+        ),
+        "index_empty_stream": (
+            tflite_helpers.set_buffer(KERNEL_INDEX, lambda d: d[:1], shape=[1]),
+            "kernel_index ends",
+        ),
+        "index_as_uint16": (
             tflite_helpers.set_buffer(
-                RUN_LENGTHS,
-                lambda d: _put_index(d, 1, int.from_bytes(runs[run_size : 2 * run_size], "little") + 1, run_size),
+                KERNEL_INDEX, lambda d: d + d, tensor_type=schema.TensorType.UINT16
             ),
-            "kernel_input_channels",
+            "kernel_index",
+        ),
+        "pattern_id_past_the_table": (
+            # The table keeps its used patterns only, in ascending order: the
+            # last one's kernels now name an id beyond a 3-pattern table.
+            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: d[:-2], shape=[3]),
+            "pattern id 3",
         ),
         "empty_pattern": (
-            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0, 2)),
+            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: b"\0\0" + d[2:]),
             "pattern_masks",
         ),
         "pattern_with_tenth_position": (
-            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: _put_index(d, 0, 0x3FF, 2)),
+            tflite_helpers.set_buffer(PATTERN_MASKS, lambda d: b"\xff\x03" + d[2:]),
             "pattern_masks",
         ),
         "values_one_short": (
             tflite_helpers.set_buffer(VALUES, lambda d: d[:-4], shape=[len(values) // 4 - 1]),
             "values",
         ),
-        "channels_one_short": (
-            tflite_helpers.set_buffer(
-                KERNEL_INPUT_CHANNELS,
-                lambda d: d[:-channel_size],
-                shape=[len(channels) // channel_size - 1],
-            ),
-            "kernel_input_channels",
-        ),
-        "channels_as_float32": (
-            tflite_helpers.set_buffer(
-                KERNEL_INPUT_CHANNELS,
-                lambda d: d * (4 // channel_size),
-                tensor_type=schema.TensorType.FLOAT32,
-            ),
-            "kernel_input_channels",
+        "values_one_long": (
+            tflite_helpers.set_buffer(VALUES, lambda d: d + d[:4], shape=[len(values) // 4 + 1]),
+            "values",
         ),
     }
     models = {
@@ -171,7 +152,7 @@ def test_truncated_and_bit_flipped_bytes_never_crash(tmp_path, tflite_bytes):
         models[f"options_bit_{bit}"] = tflite_helpers.edit_operator(
             tflite_bytes, tflite_helpers.set_options(_flip_bit(options, bit))
         )
-    for position, name in ((PATTERN_MASKS, "masks"), (RUN_LENGTHS, "runs"), (KERNEL_INPUT_CHANNELS, "channels")):
+    for position, name in ((PATTERN_MASKS, "masks"), (KERNEL_INDEX, "index")):
         data = _buffer_of(tflite_bytes, position)
         for bit in rng.choice(8 * len(data), size=min(40, 8 * len(data)), replace=False):
             models[f"{name}_bit_{bit}"] = tflite_helpers.edit_operator(

@@ -10,8 +10,8 @@ layer stays builtin.
 
 The ops' inputs are the float ops' compact tensors (`compact_format`) with
 int8 values, then the int32 bias and the float32 per-channel filter scales:
-`[input, pattern_masks, pattern_run_lengths, kernel_input_channels, values,
-bias, filter_scales]`; their options are the float ops' flexbuffer map. The
+`[input, pattern_masks, kernel_index, values, bias, filter_scales]`; their
+options are the float ops' flexbuffer map. The
 formats are specified in `tflite_export/include/clicktrain/pattern_conv_s8.h`
 and `pattern_dwconv_s8.h`. The ops reproduce TFLite's int8 reference CONV_2D
 and DEPTHWISE_CONV_2D bit for bit.
@@ -121,16 +121,11 @@ def _plan_int8(model, subgraph, operator, limits, depthwise):
     ):
         return keep("bias is not a constant int32 vector")
     encode = compact_format.encode_depthwise if depthwise else compact_format.encode_conv
-    structure = encode(dense.astype(np.float32))
+    structure = encode(dense.astype(np.float32), value_bytes=1)
     if structure is None:
         return keep("no non-zero weight, or too many patterns")
     values = structure.values.astype(np.int8)
-    compact_bytes = (
-        structure.pattern_masks.nbytes
-        + structure.pattern_run_lengths.nbytes
-        + structure.kernel_input_channels.nbytes
-        + values.nbytes
-    )
+    compact_bytes = structure.pattern_masks.nbytes + structure.kernel_index.nbytes + values.nbytes
     if structure.num_patterns > limits.max_patterns:
         return keep(f"{structure.num_patterns} patterns > max_patterns={limits.max_patterns}")
     if compact_bytes > limits.max_size_ratio * dense_bytes:

@@ -5,8 +5,8 @@ activations and the signature are the converter's. Each CONV_2D, and each
 DEPTHWISE_CONV_2D with multiplier 1, whose constant 3x3 float32 filter is
 pattern-sparse and worth it (see `replace_pattern_convs`) becomes a CUSTOM op
 `ClickTrainPatternConv2D` / `ClickTrainPatternDepthwiseConv2D` with inputs
-`[input, pattern_masks, pattern_run_lengths, kernel_input_channels, values,
-bias]` and flexbuffer options; the dense filter and its buffer are removed.
+`[input, pattern_masks, kernel_index, values, bias]` (`compact_format`) and
+flexbuffer options; the dense filter and its buffer are removed.
 Anything else stays as it was.
 
 The rewrite loop is generic: for each builtin operator, the planners
@@ -460,17 +460,12 @@ def is_constant_vector(model, subgraph, index, tensor_type, length):
 def add_compact_constants(editor, subgraph, name, compact, values):
     """Adds the pattern-conv ops' compact tensors; returns their indices.
 
-    `[pattern_masks, pattern_run_lengths, kernel_input_channels, values]`,
-    from `compact` (`compact_format`) but with `values` (float32 or int8).
+    `[pattern_masks, kernel_index, values]`, from `compact`
+    (`compact_format`) but with `values` (float32 or int8).
     """
     return [
         editor.add_constant(subgraph, f"{name}/pattern_masks", compact.pattern_masks),
-        editor.add_constant(
-            subgraph, f"{name}/pattern_run_lengths", compact.pattern_run_lengths
-        ),
-        editor.add_constant(
-            subgraph, f"{name}/kernel_input_channels", compact.kernel_input_channels
-        ),
+        editor.add_constant(subgraph, f"{name}/kernel_index", compact.kernel_index),
         editor.add_constant(subgraph, f"{name}/values", values),
     ]
 

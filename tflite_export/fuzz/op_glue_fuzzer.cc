@@ -185,7 +185,10 @@ void MakeTensor(FakeRuntime& runtime, FuzzedDataProvider& data, int index,
   tensor.data = bytes == 0 ? nullptr : buffer.data();
 }
 
-std::vector<uint8_t> Options(FuzzedDataProvider& data, int* channels) {
+// Options of the pattern convs; *version is the format_version written
+// (the exporter's 2, or 1 as earlier releases wrote it).
+std::vector<uint8_t> Options(FuzzedDataProvider& data, int* channels,
+                             int* version) {
   if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
     return data.ConsumeBytes<uint8_t>(data.ConsumeIntegralInRange<size_t>(0, 128));
   }
@@ -201,7 +204,8 @@ std::vector<uint8_t> Options(FuzzedDataProvider& data, int* channels) {
     if (choice == 1) {
       value = data.ConsumeIntegral<int64_t>();
     } else if (k == 0) {
-      value = 1;
+      value = data.ConsumeBool() ? 2 : 1;
+      *version = static_cast<int>(value);
     } else if (k <= 2) {
       value = data.ConsumeIntegralInRange<int>(1, 40);
     } else {
@@ -396,9 +400,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   const bool int8 = kind == 3 || kind == 4;
   int channels = 4;
   int sparse_output_channels = 4;
+  int version = 2;
   std::vector<uint8_t> options =
       sparse_1x1 ? SparseOptions(data, &channels, &sparse_output_channels)
-                 : Options(data, &channels);
+                 : Options(data, &channels, &version);
   if (channels < 1 || channels > 40) channels = 4;
   if (sparse_output_channels < 1 || sparse_output_channels > 40) {
     sparse_output_channels = 4;
@@ -442,23 +447,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
       masks[p] = static_cast<uint16_t>(1 + data.ConsumeIntegralInRange<int>(0, 510));
       popcounts[p] = __builtin_popcount(masks[p]);
     }
-    const bool wide = data.ConsumeBool();
-    std::vector<uint16_t> runs(static_cast<size_t>(output_channels) * patterns, 0);
-    std::vector<uint16_t> kernel_channels;
-    size_t num_values = 0;
-    for (int o = 0; o < output_channels; ++o) {
-      int room = depthwise ? 1 : in_channels;
-      for (int p = 0; p < patterns && room > 0; ++p) {
-        const int run = data.ConsumeIntegralInRange<int>(0, room);
-        room -= run;
-        runs[static_cast<size_t>(o) * patterns + p] = static_cast<uint16_t>(run);
-        for (int j = 0; j < run; ++j) {
-          kernel_channels.push_back(static_cast<uint16_t>(
-              depthwise ? o : data.ConsumeIntegralInRange<int>(0, in_channels - 1)));
-          num_values += popcounts[p];
-        }
+    // Pattern of each (filter, input channel) pair, -1 when removed.
+    const int per_filter = depthwise ? 1 : in_channels;
+    std::vector<int> pattern_of(static_cast<size_t>(output_channels) * per_filter, -1);
+    const int removal = data.ConsumeIntegralInRange<int>(0, 4);
+    for (int& pattern : pattern_of) {
+      if (data.ConsumeIntegralInRange<int>(0, 4) >= removal) {
+        pattern = data.ConsumeIntegralInRange<int>(0, patterns - 1);
       }
     }
+    size_t num_values = 0;
+    for (int pattern : pattern_of) num_values += pattern < 0 ? 0 : popcounts[pattern];
     auto set = [&](int index, TfLiteType type, std::vector<int> shape,
                    const void* source, size_t bytes) {
       TfLiteTensor& tensor = runtime.tensors[index];
@@ -471,24 +470,72 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
       tensor.data = bytes == 0 ? nullptr : runtime.buffers[index].data();
     };
     set(1, kTfLiteUInt16, {patterns}, masks.data(), masks.size() * 2);
-    if (wide) {
-      set(2, kTfLiteUInt16, {output_channels, patterns}, runs.data(), runs.size() * 2);
-      set(3, kTfLiteUInt16, {static_cast<int>(kernel_channels.size())},
-          kernel_channels.data(), kernel_channels.size() * 2);
+    // The values' order: version 1 groups a filter's kernels by pattern,
+    // version 2 keeps pair order; the fuzzer's values need no order.
+    if (version == 1) {
+      std::vector<uint16_t> runs(static_cast<size_t>(output_channels) * patterns, 0);
+      std::vector<uint16_t> kernel_channels;
+      for (int o = 0; o < output_channels; ++o) {
+        for (int p = 0; p < patterns; ++p) {
+          for (int j = 0; j < per_filter; ++j) {
+            if (pattern_of[static_cast<size_t>(o) * per_filter + j] != p) continue;
+            ++runs[static_cast<size_t>(o) * patterns + p];
+            kernel_channels.push_back(static_cast<uint16_t>(depthwise ? o : j));
+          }
+        }
+      }
+      if (data.ConsumeBool()) {
+        set(2, kTfLiteUInt16, {output_channels, patterns}, runs.data(), runs.size() * 2);
+        set(3, kTfLiteUInt16, {static_cast<int>(kernel_channels.size())},
+            kernel_channels.data(), kernel_channels.size() * 2);
+      } else {
+        std::vector<uint8_t> narrow_runs(runs.begin(), runs.end());
+        std::vector<uint8_t> narrow_channels(kernel_channels.begin(), kernel_channels.end());
+        set(2, kTfLiteUInt8, {output_channels, patterns}, narrow_runs.data(), narrow_runs.size());
+        set(3, kTfLiteUInt8, {static_cast<int>(narrow_channels.size())},
+            narrow_channels.data(), narrow_channels.size());
+      }
     } else {
-      std::vector<uint8_t> narrow_runs(runs.begin(), runs.end());
-      std::vector<uint8_t> narrow_channels(kernel_channels.begin(), kernel_channels.end());
-      set(2, kTfLiteUInt8, {output_channels, patterns}, narrow_runs.data(), narrow_runs.size());
-      set(3, kTfLiteUInt8, {static_cast<int>(narrow_channels.size())},
-          narrow_channels.data(), narrow_channels.size());
+      // kernel_index: gap_bits, then Rice-coded gaps and pattern ids.
+      const unsigned gap_bits = data.ConsumeIntegralInRange<int>(0, 15) == 0
+                                    ? data.ConsumeIntegralInRange<unsigned>(0, 40)
+                                    : data.ConsumeIntegralInRange<unsigned>(0, 3);
+      unsigned id_bits = 0;
+      while ((1 << id_bits) < patterns) ++id_bits;
+      std::vector<uint8_t> index(1, static_cast<uint8_t>(gap_bits));
+      size_t bit = 0;
+      auto put = [&](uint64_t value, unsigned count) {
+        for (unsigned b = 0; b < count; ++b, ++bit) {
+          if (bit / 8 + 1 >= index.size()) index.push_back(0);
+          if (b < 64 && ((value >> b) & 1u)) index[1 + bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+        }
+      };
+      auto put_gap = [&](uint64_t gap) {
+        const unsigned shift = gap_bits < 64 ? gap_bits : 63;
+        for (uint64_t q = gap >> shift; q > 0; --q) put(1, 1);
+        put(0, 1);
+        put(gap, gap_bits);
+      };
+      size_t next = 0;
+      for (size_t pair = 0; pair < pattern_of.size(); ++pair) {
+        if (pattern_of[pair] < 0) continue;
+        put_gap(pair - next);
+        put(static_cast<uint64_t>(pattern_of[pair]), id_bits);
+        next = pair + 1;
+      }
+      put_gap(pattern_of.size() - next);
+      set(2, kTfLiteUInt8, {static_cast<int>(index.size())}, index.data(), index.size());
     }
+    const int values_slot = version == 1 ? 4 : 3;
+    const int bias_slot = values_slot + 1;
     if (int8) {
       std::vector<int8_t> values(num_values);
       for (size_t i = 0; i < num_values; ++i) values[i] = static_cast<int8_t>(i * 37);
-      set(4, kTfLiteInt8, {static_cast<int>(num_values)}, values.data(), values.size());
+      set(values_slot, kTfLiteInt8, {static_cast<int>(num_values)}, values.data(),
+          values.size());
       std::vector<int32_t> bias(output_channels);
       for (int o = 0; o < output_channels; ++o) bias[o] = (o % 2 ? -1 : 1) * (1 << (o % 31));
-      set(5, kTfLiteInt32, {output_channels}, bias.data(), bias.size() * 4);
+      set(bias_slot, kTfLiteInt32, {output_channels}, bias.data(), bias.size() * 4);
       std::vector<float> scales(output_channels, 0.01f);
       if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
         static const float kBad[] = {0.0f, -0.5f, NAN, INFINITY, 1e30f, 1e-40f};
@@ -500,14 +547,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
     } else {
       std::vector<float> values(num_values);
       for (size_t i = 0; i < num_values; ++i) values[i] = 0.25f * static_cast<float>(i % 7) - 0.75f;
-      set(4, kTfLiteFloat32, {static_cast<int>(num_values)}, values.data(), values.size() * 4);
+      set(values_slot, kTfLiteFloat32, {static_cast<int>(num_values)}, values.data(),
+          values.size() * 4);
       std::vector<float> bias(output_channels, 0.5f);
-      set(5, kTfLiteFloat32, {output_channels}, bias.data(), bias.size() * 4);
+      set(bias_slot, kTfLiteFloat32, {output_channels}, bias.data(), bias.size() * 4);
     }
     // Corruptions.
     while (data.remaining_bytes() > 0 && data.ConsumeIntegralInRange<int>(0, 3) == 0) {
-      int index = data.ConsumeIntegralInRange<int>(1, int8 ? 6 : 5);
-      if (index == 6) index = kFilterScales;
+      int index = data.ConsumeIntegralInRange<int>(1, int8 ? bias_slot + 1 : bias_slot);
+      if (index > bias_slot) index = kFilterScales;
       switch (data.ConsumeIntegralInRange<int>(0, 3)) {
         case 0: {  // flip bits in the contents
           std::vector<uint8_t>& buffer = runtime.buffers[index];
@@ -543,10 +591,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   }
 
   std::vector<int> inputs = {0, 1, 2, 3, 4, 5};
-  if (sparse_1x1) inputs = {0, 1, 2, 3};
+  if (sparse_1x1) {
+    inputs = {0, 1, 2, 3};
+  } else if (version != 1) {
+    inputs = {0, 1, 2, 3, 4};  // no run lengths and channels: kernel_index
+  }
+  const size_t bias_position = inputs.size() - 1;
   if (int8) inputs.push_back(kFilterScales);
   if (data.ConsumeIntegralInRange<int>(0, 7) == 0) {
-    inputs[int8 ? 5 : inputs.size() - 1] = -1;  // no bias
+    inputs[bias_position] = -1;  // no bias
   }
   if (data.ConsumeIntegralInRange<int>(0, 15) == 0) {
     inputs[data.ConsumeIntegralInRange<size_t>(0, inputs.size() - 1)] =

@@ -56,8 +56,11 @@ static size_t storage_bytes(size_t num_patterns, size_t output_channels,
 
 size_t clicktrain_pattern_weights_bytes(const clicktrain_compact_tensors* t,
                                         size_t output_channels) {
-  return storage_bytes(t->pattern_masks_count, output_channels,
-                       t->kernel_input_channels_count, t->values_count);
+  const size_t kernels = t->format_version == 1
+                             ? t->kernel_input_channels_count
+                             : t->values_count;
+  return storage_bytes(t->pattern_masks_count, output_channels, kernels,
+                       t->values_count);
 }
 
 static int popcount9(unsigned mask) {
@@ -68,34 +71,89 @@ static int popcount9(unsigned mask) {
   return count;
 }
 
-int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
-                                     size_t input_channels,
-                                     size_t output_channels, int depthwise,
-                                     clicktrain_weight_storage* storage,
-                                     char* error, size_t error_size) {
-  memset(storage, 0, sizeof(*storage));
-  if (input_channels == 0 || input_channels > CLICKTRAIN_MAX_CHANNELS) {
-    return fail(error, error_size,
-                "input_channels must be in [1, %d]. Received: %zu",
-                CLICKTRAIN_MAX_CHANNELS, input_channels);
-  }
-  if (output_channels == 0 || output_channels > CLICKTRAIN_MAX_CHANNELS) {
-    return fail(error, error_size,
-                "output_channels must be in [1, %d]. Received: %zu",
-                CLICKTRAIN_MAX_CHANNELS, output_channels);
-  }
-  if (depthwise && input_channels != output_channels) {
-    return fail(error, error_size,
-                "a depthwise layer needs input_channels == output_channels. "
-                "Received: %zu and %zu", input_channels, output_channels);
-  }
+/* The storage block of a layer with these counts, carved into the arrays of
+ * clicktrain_pattern_weights; masks, values and bias copied in, everything
+ * else zero. Returns 0, or -1 when out of memory. */
+static int allocate_storage(const clicktrain_compact_tensors* t,
+                            size_t input_channels, size_t output_channels,
+                            size_t num_kernels, size_t num_values,
+                            clicktrain_weight_storage* storage, char* error,
+                            size_t error_size) {
   const size_t num_patterns = t->pattern_masks_count;
-  if (t->pattern_masks == NULL || num_patterns == 0 ||
-      num_patterns > CLICKTRAIN_MAX_PATTERNS) {
-    return fail(error, error_size,
-                "pattern_masks must hold 1 to %d patterns. Received: %zu",
-                CLICKTRAIN_MAX_PATTERNS, num_patterns);
+  const size_t total = storage_bytes(num_patterns, output_channels,
+                                     num_kernels, num_values);
+  char* memory = total == SIZE_MAX
+                     ? NULL
+                     : (char*)aligned_alloc(kAlignment, total);
+  if (memory == NULL) {
+    return fail(error, error_size, "out of memory allocating %zu bytes", total);
   }
+  memset(memory, 0, total);
+  char* cursor = memory;
+  uint16_t* masks = (uint16_t*)cursor;
+  cursor += align_up(num_patterns * sizeof(uint16_t));
+  uint16_t* runs = (uint16_t*)cursor;
+  cursor += align_up(output_channels * num_patterns * sizeof(uint16_t));
+  uint16_t* channels = (uint16_t*)cursor;
+  cursor += align_up(num_kernels * sizeof(uint16_t));
+  float* values = (float*)cursor;
+  cursor += align_up(num_values * sizeof(float));
+  float* bias = (float*)cursor;
+  cursor += align_up(output_channels * sizeof(float));
+  uint32_t* kernel_start = (uint32_t*)cursor;
+  cursor += align_up((output_channels + 1) * sizeof(uint32_t));
+  uint32_t* value_start = (uint32_t*)cursor;
+
+  memcpy(masks, t->pattern_masks, num_patterns * sizeof(uint16_t));
+  if (t->bias != NULL) {
+    memcpy(bias, t->bias, output_channels * sizeof(float));
+  }
+  clicktrain_pattern_weights* w = &storage->weights;
+  w->input_channels = (uint32_t)input_channels;
+  w->output_channels = (uint32_t)output_channels;
+  w->num_patterns = (uint32_t)num_patterns;
+  w->num_kernels = (uint32_t)num_kernels;
+  w->num_values = (uint32_t)num_values;
+  w->pattern_masks = masks;
+  w->pattern_run_lengths = runs;
+  w->kernel_input_channels = channels;
+  w->values = values;
+  w->bias = bias;
+  w->filter_kernel_start = kernel_start;
+  w->filter_value_start = value_start;
+  storage->memory = memory;
+  return 0;
+}
+
+/* Fills filter_kernel_start and filter_value_start from the run lengths. */
+static void compute_starts(clicktrain_pattern_weights* w,
+                           const int* pattern_sizes) {
+  uint32_t* kernel_start = (uint32_t*)w->filter_kernel_start;
+  uint32_t* value_start = (uint32_t*)w->filter_value_start;
+  uint32_t kernels_so_far = 0;
+  uint32_t values_so_far = 0;
+  for (size_t o = 0; o < w->output_channels; ++o) {
+    kernel_start[o] = kernels_so_far;
+    value_start[o] = values_so_far;
+    for (size_t p = 0; p < w->num_patterns; ++p) {
+      const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
+      kernels_so_far += run;
+      values_so_far += run * (uint32_t)pattern_sizes[p];
+    }
+  }
+  kernel_start[w->output_channels] = kernels_so_far;
+  value_start[w->output_channels] = values_so_far;
+}
+
+/* ------------------------------------------------------------------------
+ * Version 1: run lengths and input channels, already in kernel order. */
+
+static int build_version1(const clicktrain_compact_tensors* t,
+                          size_t input_channels, size_t output_channels,
+                          int depthwise, const int* pattern_sizes,
+                          clicktrain_weight_storage* storage, char* error,
+                          size_t error_size) {
+  const size_t num_patterns = t->pattern_masks_count;
   if (t->pattern_run_lengths == NULL ||
       t->run_lengths_rows != output_channels ||
       t->run_lengths_columns != num_patterns) {
@@ -113,22 +171,6 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
                 t->run_lengths_element_size,
                 t->kernel_input_channels_element_size);
   }
-  if (t->bias != NULL && t->bias_count != output_channels) {
-    return fail(error, error_size,
-                "bias must have %zu elements. Received: %zu", output_channels,
-                t->bias_count);
-  }
-
-  int pattern_sizes[CLICKTRAIN_MAX_PATTERNS];
-  for (size_t p = 0; p < num_patterns; ++p) {
-    const unsigned mask = load_u16(t->pattern_masks, p);
-    if (mask == 0 || mask >= (1u << CLICKTRAIN_KERNEL_POSITIONS)) {
-      return fail(error, error_size,
-                  "pattern_masks[%zu] must be a non-empty 9-bit mask. "
-                  "Received: %u", p, mask);
-    }
-    pattern_sizes[p] = popcount9(mask);
-  }
 
   /* Counts first, in 64 bits, so no later offset can overflow. */
   uint64_t num_kernels = 0;
@@ -142,7 +184,12 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
       filter_kernels += run;
       num_values += (uint64_t)run * (uint64_t)pattern_sizes[p];
     }
-    const uint64_t max_kernels = depthwise ? 1 : input_channels;
+    if (depthwise && filter_kernels > 1) {
+      return fail(error, error_size,
+                  "depthwise filter %zu lists %llu kernels, at most 1 "
+                  "allowed", o, (unsigned long long)filter_kernels);
+    }
+    const uint64_t max_kernels = input_channels;
     if (filter_kernels > max_kernels) {
       return fail(error, error_size,
                   "filter %zu lists %llu kernels, more than the %llu input "
@@ -196,37 +243,13 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
     }
   }
 
-  /* One aligned block: masks, run lengths, channels, values, bias, starts. */
-  const size_t masks_bytes = align_up(num_patterns * sizeof(uint16_t));
-  const size_t runs_bytes =
-      align_up(output_channels * num_patterns * sizeof(uint16_t));
-  const size_t channels_bytes = align_up((size_t)num_kernels * sizeof(uint16_t));
-  const size_t values_bytes = align_up((size_t)num_values * sizeof(float));
-  const size_t bias_bytes = align_up(output_channels * sizeof(float));
-  const size_t starts_bytes = align_up((output_channels + 1) * sizeof(uint32_t));
-  const size_t total = storage_bytes(num_patterns, output_channels,
-                                     num_kernels, num_values);
-  char* memory = (char*)aligned_alloc(kAlignment, total);
-  if (memory == NULL) {
-    return fail(error, error_size, "out of memory allocating %zu bytes", total);
+  if (allocate_storage(t, input_channels, output_channels, (size_t)num_kernels,
+                       (size_t)num_values, storage, error, error_size) != 0) {
+    return -1;
   }
-  memset(memory, 0, total);
-  char* cursor = memory;
-  uint16_t* masks = (uint16_t*)cursor;
-  cursor += masks_bytes;
-  uint16_t* runs = (uint16_t*)cursor;
-  cursor += runs_bytes;
-  uint16_t* channels = (uint16_t*)cursor;
-  cursor += channels_bytes;
-  float* values = (float*)cursor;
-  cursor += values_bytes;
-  float* bias = (float*)cursor;
-  cursor += bias_bytes;
-  uint32_t* kernel_start = (uint32_t*)cursor;
-  cursor += starts_bytes;
-  uint32_t* value_start = (uint32_t*)cursor;
-
-  memcpy(masks, t->pattern_masks, num_patterns * sizeof(uint16_t));
+  clicktrain_pattern_weights* w = &storage->weights;
+  uint16_t* runs = (uint16_t*)w->pattern_run_lengths;
+  uint16_t* channels = (uint16_t*)w->kernel_input_channels;
   for (size_t i = 0; i < output_channels * num_patterns; ++i) {
     runs[i] = load_index(t->pattern_run_lengths, i,
                          t->run_lengths_element_size);
@@ -235,39 +258,261 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
     channels[i] = load_index(t->kernel_input_channels, i,
                              t->kernel_input_channels_element_size);
   }
-  memcpy(values, t->values, (size_t)num_values * sizeof(float));
-  if (t->bias != NULL) {
-    memcpy(bias, t->bias, output_channels * sizeof(float));
-  }
-  uint32_t kernels_so_far = 0;
-  uint32_t values_so_far = 0;
-  for (size_t o = 0; o < output_channels; ++o) {
-    kernel_start[o] = kernels_so_far;
-    value_start[o] = values_so_far;
-    for (size_t p = 0; p < num_patterns; ++p) {
-      const uint32_t run = runs[o * num_patterns + p];
-      kernels_so_far += run;
-      values_so_far += run * (uint32_t)pattern_sizes[p];
+  memcpy((float*)w->values, t->values, (size_t)num_values * sizeof(float));
+  compute_starts(w, pattern_sizes);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Version 2: kernel_index, a Rice-coded bit stream of gaps and pattern ids
+ * in (filter, input channel) order; values in the same order. */
+
+typedef struct kernel_index_reader {
+  const uint8_t* stream;  /* the bytes after gap_bits */
+  uint64_t stream_bits;
+  uint64_t bit;           /* next bit to read */
+  unsigned gap_bits;
+  unsigned id_bits;
+  size_t num_patterns;
+  uint64_t pairs;         /* (filter, input channel) pairs of the layer */
+  uint64_t next_pair;     /* first pair not yet passed */
+  uint64_t kernels;       /* kernels read so far */
+} kernel_index_reader;
+
+static void start_reading(const clicktrain_compact_tensors* t, uint64_t pairs,
+                          kernel_index_reader* r) {
+  memset(r, 0, sizeof(*r));
+  const uint8_t* bytes = (const uint8_t*)t->kernel_index;
+  r->stream = bytes + 1;
+  r->stream_bits = 8 * (uint64_t)(t->kernel_index_count - 1);
+  r->gap_bits = bytes[0];
+  while ((1u << r->id_bits) < t->pattern_masks_count) ++r->id_bits;
+  r->num_patterns = t->pattern_masks_count;
+  r->pairs = pairs;
+}
+
+static unsigned read_bit(kernel_index_reader* r) {
+  const unsigned bit = (r->stream[r->bit >> 3] >> (r->bit & 7)) & 1u;
+  ++r->bit;
+  return bit;
+}
+
+/* The next kept kernel: returns 1 with its pair and pattern, 0 after the
+ * final gap, -1 with a message on a malformed stream. */
+static int next_kernel(kernel_index_reader* r, uint64_t* pair,
+                       unsigned* pattern, char* error, size_t error_size) {
+  const uint64_t left = r->pairs - r->next_pair;
+  uint64_t gap = 0;
+  for (;;) {
+    if (r->bit >= r->stream_bits) {
+      return fail(error, error_size,
+                  "kernel_index ends inside the gap before kernel %llu",
+                  (unsigned long long)r->kernels);
+    }
+    if (!read_bit(r)) break;
+    gap += (uint64_t)1 << r->gap_bits;
+    if (gap > left) {
+      return fail(error, error_size,
+                  "kernel_index: the gap before kernel %llu runs past the "
+                  "layer's %llu (filter, input channel) pairs",
+                  (unsigned long long)r->kernels,
+                  (unsigned long long)r->pairs);
     }
   }
-  kernel_start[output_channels] = kernels_so_far;
-  value_start[output_channels] = values_so_far;
+  if (r->stream_bits - r->bit < r->gap_bits) {
+    return fail(error, error_size,
+                "kernel_index ends inside the gap before kernel %llu",
+                (unsigned long long)r->kernels);
+  }
+  for (unsigned b = 0; b < r->gap_bits; ++b) {
+    gap += (uint64_t)read_bit(r) << b;
+  }
+  if (gap > left) {
+    return fail(error, error_size,
+                "kernel_index: the gap before kernel %llu runs past the "
+                "layer's %llu (filter, input channel) pairs",
+                (unsigned long long)r->kernels, (unsigned long long)r->pairs);
+  }
+  r->next_pair += gap;
+  if (r->next_pair == r->pairs) return 0;
+  if (r->stream_bits - r->bit < r->id_bits) {
+    return fail(error, error_size,
+                "kernel_index ends inside the pattern id of kernel %llu",
+                (unsigned long long)r->kernels);
+  }
+  unsigned id = 0;
+  for (unsigned b = 0; b < r->id_bits; ++b) id |= read_bit(r) << b;
+  if (id >= r->num_patterns) {
+    return fail(error, error_size,
+                "kernel_index: pattern id %u of kernel %llu must be < %zu "
+                "(the patterns in pattern_masks)", id,
+                (unsigned long long)r->kernels, r->num_patterns);
+  }
+  *pair = r->next_pair;
+  *pattern = id;
+  ++r->next_pair;
+  ++r->kernels;
+  return 1;
+}
 
+static int build_version2(const clicktrain_compact_tensors* t,
+                          size_t input_channels, size_t output_channels,
+                          int depthwise, const int* pattern_sizes,
+                          clicktrain_weight_storage* storage, char* error,
+                          size_t error_size) {
+  const size_t num_patterns = t->pattern_masks_count;
+  if (t->kernel_index == NULL || t->kernel_index_count == 0) {
+    return fail(error, error_size,
+                "kernel_index must hold at least its gap_bits byte");
+  }
+  const unsigned gap_bits = ((const uint8_t*)t->kernel_index)[0];
+  if (gap_bits > CLICKTRAIN_MAX_GAP_BITS) {
+    return fail(error, error_size,
+                "kernel_index[0] (gap_bits) must be <= %d. Received: %u",
+                CLICKTRAIN_MAX_GAP_BITS, gap_bits);
+  }
+  const uint64_t pairs =
+      depthwise ? output_channels : (uint64_t)output_channels * input_channels;
+  const uint64_t pairs_per_filter = depthwise ? 1 : input_channels;
+
+  /* Pass 1: validate the stream, count kernels and values. */
+  kernel_index_reader r;
+  start_reading(t, pairs, &r);
+  uint64_t num_values = 0;
+  uint64_t pair;
+  unsigned pattern;
+  int status;
+  while ((status = next_kernel(&r, &pair, &pattern, error, error_size)) == 1) {
+    num_values += (uint64_t)pattern_sizes[pattern];
+  }
+  if (status < 0) return -1;
+  const uint64_t padding = r.stream_bits - r.bit;
+  if (padding >= 8) {
+    return fail(error, error_size,
+                "kernel_index has %llu bytes after the end of its stream",
+                (unsigned long long)(padding / 8));
+  }
+  for (uint64_t b = r.bit; b < r.stream_bits; ++b) {
+    if ((r.stream[b >> 3] >> (b & 7)) & 1u) {
+      return fail(error, error_size,
+                  "kernel_index: the bits after the end of the stream must "
+                  "be zero");
+    }
+  }
+  const uint64_t num_kernels = r.kernels;
+  if (num_values > INT32_MAX) {
+    return fail(error, error_size, "a layer may hold at most %d values. "
+                "Received: %llu", INT32_MAX, (unsigned long long)num_values);
+  }
+  if (t->values == NULL || num_values != t->values_count) {
+    return fail(error, error_size,
+                "values must have %llu elements (kept positions of the %llu "
+                "kernels in kernel_index). Received: %zu",
+                (unsigned long long)num_values,
+                (unsigned long long)num_kernels, t->values_count);
+  }
+  if (allocate_storage(t, input_channels, output_channels, (size_t)num_kernels,
+                       (size_t)num_values, storage, error, error_size) != 0) {
+    return -1;
+  }
   clicktrain_pattern_weights* w = &storage->weights;
-  w->input_channels = (uint32_t)input_channels;
-  w->output_channels = (uint32_t)output_channels;
-  w->num_patterns = (uint32_t)num_patterns;
-  w->num_kernels = (uint32_t)num_kernels;
-  w->num_values = (uint32_t)num_values;
-  w->pattern_masks = masks;
-  w->pattern_run_lengths = runs;
-  w->kernel_input_channels = channels;
-  w->values = values;
-  w->bias = bias;
-  w->filter_kernel_start = kernel_start;
-  w->filter_value_start = value_start;
-  storage->memory = memory;
+  uint16_t* runs = (uint16_t*)w->pattern_run_lengths;
+  uint16_t* channels = (uint16_t*)w->kernel_input_channels;
+  float* values = (float*)w->values;
+
+  /* Pass 2: run lengths (a filter holds at most 65535 kernels). */
+  start_reading(t, pairs, &r);
+  while (next_kernel(&r, &pair, &pattern, NULL, 0) == 1) {
+    ++runs[(size_t)(pair / pairs_per_filter) * num_patterns + pattern];
+  }
+  compute_starts(w, pattern_sizes);
+
+  /* Pass 3: each kernel to the next slot of its pattern in its filter. */
+  uint32_t kernel_slot[CLICKTRAIN_MAX_PATTERNS];
+  uint32_t value_slot[CLICKTRAIN_MAX_PATTERNS];
+  size_t filter = SIZE_MAX;
+  const char* file_values = (const char*)t->values;
+  start_reading(t, pairs, &r);
+  while (next_kernel(&r, &pair, &pattern, NULL, 0) == 1) {
+    const size_t o = (size_t)(pair / pairs_per_filter);
+    if (o != filter) {
+      filter = o;
+      uint32_t kernel = w->filter_kernel_start[o];
+      uint32_t value = w->filter_value_start[o];
+      for (size_t p = 0; p < num_patterns; ++p) {
+        const uint32_t run = runs[o * num_patterns + p];
+        kernel_slot[p] = kernel;
+        value_slot[p] = value;
+        kernel += run;
+        value += run * (uint32_t)pattern_sizes[p];
+      }
+    }
+    channels[kernel_slot[pattern]++] =
+        (uint16_t)(depthwise ? o : pair % pairs_per_filter);
+    const size_t size = (size_t)pattern_sizes[pattern];
+    memcpy(values + value_slot[pattern], file_values, size * sizeof(float));
+    value_slot[pattern] += (uint32_t)size;
+    file_values += size * sizeof(float);
+  }
   return 0;
+}
+
+int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* t,
+                                     size_t input_channels,
+                                     size_t output_channels, int depthwise,
+                                     clicktrain_weight_storage* storage,
+                                     char* error, size_t error_size) {
+  memset(storage, 0, sizeof(*storage));
+  if (t->format_version < CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION ||
+      t->format_version > CLICKTRAIN_PATTERN_FORMAT_VERSION) {
+    return fail(error, error_size,
+                "unsupported compact format_version %d (this build reads "
+                "versions %d to %d)", t->format_version,
+                CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION,
+                CLICKTRAIN_PATTERN_FORMAT_VERSION);
+  }
+  if (input_channels == 0 || input_channels > CLICKTRAIN_MAX_CHANNELS) {
+    return fail(error, error_size,
+                "input_channels must be in [1, %d]. Received: %zu",
+                CLICKTRAIN_MAX_CHANNELS, input_channels);
+  }
+  if (output_channels == 0 || output_channels > CLICKTRAIN_MAX_CHANNELS) {
+    return fail(error, error_size,
+                "output_channels must be in [1, %d]. Received: %zu",
+                CLICKTRAIN_MAX_CHANNELS, output_channels);
+  }
+  if (depthwise && input_channels != output_channels) {
+    return fail(error, error_size,
+                "a depthwise layer needs input_channels == output_channels. "
+                "Received: %zu and %zu", input_channels, output_channels);
+  }
+  const size_t num_patterns = t->pattern_masks_count;
+  if (t->pattern_masks == NULL || num_patterns == 0 ||
+      num_patterns > CLICKTRAIN_MAX_PATTERNS) {
+    return fail(error, error_size,
+                "pattern_masks must hold 1 to %d patterns. Received: %zu",
+                CLICKTRAIN_MAX_PATTERNS, num_patterns);
+  }
+  if (t->bias != NULL && t->bias_count != output_channels) {
+    return fail(error, error_size,
+                "bias must have %zu elements. Received: %zu", output_channels,
+                t->bias_count);
+  }
+  int pattern_sizes[CLICKTRAIN_MAX_PATTERNS];
+  for (size_t p = 0; p < num_patterns; ++p) {
+    const unsigned mask = load_u16(t->pattern_masks, p);
+    if (mask == 0 || mask >= (1u << CLICKTRAIN_KERNEL_POSITIONS)) {
+      return fail(error, error_size,
+                  "pattern_masks[%zu] must be a non-empty 9-bit mask. "
+                  "Received: %u", p, mask);
+    }
+    pattern_sizes[p] = popcount9(mask);
+  }
+  return t->format_version == 1
+             ? build_version1(t, input_channels, output_channels, depthwise,
+                              pattern_sizes, storage, error, error_size)
+             : build_version2(t, input_channels, output_channels, depthwise,
+                              pattern_sizes, storage, error, error_size);
 }
 
 void clicktrain_free_pattern_weights(clicktrain_weight_storage* storage) {

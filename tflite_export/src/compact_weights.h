@@ -16,7 +16,10 @@ extern "C" {
 #endif
 
 /* Raw views of the compact tensors exactly as found in the model file. The
- * pointers need not be aligned; counts are element counts of each tensor. */
+ * pointers need not be aligned; counts are element counts of each tensor.
+ * format_version (1 or 2) says which of the index fields are used:
+ * version 1 pattern_run_lengths and kernel_input_channels, version 2
+ * kernel_index. */
 typedef struct clicktrain_compact_tensors {
   const void* pattern_masks;          /* uint16 */
   size_t pattern_masks_count;
@@ -31,6 +34,9 @@ typedef struct clicktrain_compact_tensors {
   size_t values_count;
   const void* bias;                   /* float32, NULL when absent */
   size_t bias_count;
+  int format_version;
+  const void* kernel_index;           /* uint8 */
+  size_t kernel_index_count;
 } clicktrain_compact_tensors;
 
 /* Owns a validated copy of the weights; `weights` points into it. */
@@ -51,9 +57,11 @@ int clicktrain_build_pattern_weights(const clicktrain_compact_tensors* tensors,
                                      clicktrain_weight_storage* storage,
                                      char* error, size_t error_size);
 
-/* Bytes clicktrain_build_pattern_weights allocates for valid `tensors` (it
- * fails on any other), computed from their element counts before building,
- * so a caller can check its memory budget first; SIZE_MAX on overflow. */
+/* Upper bound of the bytes clicktrain_build_pattern_weights allocates for
+ * `tensors` (it fails on invalid ones), computed from their format version
+ * and element counts alone, before anything is read or built, so a caller
+ * can check its memory budget first; SIZE_MAX on overflow. Version 2 bounds
+ * the kernel count by the value count (every kernel keeps a weight). */
 size_t clicktrain_pattern_weights_bytes(const clicktrain_compact_tensors* tensors,
                                         size_t output_channels);
 

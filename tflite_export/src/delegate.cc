@@ -24,6 +24,7 @@
 
 #include "clicktrain/pattern_conv.h"
 #include "clicktrain_tflite.h"
+#include "compact_inputs.h"
 #include "compact_weights.h"
 #include "litert_abi.h"
 #include "memory_budget.h"
@@ -41,7 +42,11 @@ using clicktrain::BudgetShare;
 using clicktrain::AffordableThreads;
 using clicktrain::BudgetedThreads;
 using clicktrain::CheckConstant;
+using clicktrain::CompactInputs;
+using clicktrain::CompactInputsOf;
+using clicktrain::CompactWeightBytes;
 using clicktrain::ElementCount;
+using clicktrain::ReadCompactStructure;
 using clicktrain::MemoryBudget;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
@@ -49,17 +54,6 @@ using clicktrain::TensorAt;
 using clicktrain::TypeSize;
 
 namespace {
-
-// Operator inputs, see the format in include/clicktrain/pattern_conv.h.
-enum InputIndex {
-  kInput = 0,
-  kPatternMasks = 1,
-  kPatternRunLengths = 2,
-  kKernelInputChannels = 3,
-  kValues = 4,
-  kBias = 5,
-  kNumInputs = 6,
-};
 
 constexpr const char* kDelegateKernelName = "ClickTrainPatternConvKernel";
 constexpr size_t kErrorSize = 512;
@@ -105,6 +99,8 @@ struct PatternConvNode {
   std::vector<int> inputs;
   std::vector<int> outputs;
   clicktrain_op_options options{};
+  // Positions of the compact tensors, from options.format_version.
+  CompactInputs layout{};
   std::string error;  // set when the node cannot run; reported by Prepare
   bool weights_ready = false;
   clicktrain_weight_storage weights{};
@@ -226,23 +222,6 @@ bool ClaimedTensorsLookRight(TfLiteContext* context,
 // ---------------------------------------------------------------------------
 // The delegate kernel: one instance per claimed node.
 
-// Bytes of the node's weight copy, from the shapes of its compact tensors
-// (SIZE_MAX when they overflow).
-size_t WeightBytes(TfLiteContext* context, const PatternConvNode* op) {
-  clicktrain_compact_tensors counts{};
-  counts.pattern_masks_count =
-      ElementCount(TensorAt(context, op->inputs[kPatternMasks]));
-  counts.kernel_input_channels_count =
-      ElementCount(TensorAt(context, op->inputs[kKernelInputChannels]));
-  counts.values_count = ElementCount(TensorAt(context, op->inputs[kValues]));
-  if (counts.pattern_masks_count == SIZE_MAX ||
-      counts.kernel_input_channels_count == SIZE_MAX ||
-      counts.values_count == SIZE_MAX) {
-    return SIZE_MAX;
-  }
-  return clicktrain_pattern_weights_bytes(&counts, op->options.output_channels);
-}
-
 void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   auto* op = new (std::nothrow) PatternConvNode();
   if (op == nullptr) return nullptr;
@@ -284,8 +263,11 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     op->error = error;
     return op;
   }
-  if (op->inputs.size() == kNumInputs) {
-    const size_t weight_bytes = WeightBytes(context, op);
+  op->layout = CompactInputsOf(op->options.format_version, false);
+  if (op->inputs.size() == static_cast<size_t>(op->layout.num_inputs)) {
+    const size_t weight_bytes = CompactWeightBytes(
+        context, op->inputs.data(), op->layout, op->options.format_version,
+        op->options.output_channels);
     if (!op->weights_budget.Reserve(weight_bytes)) {
       op->error = op->weights_budget.RefusalMessage(op->node_index,
                                                     "its weights", weight_bytes);
@@ -306,45 +288,29 @@ void KernelFree(TfLiteContext*, void* buffer) {
 }
 
 TfLiteStatus BuildWeights(TfLiteContext* context, PatternConvNode* op) {
-  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0},
-         values_shape[1] = {0}, bias_shape[1] = {0};
-  const TfLiteTensor* masks = TensorAt(context, op->inputs[kPatternMasks]);
-  const TfLiteTensor* runs = TensorAt(context, op->inputs[kPatternRunLengths]);
-  const TfLiteTensor* channels =
-      TensorAt(context, op->inputs[kKernelInputChannels]);
-  const TfLiteTensor* values = TensorAt(context, op->inputs[kValues]);
-  if (CheckConstant(context, kDelegateKernelName, masks, "pattern_masks",
-                    kTfLiteUInt16, kTfLiteNoType, 1,
-                    masks_shape) != kTfLiteOk ||
-      CheckConstant(context, kDelegateKernelName, runs, "pattern_run_lengths",
-                    kTfLiteUInt16, kTfLiteUInt8, 2, runs_shape) != kTfLiteOk ||
-      CheckConstant(context, kDelegateKernelName, channels,
-                    "kernel_input_channels", kTfLiteUInt16, kTfLiteUInt8, 1,
-                    channels_shape) != kTfLiteOk ||
-      CheckConstant(context, kDelegateKernelName, values, "values",
+  const CompactInputs& layout = op->layout;
+  clicktrain_compact_tensors compact{};
+  if (ReadCompactStructure(context, kDelegateKernelName, op->inputs.data(),
+                           layout, op->options.format_version,
+                           &compact) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  size_t values_shape[1] = {0}, bias_shape[1] = {0};
+  const TfLiteTensor* values = TensorAt(context, op->inputs[layout.values]);
+  if (CheckConstant(context, kDelegateKernelName, values, "values",
                     kTfLiteFloat32, kTfLiteNoType, 1,
                     values_shape) != kTfLiteOk) {
     return kTfLiteError;
   }
   const TfLiteTensor* bias = nullptr;
-  if (op->inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
-    bias = TensorAt(context, op->inputs[kBias]);
+  if (op->inputs[layout.bias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, op->inputs[layout.bias]);
     if (CheckConstant(context, kDelegateKernelName, bias, "bias",
                       kTfLiteFloat32, kTfLiteNoType, 1,
                       bias_shape) != kTfLiteOk) {
       return kTfLiteError;
     }
   }
-  clicktrain_compact_tensors compact{};
-  compact.pattern_masks = masks->data;
-  compact.pattern_masks_count = masks_shape[0];
-  compact.pattern_run_lengths = runs->data;
-  compact.run_lengths_rows = runs_shape[0];
-  compact.run_lengths_columns = runs_shape[1];
-  compact.run_lengths_element_size = TypeSize(runs->type);
-  compact.kernel_input_channels = channels->data;
-  compact.kernel_input_channels_count = channels_shape[0];
-  compact.kernel_input_channels_element_size = TypeSize(channels->type);
   compact.values = values->data;
   compact.values_count = values_shape[0];
   compact.bias = bias == nullptr ? nullptr : bias->data;
@@ -461,16 +427,19 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kDelegateKernelName,
                            "%s", op->error.c_str());
   }
-  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+  if (op->inputs.size() != static_cast<size_t>(op->layout.num_inputs) ||
+      op->outputs.size() != 1) {
     return ReportNodeError(
         context, kDelegateKernelName,
-        "op must have %d inputs and 1 output. Received: %zu and %zu",
-        kNumInputs, op->inputs.size(), op->outputs.size());
+        "op must have %d inputs (compact format version %d) and 1 output. "
+        "Received: %zu and %zu",
+        op->layout.num_inputs, op->options.format_version, op->inputs.size(),
+        op->outputs.size());
   }
   if (!op->weights_ready && BuildWeights(context, op) != kTfLiteOk) {
     return kTfLiteError;
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
     return ReportNodeError(context, kDelegateKernelName,
@@ -503,7 +472,7 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   if (op == nullptr || !op->weights_ready || !op->operator_ready) {
     return ReportNodeError(context, kDelegateKernelName, "op was not prepared");
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   const clicktrain_conv_geometry& g = op->geometry;
   const size_t input_bytes = sizeof(float) * g.batch * g.input_height *

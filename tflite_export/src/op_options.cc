@@ -101,11 +101,13 @@ extern "C" int clicktrain_parse_op_options(const void* data, size_t size,
                error, error_size)) {
     return -1;
   }
-  if (options->format_version != CLICKTRAIN_PATTERN_FORMAT_VERSION) {
+  if (options->format_version < CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION ||
+      options->format_version > CLICKTRAIN_PATTERN_FORMAT_VERSION) {
     return Fail(error, error_size,
                 "unsupported compact format_version %d (this build reads "
-                "version %d); re-export the model with a matching "
+                "versions %d to %d); re-export the model with a matching "
                 "tf_clicktrain", options->format_version,
+                CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION,
                 CLICKTRAIN_PATTERN_FORMAT_VERSION);
   }
   static const char* const kPaddings[] = {"SAME", "VALID"};

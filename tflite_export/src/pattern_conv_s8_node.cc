@@ -19,16 +19,19 @@ using clicktrain::BudgetedThreads;
 using clicktrain::BuildS8Layer;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
+using clicktrain::CompactInputs;
+using clicktrain::CompactInputsOf;
+using clicktrain::CompactWeightBytes;
 using clicktrain::ElementCount;
+using clicktrain::ReadCompactStructure;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
 using clicktrain::S8LayerBytes;
+using clicktrain::S8NodeLayerBytes;
 using clicktrain::TensorAt;
 using clicktrain::TypeSize;
 
 namespace {
-
-using namespace clicktrain::s8_pattern_input;  // NOLINT: the op's input names
 
 constexpr const char* kKernelName = "ClickTrainPatternConv2DInt8Kernel";
 constexpr size_t kErrorSize = 512;
@@ -38,6 +41,8 @@ struct PatternConvS8Node {
   std::vector<int> inputs;
   std::vector<int> outputs;
   clicktrain_op_options options{};
+  // Positions of the compact tensors, from options.format_version.
+  CompactInputs layout{};
   std::string error;  // set when the node cannot run; reported by Prepare
   bool layer_ready = false;
   clicktrain_s8_layer layer{};
@@ -60,7 +65,8 @@ struct PatternConvS8Node {
 
 TfLiteStatus BuildLayer(TfLiteContext* context, PatternConvS8Node* op) {
   if (BuildS8Layer(context, kKernelName, "int8 pattern", op->node_index,
-                   op->inputs.data(), op->options, &op->weights_budget,
+                   op->inputs.data(), op->layout, op->options, false,
+                   &op->weights_budget,
                    &op->layer) != kTfLiteOk) {
     return kTfLiteError;
   }
@@ -109,12 +115,10 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     op->error = error;
     return op;
   }
-  if (op->inputs.size() == kNumInputs) {
-    const size_t layer_bytes = S8LayerBytes(
-        ElementCount(TensorAt(context, op->inputs[kPatternMasks])),
-        ElementCount(TensorAt(context, op->inputs[kKernelInputChannels])),
-        ElementCount(TensorAt(context, op->inputs[kValues])),
-        static_cast<size_t>(op->options.output_channels));
+  op->layout = CompactInputsOf(op->options.format_version, true);
+  if (op->inputs.size() == static_cast<size_t>(op->layout.num_inputs)) {
+    const size_t layer_bytes = S8NodeLayerBytes(context, op->inputs.data(),
+                                                op->layout, op->options);
     if (!op->weights_budget.Reserve(layer_bytes)) {
       op->error = op->weights_budget.RefusalMessage(op->node_index,
                                                     "its weights", layer_bytes);
@@ -229,16 +233,19 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kKernelName,
                            "%s", op->error.c_str());
   }
-  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+  if (op->inputs.size() != static_cast<size_t>(op->layout.num_inputs) ||
+      op->outputs.size() != 1) {
     return ReportNodeError(
         context, kKernelName,
-        "op must have %d inputs and 1 output. Received: %zu and %zu",
-        kNumInputs, op->inputs.size(), op->outputs.size());
+        "op must have %d inputs (compact format version %d) and 1 output. "
+        "Received: %zu and %zu",
+        op->layout.num_inputs, op->options.format_version, op->inputs.size(),
+        op->outputs.size());
   }
   if (!op->layer_ready && BuildLayer(context, op) != kTfLiteOk) {
     return kTfLiteError;
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
     return ReportNodeError(context, kKernelName,
@@ -283,7 +290,7 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   if (op == nullptr || !op->layer_ready || !op->prepared) {
     return ReportNodeError(context, kKernelName, "op was not prepared");
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   const clicktrain_conv_geometry& g = op->geometry;
   const size_t input_bytes = static_cast<size_t>(g.batch) * g.input_height *
@@ -333,21 +340,13 @@ TfLiteRegistration ClickTrainPatternConvS8Registration() {
 
 namespace clicktrain {
 
-// Bytes a layer of these tensor sizes holds, plus the values widened to
-// float once more while it is built: the structure (with the values
-// widened to float, as the float op's), the int8 values and four
-// per-filter arrays. SIZE_MAX on overflow.
-size_t S8LayerBytes(size_t masks, size_t kernels, size_t values,
-                  size_t output_channels) {
-  if (masks == SIZE_MAX || kernels == SIZE_MAX || values > SIZE_MAX / 16 ||
+size_t S8LayerBytes(size_t structure_bytes, size_t values,
+                    size_t output_channels) {
+  if (structure_bytes == SIZE_MAX || values > SIZE_MAX / 16 ||
       output_channels > SIZE_MAX / 32) {
     return SIZE_MAX;
   }
-  clicktrain_compact_tensors structure{};
-  structure.pattern_masks_count = masks;
-  structure.kernel_input_channels_count = kernels;
-  structure.values_count = values;
-  size_t bytes = clicktrain_pattern_weights_bytes(&structure, output_channels);
+  size_t bytes = structure_bytes;
   if (__builtin_add_overflow(bytes, values * (1 + sizeof(float)) +
                                         4 * output_channels * sizeof(int32_t),
                              &bytes)) {
@@ -356,28 +355,31 @@ size_t S8LayerBytes(size_t masks, size_t kernels, size_t values,
   return bytes;
 }
 
+size_t S8NodeLayerBytes(TfLiteContext* context, const int* inputs,
+                        const CompactInputs& layout,
+                        const clicktrain_op_options& options) {
+  const size_t output_channels = static_cast<size_t>(options.output_channels);
+  return S8LayerBytes(
+      CompactWeightBytes(context, inputs, layout, options.format_version,
+                         output_channels),
+      ElementCount(TensorAt(context, inputs[layout.values])), output_channels);
+}
+
 TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
                           const char* weights_name, int node_index,
-                          const int* inputs, const clicktrain_op_options& options,
+                          const int* inputs, const CompactInputs& layout,
+                          const clicktrain_op_options& options, bool depthwise,
                           BudgetShare* weights_budget, clicktrain_s8_layer* layer) {
-  using namespace s8_pattern_input;  // NOLINT
-  size_t masks_shape[1] = {0}, runs_shape[2] = {0, 0}, channels_shape[1] = {0};
+  clicktrain_s8_compact_tensors tensors{};
+  if (ReadCompactStructure(context, kernel_name, inputs, layout,
+                           options.format_version,
+                           &tensors.structure) != kTfLiteOk) {
+    return kTfLiteError;
+  }
   size_t values_shape[1] = {0}, bias_shape[1] = {0}, scales_shape[1] = {0};
-  const TfLiteTensor* masks = TensorAt(context, inputs[kPatternMasks]);
-  const TfLiteTensor* runs = TensorAt(context, inputs[kRunLengths]);
-  const TfLiteTensor* channels =
-      TensorAt(context, inputs[kKernelInputChannels]);
-  const TfLiteTensor* values = TensorAt(context, inputs[kValues]);
-  const TfLiteTensor* scales = TensorAt(context, inputs[kFilterScales]);
-  if (CheckConstant(context, kernel_name, masks, "pattern_masks",
-                    kTfLiteUInt16, kTfLiteNoType, 1,
-                    masks_shape) != kTfLiteOk ||
-      CheckConstant(context, kernel_name, runs, "pattern_run_lengths",
-                    kTfLiteUInt8, kTfLiteUInt16, 2, runs_shape) != kTfLiteOk ||
-      CheckConstant(context, kernel_name, channels, "kernel_input_channels",
-                    kTfLiteUInt8, kTfLiteUInt16, 1,
-                    channels_shape) != kTfLiteOk ||
-      CheckConstant(context, kernel_name, values, "values", kTfLiteInt8,
+  const TfLiteTensor* values = TensorAt(context, inputs[layout.values]);
+  const TfLiteTensor* scales = TensorAt(context, inputs[layout.filter_scales]);
+  if (CheckConstant(context, kernel_name, values, "values", kTfLiteInt8,
                     kTfLiteNoType, 1, values_shape) != kTfLiteOk ||
       CheckConstant(context, kernel_name, scales, "filter_scales",
                     kTfLiteFloat32, kTfLiteNoType, 1,
@@ -385,24 +387,13 @@ TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
     return kTfLiteError;
   }
   const TfLiteTensor* bias = nullptr;
-  if (inputs[kBias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
-    bias = TensorAt(context, inputs[kBias]);
+  if (inputs[layout.bias] != CLICKTRAIN_TFLITE_OPTIONAL_TENSOR) {
+    bias = TensorAt(context, inputs[layout.bias]);
     if (CheckConstant(context, kernel_name, bias, "bias", kTfLiteInt32,
                       kTfLiteNoType, 1, bias_shape) != kTfLiteOk) {
       return kTfLiteError;
     }
   }
-  clicktrain_s8_compact_tensors tensors{};
-  tensors.structure.pattern_masks = masks->data;
-  tensors.structure.pattern_masks_count = masks_shape[0];
-  tensors.structure.pattern_run_lengths = runs->data;
-  tensors.structure.run_lengths_rows = runs_shape[0];
-  tensors.structure.run_lengths_columns = runs_shape[1];
-  tensors.structure.run_lengths_element_size = TypeSize(runs->type);
-  tensors.structure.kernel_input_channels = channels->data;
-  tensors.structure.kernel_input_channels_count = channels_shape[0];
-  tensors.structure.kernel_input_channels_element_size =
-      TypeSize(channels->type);
   tensors.values = values->data;
   tensors.values_count = values_shape[0];
   tensors.bias = bias == nullptr ? nullptr : bias->data;
@@ -412,8 +403,11 @@ TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
   // Reserved at Init from the same shapes; Resize keeps the share exact.
   const size_t output_channels =
       static_cast<size_t>(options.output_channels);
+  clicktrain_compact_tensors structure_counts = tensors.structure;
+  structure_counts.values_count = values_shape[0];
   const size_t layer_bytes = S8LayerBytes(
-      masks_shape[0], channels_shape[0], values_shape[0], output_channels);
+      clicktrain_pattern_weights_bytes(&structure_counts, output_channels),
+      values_shape[0], output_channels);
   if (!weights_budget->Resize(layer_bytes)) {
     return weights_budget->ReportRefusal(context, kernel_name,
                                             node_index, "its weights",
@@ -422,7 +416,7 @@ TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
   char error[512];
   const int status = clicktrain_s8_layer_build(
       &tensors, static_cast<size_t>(options.input_channels),
-      output_channels, layer, error, sizeof(error));
+      output_channels, depthwise ? 1 : 0, layer, error, sizeof(error));
   // Building widened the values to float once more, briefly.
   weights_budget->Return(values_shape[0] * sizeof(float));
   if (status != 0) {

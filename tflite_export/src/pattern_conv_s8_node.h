@@ -8,6 +8,7 @@
 #include <cstddef>
 
 #include "clicktrain/pattern_conv_s8.h"
+#include "compact_inputs.h"
 #include "litert_abi.h"
 #include "memory_budget.h"
 #include "op_options.h"
@@ -21,35 +22,28 @@ TfLiteRegistration ClickTrainPatternConvS8Registration();
 
 namespace clicktrain {
 
-/* Operator inputs of the int8 pattern conv and depthwise conv, see the
- * format in include/clicktrain/pattern_conv_s8.h. */
-namespace s8_pattern_input {
-enum : int {
-  kInput = 0,
-  kPatternMasks = 1,
-  kRunLengths = 2,
-  kKernelInputChannels = 3,
-  kValues = 4,
-  kBias = 5,
-  kFilterScales = 6,
-  kNumInputs = 7,
-};
-}  // namespace s8_pattern_input
-
-/* Bytes an int8 layer of these tensor sizes holds, plus the values widened
- * to float once more while it is built: the structure (with the values
- * widened to float, as the float op's), the int8 values and four
- * per-filter arrays. SIZE_MAX on overflow. */
-size_t S8LayerBytes(size_t masks, size_t kernels, size_t values,
+/* Bytes an int8 layer holds, plus the values widened to float once more
+ * while it is built: the structure (`structure_bytes`, CompactWeightBytes
+ * of its tensors: the float op's, values widened to float), the int8
+ * values and four per-filter arrays. SIZE_MAX on overflow. */
+size_t S8LayerBytes(size_t structure_bytes, size_t values,
                     size_t output_channels);
 
-/* Checks the constant inputs of an int8 pattern op (`inputs`, indexed by
- * s8_pattern_input), resizes `weights_budget` to the layer's bytes and
- * builds `layer` from them; errors name `kernel_name`, the node and, for
- * invalid weights, "invalid <weights_name> weights". */
+/* Bytes BuildS8Layer reserves for the node's tensors (`inputs`, laid out
+ * as `layout`), from their element counts; SIZE_MAX on overflow. */
+size_t S8NodeLayerBytes(TfLiteContext* context, const int* inputs,
+                        const CompactInputs& layout,
+                        const clicktrain_op_options& options);
+
+/* Checks the constant inputs of an int8 pattern op (`inputs`, laid out as
+ * `layout`), resizes `weights_budget` to the layer's bytes and builds
+ * `layer` from them (`depthwise`: the depthwise op's structure); errors
+ * name `kernel_name`, the node and, for invalid weights, "invalid
+ * <weights_name> weights". */
 TfLiteStatus BuildS8Layer(TfLiteContext* context, const char* kernel_name,
                           const char* weights_name, int node_index,
-                          const int* inputs, const clicktrain_op_options& options,
+                          const int* inputs, const CompactInputs& layout,
+                          const clicktrain_op_options& options, bool depthwise,
                           BudgetShare* weights_budget, clicktrain_s8_layer* layer);
 
 }  // namespace clicktrain

@@ -70,14 +70,15 @@ int32_t clicktrain_multiply_by_quantized_multiplier(int32_t x,
 
 int clicktrain_s8_layer_build(const clicktrain_s8_compact_tensors* t,
                               size_t input_channels, size_t output_channels,
-                              clicktrain_s8_layer* layer, char* error,
-                              size_t error_size) {
+                              int depthwise, clicktrain_s8_layer* layer,
+                              char* error, size_t error_size) {
   memset(layer, 0, sizeof(*layer));
   if (t->values == NULL) {
     return fail(error, error_size, "values are missing");
   }
   /* The structure check needs float values of the same count: widen the
-   * int8 values (exact), which also keeps one validator for both ops. */
+   * int8 values (exact), which also keeps one validator and one expansion
+   * (values into kernel order) for both ops. */
   float* widened = (float*)malloc((t->values_count ? t->values_count : 1) *
                                   sizeof(float));
   if (widened == NULL) return fail(error, error_size, "out of memory");
@@ -90,7 +91,8 @@ int clicktrain_s8_layer_build(const clicktrain_s8_compact_tensors* t,
   structure.bias = NULL;
   structure.bias_count = 0;
   const int status = clicktrain_build_pattern_weights(
-      &structure, input_channels, output_channels, 0, &layer->structure,
+      &structure, input_channels, output_channels, depthwise,
+      &layer->structure,
       error, error_size);
   free(widened);
   if (status != 0) return -1;
@@ -116,7 +118,10 @@ int clicktrain_s8_layer_build(const clicktrain_s8_compact_tensors* t,
     clicktrain_s8_layer_release(layer);
     return fail(error, error_size, "out of memory");
   }
-  memcpy(layer->values, t->values, t->values_count);
+  const float* ordered = layer->structure.weights.values;
+  for (size_t i = 0; i < t->values_count; ++i) {
+    layer->values[i] = (int8_t)ordered[i];
+  }
   if (t->bias != NULL) {
     memcpy(layer->bias, t->bias, output_channels * sizeof(int32_t));
   }

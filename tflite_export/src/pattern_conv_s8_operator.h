@@ -59,12 +59,14 @@ typedef struct clicktrain_s8_layer {
   clicktrain_s8_requantization requantization;
 } clicktrain_s8_layer;
 
-/* Validates `tensors` for a layer of the given channel counts and copies
- * them into `layer`. Returns 0, or -1 with a message naming the field. */
+/* Validates `tensors` for a layer of the given channel counts (`depthwise`:
+ * the depthwise op's structure) and expands them into `layer`, values in
+ * the structure's kernel order. Returns 0, or -1 with a message naming the
+ * field. */
 int clicktrain_s8_layer_build(const clicktrain_s8_compact_tensors* tensors,
                               size_t input_channels, size_t output_channels,
-                              clicktrain_s8_layer* layer, char* error,
-                              size_t error_size);
+                              int depthwise, clicktrain_s8_layer* layer,
+                              char* error, size_t error_size);
 
 /* Checks the input/output quantization and fills `layer->requantization`
  * as TFLite's PopulateConvolutionQuantizationParams and

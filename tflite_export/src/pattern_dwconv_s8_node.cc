@@ -21,16 +21,16 @@ using clicktrain::BudgetedThreads;
 using clicktrain::BuildS8Layer;
 using clicktrain::BudgetShare;
 using clicktrain::CheckConstant;
+using clicktrain::CompactInputs;
+using clicktrain::CompactInputsOf;
 using clicktrain::ElementCount;
 using clicktrain::ReportNodeError;
 using clicktrain::ResizeOutput;
-using clicktrain::S8LayerBytes;
+using clicktrain::S8NodeLayerBytes;
 using clicktrain::TensorAt;
 using clicktrain::TypeSize;
 
 namespace {
-
-using namespace clicktrain::s8_pattern_input;  // NOLINT: the op's input names
 
 constexpr const char* kKernelName = "ClickTrainPatternDepthwiseConv2DInt8Kernel";
 constexpr size_t kErrorSize = 512;
@@ -40,6 +40,8 @@ struct PatternDepthwiseConvS8Node {
   std::vector<int> inputs;
   std::vector<int> outputs;
   clicktrain_op_options options{};
+  // Positions of the compact tensors, from options.format_version.
+  CompactInputs layout{};
   std::string error;  // set when the node cannot run; reported by Prepare
   bool layer_ready = false;
   clicktrain_s8_layer layer{};
@@ -63,8 +65,8 @@ struct PatternDepthwiseConvS8Node {
 TfLiteStatus BuildLayer(TfLiteContext* context,
                         PatternDepthwiseConvS8Node* op) {
   if (BuildS8Layer(context, kKernelName, "int8 pattern depthwise",
-                   op->node_index, op->inputs.data(), op->options,
-                   &op->weights_budget, &op->layer) != kTfLiteOk) {
+                   op->node_index, op->inputs.data(), op->layout, op->options,
+                   true, &op->weights_budget, &op->layer) != kTfLiteOk) {
     return kTfLiteError;
   }
   char error[kErrorSize];
@@ -119,12 +121,10 @@ void* Init(TfLiteContext* context, const char* buffer, size_t) {
     op->error = error;
     return op;
   }
-  if (op->inputs.size() == kNumInputs) {
-    const size_t layer_bytes = S8LayerBytes(
-        ElementCount(TensorAt(context, op->inputs[kPatternMasks])),
-        ElementCount(TensorAt(context, op->inputs[kKernelInputChannels])),
-        ElementCount(TensorAt(context, op->inputs[kValues])),
-        static_cast<size_t>(op->options.output_channels));
+  op->layout = CompactInputsOf(op->options.format_version, true);
+  if (op->inputs.size() == static_cast<size_t>(op->layout.num_inputs)) {
+    const size_t layer_bytes = S8NodeLayerBytes(context, op->inputs.data(),
+                                                op->layout, op->options);
     if (!op->weights_budget.Reserve(layer_bytes)) {
       op->error = op->weights_budget.RefusalMessage(op->node_index,
                                                     "its weights", layer_bytes);
@@ -221,16 +221,19 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     return ReportNodeError(context, kKernelName,
                            "%s", op->error.c_str());
   }
-  if (op->inputs.size() != kNumInputs || op->outputs.size() != 1) {
+  if (op->inputs.size() != static_cast<size_t>(op->layout.num_inputs) ||
+      op->outputs.size() != 1) {
     return ReportNodeError(
         context, kKernelName,
-        "op must have %d inputs and 1 output. Received: %zu and %zu",
-        kNumInputs, op->inputs.size(), op->outputs.size());
+        "op must have %d inputs (compact format version %d) and 1 output. "
+        "Received: %zu and %zu",
+        op->layout.num_inputs, op->options.format_version, op->inputs.size(),
+        op->outputs.size());
   }
   if (!op->layer_ready && BuildLayer(context, op) != kTfLiteOk) {
     return kTfLiteError;
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   if (input == nullptr || output == nullptr) {
     return ReportNodeError(context, kKernelName,
@@ -275,7 +278,7 @@ TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   if (op == nullptr || !op->layer_ready || !op->prepared) {
     return ReportNodeError(context, kKernelName, "op was not prepared");
   }
-  const TfLiteTensor* input = TensorAt(context, op->inputs[kInput]);
+  const TfLiteTensor* input = TensorAt(context, op->inputs[op->layout.input]);
   TfLiteTensor* output = TensorAt(context, op->outputs[0]);
   const clicktrain_conv_geometry& g = op->geometry;
   const size_t input_bytes = static_cast<size_t>(g.batch) * g.input_height *

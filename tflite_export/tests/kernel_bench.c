@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
     free(pattern);
   }
   clicktrain_compact_tensors t = {masks, 8, runs, (size_t)out, 8, 2, channels, kernels, 2,
-                                  values, num_values, bias, (size_t)out};
+                                  values, num_values, bias, (size_t)out, 1, NULL, 0};
   clicktrain_weight_storage storage;
   char error[256];
   if (clicktrain_build_pattern_weights(&t, in, out, 0, &storage, error, sizeof(error))) {

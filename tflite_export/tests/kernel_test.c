@@ -56,6 +56,7 @@ typedef struct layer {
   uint16_t* channels;
   float* values;
   size_t num_kernels, num_values;
+  int* pattern_of; /* [out][per_filter], -1 for a removed kernel */
 } layer;
 
 static const uint16_t kPatterns[4] = {0x0BA, 0x1B0, 0x03A, 0x0D8};
@@ -99,7 +100,7 @@ static void make_layer(layer* l, int in_channels, int out_channels,
       }
     }
   }
-  free(pattern_of);
+  l->pattern_of = pattern_of;
 }
 
 static void free_layer(layer* l) {
@@ -108,11 +109,13 @@ static void free_layer(layer* l) {
   free(l->runs);
   free(l->channels);
   free(l->values);
+  free(l->pattern_of);
 }
 
 static clicktrain_compact_tensors compact_of(const layer* l) {
   clicktrain_compact_tensors t;
   memset(&t, 0, sizeof(t));
+  t.format_version = 1;
   t.pattern_masks = l->masks;
   t.pattern_masks_count = (size_t)l->num_patterns;
   t.pattern_run_lengths = l->runs;
@@ -427,6 +430,184 @@ static void check_validation(void) {
   free_layer(&l);
 }
 
+/* ------------------------------------------------------------------------
+ * Compact format version 2: the exporter's encoding, written here as
+ * pattern_conv.h specifies it, expands to the same memory as version 1. */
+
+typedef struct encoded_layer {
+  uint8_t* index;
+  size_t index_count;
+  size_t stream_bits;
+  float* values; /* pair order */
+} encoded_layer;
+
+static void put_bits(encoded_layer* e, uint64_t value, unsigned count) {
+  for (unsigned b = 0; b < count; ++b, ++e->stream_bits) {
+    if ((value >> b) & 1u) {
+      e->index[1 + e->stream_bits / 8] |= (uint8_t)(1u << (e->stream_bits % 8));
+    }
+  }
+}
+
+static void put_gap(encoded_layer* e, uint64_t gap, unsigned gap_bits) {
+  for (uint64_t q = gap >> gap_bits; q > 0; --q) put_bits(e, 1, 1);
+  put_bits(e, 0, 1);
+  put_bits(e, gap, gap_bits);
+}
+
+static encoded_layer encode_version2(const layer* l, unsigned gap_bits) {
+  const size_t per_filter = l->depthwise ? 1 : (size_t)l->in_channels;
+  const size_t pairs = (size_t)l->out_channels * per_filter;
+  unsigned id_bits = 0;
+  while ((1u << id_bits) < (unsigned)l->num_patterns) ++id_bits;
+  encoded_layer e;
+  e.stream_bits = 0;
+  e.index = calloc(2 + (pairs + (l->num_kernels + 1) * (gap_bits + 1 + id_bits)) / 8,
+                   1);
+  e.index[0] = (uint8_t)gap_bits;
+  e.values = malloc(sizeof(float) * (l->num_values + 1));
+  size_t value = 0, previous_end = 0;
+  for (size_t pair = 0; pair < pairs; ++pair) {
+    const int p = l->pattern_of[pair];
+    if (p < 0) continue;
+    put_gap(&e, pair - previous_end, gap_bits);
+    put_bits(&e, (uint64_t)p, id_bits);
+    previous_end = pair + 1;
+    const size_t o = pair / per_filter;
+    const size_t channel = l->depthwise ? o : pair % per_filter;
+    for (int position = 0; position < 9; ++position) {
+      if ((l->masks[p] >> position) & 1u) {
+        e.values[value++] =
+            l->dense[(o * 9 + (size_t)position) * (size_t)l->in_channels + channel];
+      }
+    }
+  }
+  put_gap(&e, pairs - previous_end, gap_bits);
+  e.index_count = 1 + (e.stream_bits + 7) / 8;
+  return e;
+}
+
+static clicktrain_compact_tensors version2_of(const layer* l,
+                                              const encoded_layer* e) {
+  clicktrain_compact_tensors t;
+  memset(&t, 0, sizeof(t));
+  t.format_version = 2;
+  t.pattern_masks = l->masks;
+  t.pattern_masks_count = (size_t)l->num_patterns;
+  t.kernel_index = e->index;
+  t.kernel_index_count = e->index_count;
+  t.values = e->values;
+  t.values_count = l->num_values;
+  t.bias = l->bias;
+  t.bias_count = (size_t)l->out_channels;
+  return t;
+}
+
+static int same_weights(const clicktrain_pattern_weights* a,
+                        const clicktrain_pattern_weights* b) {
+  const size_t o = a->output_channels;
+  return a->input_channels == b->input_channels && o == b->output_channels &&
+         a->num_patterns == b->num_patterns &&
+         a->num_kernels == b->num_kernels && a->num_values == b->num_values &&
+         !memcmp(a->pattern_masks, b->pattern_masks, 2 * a->num_patterns) &&
+         !memcmp(a->pattern_run_lengths, b->pattern_run_lengths,
+                 2 * o * a->num_patterns) &&
+         !memcmp(a->kernel_input_channels, b->kernel_input_channels,
+                 2 * (size_t)a->num_kernels) &&
+         !memcmp(a->values, b->values, 4 * (size_t)a->num_values) &&
+         !memcmp(a->bias, b->bias, 4 * o) &&
+         !memcmp(a->filter_kernel_start, b->filter_kernel_start, 4 * (o + 1)) &&
+         !memcmp(a->filter_value_start, b->filter_value_start, 4 * (o + 1));
+}
+
+static void check_version2_expands_as_version1(int in, int out, int depthwise,
+                                               unsigned gap_bits) {
+  layer l;
+  make_layer(&l, in, out, depthwise);
+  encoded_layer e = encode_version2(&l, gap_bits);
+  clicktrain_compact_tensors v1 = compact_of(&l);
+  clicktrain_compact_tensors v2 = version2_of(&l, &e);
+  clicktrain_weight_storage a, b;
+  char error[256];
+  EXPECT(clicktrain_build_pattern_weights(&v1, (size_t)in, (size_t)out,
+                                          depthwise, &a, error,
+                                          sizeof(error)) == 0, "%s", error);
+  EXPECT(clicktrain_build_pattern_weights(&v2, (size_t)in, (size_t)out,
+                                          depthwise, &b, error,
+                                          sizeof(error)) == 0,
+         "version 2, %dx%d depthwise=%d gap_bits=%u: %s", in, out, depthwise,
+         gap_bits, error);
+  if (a.memory != NULL && b.memory != NULL) {
+    EXPECT(same_weights(&a.weights, &b.weights),
+           "version 2 of a %dx%d layer (depthwise=%d, gap_bits=%u) expands "
+           "differently from version 1", in, out, depthwise, gap_bits);
+  }
+  EXPECT(clicktrain_pattern_weights_bytes(&v2, (size_t)out) >=
+             clicktrain_pattern_weights_bytes(&v1, (size_t)out),
+         "version 2's memory bound is below what it allocates");
+  clicktrain_free_pattern_weights(&a);
+  clicktrain_free_pattern_weights(&b);
+  free(e.index);
+  free(e.values);
+  free_layer(&l);
+}
+
+static void check_version2_validation(void) {
+  layer l;
+  make_layer(&l, 7, 6, 0);
+  encoded_layer e = encode_version2(&l, 1);
+  clicktrain_compact_tensors t = version2_of(&l, &e);
+  clicktrain_compact_tensors bad;
+  uint8_t* index = malloc(e.index_count + 2);
+
+  bad = t; bad.format_version = 3;
+  expect_rejected(&bad, 7, 6, 0, "format version 3");
+  bad = t; bad.kernel_index_count = 0;
+  expect_rejected(&bad, 7, 6, 0, "an empty kernel_index");
+  bad = t; bad.kernel_index_count -= 1;
+  expect_rejected(&bad, 7, 6, 0, "a truncated kernel_index");
+  memcpy(index, e.index, e.index_count);
+  index[e.index_count] = 0;
+  bad = t; bad.kernel_index = index; bad.kernel_index_count += 1;
+  expect_rejected(&bad, 7, 6, 0, "a byte after the stream");
+  bad = t; bad.values_count -= 1;
+  expect_rejected(&bad, 7, 6, 0, "a short values tensor");
+  bad = t; bad.values_count += 1;
+  expect_rejected(&bad, 7, 6, 0, "a long values tensor");
+  expect_rejected(&t, 7, 5, 0, "a stream running past the layer's pairs");
+  expect_rejected(&t, 7, 7, 0, "a stream ending before the layer's pairs");
+  bad = t; bad.pattern_masks_count = 3; /* id 3 stays 2 bits, >= 3 */
+  expect_rejected(&bad, 7, 6, 0, "a pattern id >= num_patterns");
+
+  memcpy(index, e.index, e.index_count);
+  index[0] = CLICKTRAIN_MAX_GAP_BITS + 1;
+  bad = t; bad.kernel_index = index;
+  expect_rejected(&bad, 7, 6, 0, "gap_bits 32");
+  if (e.stream_bits % 8 != 0) {
+    memcpy(index, e.index, e.index_count);
+    index[e.index_count - 1] |= 0x80;
+    expect_rejected(&bad, 7, 6, 0, "a padding bit set");
+  }
+  memset(index + 1, 0xFF, e.index_count - 1);
+  index[0] = 0;
+  expect_rejected(&bad, 7, 6, 0, "a stream of one bits");
+  memset(index + 1, 0x00, e.index_count - 1);
+  expect_rejected(&bad, 7, 6, 0, "a stream of zero bits");
+  free(index);
+  free(e.index);
+  free(e.values);
+  free_layer(&l);
+
+  /* A depthwise stream reading more pairs than channels. */
+  make_layer(&l, 6, 6, 1);
+  e = encode_version2(&l, 0);
+  t = version2_of(&l, &e);
+  expect_rejected(&t, 5, 5, 1, "a depthwise stream of 6 pairs for 5 channels");
+  free(e.index);
+  free(e.values);
+  free_layer(&l);
+}
+
 static void check_options(void) {
   clicktrain_op_options options;
   char error[256];
@@ -483,6 +664,17 @@ int main(void) {
   check_non_finite_weights(1);
   check_scratch_bound();
   check_validation();
+  const int version2_shapes[][3] = {{13, 37, 0}, {37, 3, 0}, {1, 1, 0},
+                                    {64, 9, 0}, {16, 16, 1}, {5, 5, 1}};
+  for (size_t c = 0; c < sizeof(version2_shapes) / sizeof(version2_shapes[0]);
+       ++c) {
+    for (unsigned gap_bits = 0; gap_bits <= 5; gap_bits += 1 + gap_bits) {
+      check_version2_expands_as_version1(version2_shapes[c][0],
+                                         version2_shapes[c][1],
+                                         version2_shapes[c][2], gap_bits);
+    }
+  }
+  check_version2_validation();
   check_options();
   clicktrain_thread_pool_destroy(two_threads);
   if (failures != 0) {

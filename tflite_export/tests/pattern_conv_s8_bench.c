@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   for (int o = 0; o < out; ++o) scales[o] = 0.01f;
   clicktrain_s8_compact_tensors t;
   memset(&t, 0, sizeof(t));
+  t.structure.format_version = 1;
   t.structure.pattern_masks = masks;
   t.structure.pattern_masks_count = (size_t)patterns;
   t.structure.pattern_run_lengths = runs_table;
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   t.filter_scales_count = (size_t)out;
   clicktrain_s8_layer layer;
   char error[256];
-  if (clicktrain_s8_layer_build(&t, (size_t)in, (size_t)out, &layer, error, sizeof(error)) != 0 ||
+  if (clicktrain_s8_layer_build(&t, (size_t)in, (size_t)out, 0, &layer, error, sizeof(error)) != 0 ||
       clicktrain_s8_layer_requantize(&layer, 0.05f, 3, 0.1f, -2, CLICKTRAIN_ACTIVATION_RELU,
                                      error, sizeof(error)) != 0) {
     fprintf(stderr, "%s\n", error);

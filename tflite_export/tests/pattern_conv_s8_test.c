@@ -118,6 +118,7 @@ static void check_layer(int input_channels, int output_channels, int stride,
 
   clicktrain_s8_compact_tensors t;
   memset(&t, 0, sizeof(t));
+  t.structure.format_version = 1;
   t.structure.pattern_masks = masks;
   t.structure.pattern_masks_count = (size_t)patterns;
   t.structure.pattern_run_lengths = wide ? (const void*)runs : (const void*)narrow_runs;
@@ -136,7 +137,7 @@ static void check_layer(int input_channels, int output_channels, int stride,
   clicktrain_s8_layer layer;
   char error[256];
   const int built = clicktrain_s8_layer_build(&t, (size_t)input_channels,
-                                              (size_t)output_channels, &layer, error,
+                                              (size_t)output_channels, 0, &layer, error,
                                               sizeof(error));
   CHECK(built == 0, "layer build: %s", error);
   if (built != 0) return;
@@ -310,6 +311,7 @@ static void check_validation(void) {
   float scale = 0.5f;
   clicktrain_s8_compact_tensors t;
   memset(&t, 0, sizeof(t));
+  t.structure.format_version = 1;
   t.structure.pattern_masks = &mask;
   t.structure.pattern_masks_count = 1;
   t.structure.pattern_run_lengths = &run;
@@ -325,7 +327,7 @@ static void check_validation(void) {
   t.filter_scales_count = 1;
   clicktrain_s8_layer layer;
   char error[256];
-  CHECK(clicktrain_s8_layer_build(&t, 1, 1, &layer, error, sizeof(error)) == 0, "%s", error);
+  CHECK(clicktrain_s8_layer_build(&t, 1, 1, 0, &layer, error, sizeof(error)) == 0, "%s", error);
   CHECK(clicktrain_s8_layer_requantize(&layer, 0.5f, 200, 0.5f, 0, CLICKTRAIN_ACTIVATION_NONE,
                                        error, sizeof(error)) != 0 &&
             strstr(error, "zero points") != NULL,
@@ -336,12 +338,12 @@ static void check_validation(void) {
         "a requantization scale beyond 2^30 is refused");
   clicktrain_s8_layer_release(&layer);
   t.values_count = 8;
-  CHECK(clicktrain_s8_layer_build(&t, 1, 1, &layer, error, sizeof(error)) != 0 &&
+  CHECK(clicktrain_s8_layer_build(&t, 1, 1, 0, &layer, error, sizeof(error)) != 0 &&
             strstr(error, "values") != NULL,
         "a missing value is refused");
   t.values_count = 9;
   scale = -1.0f;
-  CHECK(clicktrain_s8_layer_build(&t, 1, 1, &layer, error, sizeof(error)) != 0 &&
+  CHECK(clicktrain_s8_layer_build(&t, 1, 1, 0, &layer, error, sizeof(error)) != 0 &&
             strstr(error, "filter_scales[0]") != NULL,
         "a negative filter scale is refused");
 }

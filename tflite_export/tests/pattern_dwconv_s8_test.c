@@ -97,8 +97,9 @@ static int build(const test_layer* t, clicktrain_s8_layer* layer, char* error,
   tensors.bias_count = (size_t)t->channels;
   tensors.filter_scales = t->scales;
   tensors.filter_scales_count = (size_t)t->channels;
+  tensors.structure.format_version = 1;
   if (clicktrain_s8_layer_build(&tensors, (size_t)t->channels,
-                                (size_t)t->channels, layer, error,
+                                (size_t)t->channels, 1, layer, error,
                                 error_size) != 0) {
     return -1;
   }

@@ -8,38 +8,66 @@
  *   - the compute kernels (src/f32-patconv/<variant>.c, ...), which trust a
  *     validated `clicktrain_pattern_weights` and never see the file.
  *
- * Compact format, version 1 (custom ops "ClickTrainPatternConv2D" and
- * "ClickTrainPatternDepthwiseConv2D")
+ * Compact format, version 2 (custom ops "ClickTrainPatternConv2D" and
+ * "ClickTrainPatternDepthwiseConv2D"), written by the exporter
  * -------------------------------------------------------------------------
  * Operator inputs:
- *   0 input                 float32 [batch, height, width, input_channels]
- *   1 pattern_masks         uint16  [num_patterns]
+ *   0 input          float32 [batch, height, width, input_channels]
+ *   1 pattern_masks  uint16  [num_patterns]
  *        The layer's pattern table. Bit (3 * ky + kx) is set when position
- *        (ky, kx) of a 3x3 kernel is kept. 1 <= popcount, mask < 512.
+ *        (ky, kx) of a 3x3 kernel is kept. 1 <= popcount, mask < 512,
+ *        1 <= num_patterns <= 511.
+ *   2 kernel_index   uint8   [index_bytes]
+ *        Which (filter, input channel) pairs keep a kernel, and the pattern
+ *        of each kept kernel, as one bit stream. The layer's pairs are
+ *        numbered o * input_channels + i (depthwise: pair o is filter o on
+ *        its own input channel o; there are output_channels of them).
+ *        Byte 0 is gap_bits (0..31), the Rice parameter of the gaps. Bytes
+ *        1.. hold the stream, bit n in bit (n % 8) of byte 1 + n / 8. For
+ *        every kept kernel, in pair order: the gap (pairs skipped since the
+ *        previous kept kernel, or since pair 0), then its pattern id; after
+ *        the last kernel, one more gap: the pairs left to the end. A gap g
+ *        is Rice-coded: (g >> gap_bits) one bits, a zero bit, then the low
+ *        gap_bits bits of g, least significant first. A pattern id (an
+ *        index into pattern_masks, < num_patterns) takes
+ *        id_bits = ceil(log2(num_patterns)) bits, least significant first
+ *        (none for a single pattern). The stream ends in the last byte;
+ *        the bits after its end are zero. Gaps are geometric at random
+ *        kernel removal, for which Rice codes come within a few percent of
+ *        the entropy: at 8x (28% of kernels kept) with gap_bits 1, 0.86
+ *        bits per pair (a bitmap takes 1), plus id_bits per kept kernel.
+ *   3 values         float32 [num_values]
+ *        The kept weights, kernel after kernel in pair order, each kernel's
+ *        kept positions in ascending bit order. num_values = sum over kept
+ *        kernels of popcount(pattern_masks[id]).
+ *   4 bias           float32 [output_channels], or absent (-1).
+ * Output 0: float32 [batch, output_height, output_width, output_channels].
+ *
+ * Compact format, version 1 (read, no longer written)
+ * -------------------------------------------------------------------------
+ * Inputs 0 and 1 as in version 2, then:
  *   2 pattern_run_lengths   uint8 or uint16 [output_channels, num_patterns]
  *        Number of kept kernels of pattern p in filter o. A filter's kept
  *        kernels are stored grouped by pattern (PatDNN's filter-kernel
- *        reordering): first the run of pattern 0, then pattern 1, ... so the
- *        pattern id of every kernel follows from these run lengths.
+ *        reordering): first the run of pattern 0, then pattern 1, ...
  *   3 kernel_input_channels uint8 or uint16 [num_kernels]
  *        Input channel of each kept kernel, filter after filter, in the order
- *        above. num_kernels = sum(pattern_run_lengths). Removed kernels are
- *        simply absent. Depthwise: filter o has at most one kernel and its
- *        input channel is o.
- *   4 values                float32 [num_values]
- *        The kept weights, kernel after kernel, each kernel's kept positions
- *        in ascending bit order. num_values = sum over kernels of
- *        popcount(pattern_masks[pattern of the kernel]).
+ *        above. num_kernels = sum(pattern_run_lengths). Depthwise: filter o
+ *        has at most one kernel and its input channel is o.
+ *   4 values                float32 [num_values], kernel after kernel in
+ *        the order above, kept positions in ascending bit order.
  *   5 bias                  float32 [output_channels], or absent (-1).
- * The exporter writes inputs 2 and 3 as uint8 when every value fits (up to
- * 256 input channels), which keeps index overhead at 1 byte per kernel.
- * Output 0: float32 [batch, output_height, output_width, output_channels].
+ *
+ * Either version is expanded at Prepare into the same kernel-ready memory
+ * (clicktrain_pattern_weights below: version 1's order, each filter's
+ * kernels grouped by pattern, by input channel within a pattern), so the
+ * kernels never see the file.
  *
  * Custom options: a flexbuffer map with integer keys
- *   format_version (=1), input_channels, output_channels, stride_h, stride_w,
- *   dilation_h, dilation_w, and string keys padding ("SAME" | "VALID") and
- *   fused_activation ("NONE" | "RELU" | "RELU_N1_TO_1" | "RELU6").
- *   Output sizes and SAME padding follow TFLite's CONV_2D exactly.
+ *   format_version (1 or 2), input_channels, output_channels, stride_h,
+ *   stride_w, dilation_h, dilation_w, and string keys padding ("SAME" |
+ *   "VALID") and fused_activation ("NONE" | "RELU" | "RELU_N1_TO_1" |
+ *   "RELU6"). Output sizes and SAME padding follow TFLite's CONV_2D exactly.
  */
 #ifndef CLICKTRAIN_PATTERN_CONV_H_
 #define CLICKTRAIN_PATTERN_CONV_H_
@@ -51,7 +79,10 @@
 extern "C" {
 #endif
 
-#define CLICKTRAIN_PATTERN_FORMAT_VERSION 1
+/* The version the exporter writes; files of versions
+ * CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION.. still load. */
+#define CLICKTRAIN_PATTERN_FORMAT_VERSION 2
+#define CLICKTRAIN_PATTERN_OLDEST_FORMAT_VERSION 1
 #define CLICKTRAIN_PATTERN_CONV_OP_NAME "ClickTrainPatternConv2D"
 #define CLICKTRAIN_PATTERN_DEPTHWISE_CONV_OP_NAME \
   "ClickTrainPatternDepthwiseConv2D"
@@ -62,6 +93,8 @@ extern "C" {
 #define CLICKTRAIN_MAX_PATTERNS 511
 /* Channel indices and run lengths are at most uint16 in the file. */
 #define CLICKTRAIN_MAX_CHANNELS 65535
+/* Largest Rice parameter of kernel_index's gaps (format version 2). */
+#define CLICKTRAIN_MAX_GAP_BITS 31
 
 /* Shapes and parameters of one convolution call. */
 typedef struct clicktrain_conv_geometry {
@@ -86,7 +119,8 @@ typedef struct clicktrain_conv_geometry {
 
 /* Validated compact weights of one layer, in kernel-friendly memory.
  *
- * Everything the file holds (see the format above) plus two prefix sums so a
+ * The layer in version 1's layout (see the format above), whichever version
+ * the file holds, plus two prefix sums so a
  * kernel can start any filter directly (and split filters across threads):
  * filter o's kernels are kernel_input_channels[filter_kernel_start[o] ..
  * filter_kernel_start[o + 1]) and its values start at

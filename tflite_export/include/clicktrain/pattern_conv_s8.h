@@ -1,19 +1,22 @@
 /* ClickTrain int8 pattern-sparse 3x3 convolution: compact int8 weight format
  * and the compute-kernel interface.
  *
- * Compact format, version 1 (custom op "ClickTrainPatternConv2DInt8")
+ * Compact format, version 2 (custom op "ClickTrainPatternConv2DInt8")
  * -------------------------------------------------------------------------
  * The float op's layout (include/clicktrain/pattern_conv.h) with int8 values,
  * an int32 bias and per-output-channel filter scales:
- *   0 input                 int8 [batch, height, width, input_channels],
- *                           per-tensor scale and zero point
- *   1 pattern_masks         uint16 [num_patterns]
- *   2 pattern_run_lengths   uint8 or uint16 [output_channels, num_patterns]
- *   3 kernel_input_channels uint8 or uint16 [num_kernels]
- *   4 values                int8 [num_values], symmetric (zero point 0)
- *   5 bias                  int32 [output_channels] (scale input_scale *
- *                           filter_scales[o]), or absent (-1)
- *   6 filter_scales         float32 [output_channels], finite and > 0
+ *   0 input          int8 [batch, height, width, input_channels],
+ *                    per-tensor scale and zero point
+ *   1 pattern_masks  uint16 [num_patterns]
+ *   2 kernel_index   uint8 [index_bytes]
+ *   3 values         int8 [num_values], symmetric (zero point 0), in pair
+ *                    order
+ *   4 bias           int32 [output_channels] (scale input_scale *
+ *                    filter_scales[o]), or absent (-1)
+ *   5 filter_scales  float32 [output_channels], finite and > 0
+ * Version 1 (read, no longer written) has the float op's version 1 inputs
+ * 1-4 (pattern_masks, pattern_run_lengths, kernel_input_channels, values)
+ * with int8 values, then bias and filter_scales as inputs 5 and 6.
  * Output 0: int8 [batch, output_height, output_width, output_channels], with
  * a per-tensor scale and zero point.
  * Custom options: the float op's flexbuffer map (same keys and limits).

@@ -1,7 +1,7 @@
 /* ClickTrain int8 pattern-sparse 3x3 depthwise convolution (depth
  * multiplier 1): format and compute-kernel interface.
  *
- * Format, version 1 (custom op "ClickTrainPatternDepthwiseConv2DInt8")
+ * Format, versions 2 and 1 (custom op "ClickTrainPatternDepthwiseConv2DInt8")
  * -------------------------------------------------------------------------
  * The int8 pattern conv's inputs and options
  * (include/clicktrain/pattern_conv_s8.h) with the float depthwise op's
