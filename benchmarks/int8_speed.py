@@ -272,7 +272,7 @@ def print_size_rows(rows, compression, patterns):
         print(f"| {name} | {kind} | {fp32 / 2**20:.3f} | {parts['values'] / 2**20:.3f} | "
               f"{parts['index'] / 2**20:.3f} | {parts['scales'] / 2**20:.3f} | "
               f"**{ratio:.4f}** (1 / {1 / ratio:.1f}) | {goal} | "
-              f"{fp32 / value_bytes / parts['values']:.2f}x |")
+              f"{fp32 / 4 / (parts['values'] / value_bytes):.2f}x |")
 
 
 def main():
