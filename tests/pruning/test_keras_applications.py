@@ -8,6 +8,7 @@ three eager steps of a schedule whose hard phase starts at step 2, and
 """
 
 import gc
+import shutil
 
 import keras
 import numpy as np
@@ -90,11 +91,13 @@ def test_application_wraps_trains_strips_saves_and_converts(name, tmp_path):
     pruned.save(path)
     loaded = keras.saving.load_model(path)
     _assert_same_predictions(loaded, x, expected)
-    # Each copy is freed once checked: even so, the largest models need
-    # about 15 bytes of memory per byte of parameters.
+    # Each copy is freed once checked, and its files removed: even so, the
+    # largest models need about 15 bytes of memory per byte of parameters,
+    # and each saved copy holds the weights and both masks.
     del loaded
     gc.collect()
-    checkpoint = tf.train.Checkpoint(model=pruned).save(str(tmp_path / "ckpt"))
+    (tmp_path / "pruned.keras").unlink()
+    checkpoint = tf.train.Checkpoint(model=pruned).save(str(tmp_path / "checkpoint" / "ckpt"))
     # prune_pattern clones: wrapping a freshly built dense model of the same
     # structure gives a model to restore into.
     restored = _prune(_build(name))
@@ -104,12 +107,14 @@ def test_application_wraps_trains_strips_saves_and_converts(name, tmp_path):
     _assert_same_predictions(restored, x, expected)
     del restored, status
     gc.collect()
+    shutil.rmtree(tmp_path / "checkpoint")
     tf.saved_model.save(pruned, str(tmp_path / "saved"))
     served_model = tf.saved_model.load(str(tmp_path / "saved"))
     (served,) = served_model.signatures["serving_default"](tf.constant(x)).values()
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
     del served_model, served
     gc.collect()
+    shutil.rmtree(tmp_path / "saved")
 
     stripped = ct.strip_pruning(pruned)
     del pruned
