@@ -31,9 +31,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #ifndef CLICKTRAIN_FUZZ_PYTHON
@@ -59,10 +61,13 @@ void Die(const char* what) {
 }
 
 void WriteFile(const std::string& path, const void* data, size_t size) {
+  errno = 0;
   FILE* file = std::fopen(path.c_str(), "wb");
-  if (file == nullptr || std::fwrite(data, 1, size, file) != size ||
-      std::fclose(file) != 0) {
-    Die(("cannot write " + path).c_str());
+  const bool written = file != nullptr &&
+                       std::fwrite(data, 1, size, file) == size;
+  if (file != nullptr && std::fclose(file) != 0) file = nullptr;
+  if (file == nullptr || !written) {
+    Die(("cannot write " + path + ": " + std::strerror(errno)).c_str());
   }
 }
 
