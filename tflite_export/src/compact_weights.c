@@ -271,6 +271,9 @@ typedef struct kernel_index_reader {
   const uint8_t* stream;  /* the bytes after gap_bits */
   uint64_t stream_bits;
   uint64_t bit;           /* next bit to read */
+  uint64_t next_byte;     /* next byte to move into `buffer` */
+  uint64_t buffer;        /* bits bit.. bit + buffered - 1, the rest 0 */
+  unsigned buffered;
   unsigned gap_bits;
   unsigned id_bits;
   size_t num_patterns;
@@ -291,10 +294,28 @@ static void start_reading(const clicktrain_compact_tensors* t, uint64_t pairs,
   r->pairs = pairs;
 }
 
-static unsigned read_bit(kernel_index_reader* r) {
-  const unsigned bit = (r->stream[r->bit >> 3] >> (r->bit & 7)) & 1u;
-  ++r->bit;
-  return bit;
+/* Fills the buffer to at least 57 bits, or to the end of the stream. */
+static void refill(kernel_index_reader* r) {
+  const uint64_t stream_bytes = r->stream_bits >> 3;
+  while (r->buffered <= 56 && r->next_byte < stream_bytes) {
+    r->buffer |= (uint64_t)r->stream[r->next_byte++] << r->buffered;
+    r->buffered += 8;
+  }
+}
+
+static void consume(kernel_index_reader* r, unsigned count) {
+  r->buffer = count == 64 ? 0 : r->buffer >> count;
+  r->buffered -= count;
+  r->bit += count;
+}
+
+/* Reads `count` (<= 32) bits as an unsigned number; the caller checked
+ * that the stream holds them. */
+static uint64_t read_bits(kernel_index_reader* r, unsigned count) {
+  refill(r);
+  const uint64_t value = r->buffer & (((uint64_t)1 << count) - 1);
+  consume(r, count);
+  return value;
 }
 
 /* The next kept kernel: returns 1 with its pair and pattern, 0 after the
@@ -303,14 +324,19 @@ static int next_kernel(kernel_index_reader* r, uint64_t* pair,
                        unsigned* pattern, char* error, size_t error_size) {
   const uint64_t left = r->pairs - r->next_pair;
   uint64_t gap = 0;
-  for (;;) {
-    if (r->bit >= r->stream_bits) {
+  for (;;) {  /* the quotient: one bits up to a zero, 57 at a time */
+    refill(r);
+    const uint64_t available = r->buffered < 57 ? r->buffered : 57;
+    if (available == 0) {
       return fail(error, error_size,
                   "kernel_index ends inside the gap before kernel %llu",
                   (unsigned long long)r->kernels);
     }
-    if (!read_bit(r)) break;
-    gap += (uint64_t)1 << r->gap_bits;
+    const uint64_t zeros = ~r->buffer;
+    const uint64_t ones =
+        zeros == 0 ? 64 : (uint64_t)__builtin_ctzll(zeros);
+    const uint64_t run = ones < available ? ones : available;
+    gap += run << r->gap_bits;  /* run <= 57, gap_bits <= 31: no overflow */
     if (gap > left) {
       return fail(error, error_size,
                   "kernel_index: the gap before kernel %llu runs past the "
@@ -318,15 +344,18 @@ static int next_kernel(kernel_index_reader* r, uint64_t* pair,
                   (unsigned long long)r->kernels,
                   (unsigned long long)r->pairs);
     }
+    if (ones < available) {
+      consume(r, (unsigned)run + 1);  /* and the zero */
+      break;
+    }
+    consume(r, (unsigned)run);
   }
   if (r->stream_bits - r->bit < r->gap_bits) {
     return fail(error, error_size,
                 "kernel_index ends inside the gap before kernel %llu",
                 (unsigned long long)r->kernels);
   }
-  for (unsigned b = 0; b < r->gap_bits; ++b) {
-    gap += (uint64_t)read_bit(r) << b;
-  }
+  gap += read_bits(r, r->gap_bits);
   if (gap > left) {
     return fail(error, error_size,
                 "kernel_index: the gap before kernel %llu runs past the "
@@ -340,8 +369,7 @@ static int next_kernel(kernel_index_reader* r, uint64_t* pair,
                 "kernel_index ends inside the pattern id of kernel %llu",
                 (unsigned long long)r->kernels);
   }
-  unsigned id = 0;
-  for (unsigned b = 0; b < r->id_bits; ++b) id |= read_bit(r) << b;
+  const unsigned id = (unsigned)read_bits(r, r->id_bits);
   if (id >= r->num_patterns) {
     return fail(error, error_size,
                 "kernel_index: pattern id %u of kernel %llu must be < %zu "
@@ -420,10 +448,17 @@ static int build_version2(const clicktrain_compact_tensors* t,
   uint16_t* channels = (uint16_t*)w->kernel_input_channels;
   float* values = (float*)w->values;
 
-  /* Pass 2: run lengths (a filter holds at most 65535 kernels). */
+  /* Pass 2: run lengths (a filter holds at most 65535 kernels). Pairs
+   * ascend, so the filter advances without a division. */
   start_reading(t, pairs, &r);
+  size_t o = 0;
+  uint64_t filter_end = pairs_per_filter;
   while (next_kernel(&r, &pair, &pattern, NULL, 0) == 1) {
-    ++runs[(size_t)(pair / pairs_per_filter) * num_patterns + pattern];
+    while (pair >= filter_end) {
+      ++o;
+      filter_end += pairs_per_filter;
+    }
+    ++runs[o * num_patterns + pattern];
   }
   compute_starts(w, pattern_sizes);
 
@@ -433,8 +468,13 @@ static int build_version2(const clicktrain_compact_tensors* t,
   size_t filter = SIZE_MAX;
   const char* file_values = (const char*)t->values;
   start_reading(t, pairs, &r);
+  o = 0;
+  filter_end = pairs_per_filter;
   while (next_kernel(&r, &pair, &pattern, NULL, 0) == 1) {
-    const size_t o = (size_t)(pair / pairs_per_filter);
+    while (pair >= filter_end) {
+      ++o;
+      filter_end += pairs_per_filter;
+    }
     if (o != filter) {
       filter = o;
       uint32_t kernel = w->filter_kernel_start[o];
@@ -448,7 +488,7 @@ static int build_version2(const clicktrain_compact_tensors* t,
       }
     }
     channels[kernel_slot[pattern]++] =
-        (uint16_t)(depthwise ? o : pair % pairs_per_filter);
+        (uint16_t)(depthwise ? o : pair - (filter_end - pairs_per_filter));
     const size_t size = (size_t)pattern_sizes[pattern];
     memcpy(values + value_slot[pattern], file_values, size * sizeof(float));
     value_slot[pattern] += (uint32_t)size;
