@@ -31,8 +31,8 @@ round by round:
 Networks: the main job's VGG-style CNN (widths 16-16-32-32-64-64) on 28x28x1
 and ResNet-18 on 224x224x3, every 3x3 conv but the main job's first one
 pattern-sparse at 8x (4 of 9 weights kept, 72% of kernels removed), each
-kernel one of `--patterns` 4-of-9 patterns (8 unless told; prune_pattern
-keeps 4 per layer by default). Weights
+kernel one of `--patterns` 4-of-9 patterns (4 unless told, as
+prune_pattern keeps per layer by default). Weights
 are random (speed and size do not depend on their values). Timing: median
 (or, with `--statistic min` on a loaded machine, min) of interleaved samples,
 each the mean of enough invokes to last ~20 ms.
@@ -44,7 +44,7 @@ index, bias, int8 filter scales), next to issue 10's goal of
 1.2 / (4 x compression) for the int8 file.
 
 Usage: python benchmarks/int8_speed.py [--rounds 9] [--compression 8]
-       [--patterns 8] [--statistic min] [--skip_models] [--skip_layers]
+       [--patterns 4] [--statistic min] [--skip_models] [--skip_layers]
        [--size_only] [--peak_gops 454.4]
 """
 
@@ -290,10 +290,10 @@ def main():
                         help="the core's int8 dot-product peak, GOPS")
     parser.add_argument("--size_only", action="store_true",
                         help="of the whole models, print the 3x3 weight bytes only")
-    parser.add_argument("--patterns", type=int, default=len(PATTERNS),
+    parser.add_argument("--patterns", type=int, default=4,
                         choices=range(1, len(PATTERNS) + 1),
-                        help="patterns per layer (the first of pattern_conv_speed.PATTERNS); "
-                             "prune_pattern's default is 4")
+                        help="patterns per layer (the first of pattern_conv_speed.PATTERNS), "
+                             "by default prune_pattern's 4")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     patterns = PATTERNS[:args.patterns]
