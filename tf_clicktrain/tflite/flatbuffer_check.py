@@ -30,6 +30,10 @@ MAX_DEPTH = 64
 # plus a fixed allowance for tiny files.
 MAX_EXPANSION = 4
 _EXPANSION_ALLOWANCE = 1 << 20
+# The zero points an 8-bit tensor can hold, [low, high). LiteRT's XNNPACK
+# delegate crashes the process (a null pointer, in LiteRT 2.3) on an int8
+# tensor whose zero point is outside its range.
+_ZERO_POINT_RANGES = {schema.TensorType.INT8: (-128, 128), schema.TensorType.UINT8: (0, 256)}
 
 
 class _Field:
@@ -272,7 +276,8 @@ def check_indices(model, what="tflite_bytes"):
     Covers what a rewrite of the unpacked model, or LiteRT's model builder,
     follows: operator opcode and
     tensor indices, subgraph inputs and outputs, tensor buffers, signature
-    subgraphs and tensors, and metadata buffers.
+    subgraphs and tensors, and metadata buffers; and the zero points of 8-bit
+    tensors, which must fit their type.
 
     Args:
         model: a `schema_py_generated.ModelT` (from a checked file).
@@ -301,6 +306,14 @@ def check_indices(model, what="tflite_bytes"):
                 check(index, 0, num_tensors, f"subgraphs[{s}].{name}[{i}]")
         for t, tensor in enumerate(_items(subgraph.tensors)):
             check(tensor.buffer, 0, max(num_buffers, 1), f"subgraphs[{s}].tensors[{t}].buffer")
+            zero_point_range = _ZERO_POINT_RANGES.get(tensor.type)
+            if zero_point_range is not None and tensor.quantization is not None:
+                for z, zero_point in enumerate(_items(tensor.quantization.zeroPoint)):
+                    check(
+                        zero_point,
+                        *zero_point_range,
+                        f"subgraphs[{s}].tensors[{t}].quantization.zero_point[{z}]",
+                    )
         for o, operator in enumerate(_items(subgraph.operators)):
             check(operator.opcodeIndex, 0, num_codes, f"subgraphs[{s}].operators[{o}].opcode_index")
             for name in ("inputs", "outputs", "intermediates"):
