@@ -257,8 +257,16 @@ def test_corrupted_options_weights_and_quantization_give_clean_errors(
         assert expected_text in results[name]["message"], (name, results[name]["message"])
 
 
+def test_activation_zero_point_out_of_int8_range_is_refused_at_load():
+    # The op refuses it too (pattern_conv_s8_test.c); the file check comes
+    # first, since LiteRT's XNNPACK delegate crashes on such tensors.
+    _, custom, _ = _convert_both(_pattern_model(1, "same", "relu", seed=9))
+    corrupted = _edit(custom, _with_activation_quantization(zero_point=300))
+    with pytest.raises(ValueError, match=re.escape("zero_point[0] is 300, outside [-128, 128)")):
+        ct.tflite.Interpreter(model_content=corrupted, num_threads=1)
+
+
 @pytest.mark.parametrize("quantization, expected", [
-    (dict(zero_point=300), "zero points must be in [-128, 127]"),
     (dict(scale=np.inf), "scales must be finite and > 0"),
     (dict(scale=0.0), "scales must be finite and > 0"),
 ])
