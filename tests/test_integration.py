@@ -97,3 +97,13 @@ def test_fashion_mnist_example_end_to_end(tmp_path):
     assert (tmp_path / "pruned.keras").exists()
     reloaded = keras.saving.load_model(str(tmp_path / "pruned.keras"))
     assert isinstance(reloaded, keras.Model)
+    # The exported files: fp32 keeps the Keras model's accuracy, int8 stays
+    # within 0.5 pp of it (issue goal 0.3 pp on the full budget), and the
+    # pattern-op files are smaller than their builtin-only twins.
+    files = results["tflite"]
+    keras_accuracy = results["clicktrain"]["accuracy"]
+    assert abs(files["fp32 pattern op"]["accuracy"] - keras_accuracy) < 0.002
+    assert abs(files["int8 pattern op"]["accuracy"] - keras_accuracy) < 0.005
+    assert files["fp32 pattern op"]["kb"] < files["fp32 builtin-only"]["kb"] / 4
+    assert files["int8 pattern op"]["kb"] < files["int8 builtin-only"]["kb"] / 2
+    assert (tmp_path / "pruned_int8.tflite").exists()
