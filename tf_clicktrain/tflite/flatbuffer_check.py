@@ -269,6 +269,31 @@ def _items(value):
     return [] if value is None else value
 
 
+def _check_single_writer(operator, o, s, writers, what):
+    """Each tensor is written by one operator, which does not also read it.
+
+    An operator resizes its outputs at Prepare; a second writer, prepared
+    earlier for the old size, would write past the tensor's new end.
+    """
+    inputs = {int(index) for index in _items(operator.inputs)}
+    for i, index in enumerate(_items(operator.outputs)):
+        index = int(index)
+        if index < 0:
+            continue
+        where = f"subgraphs[{s}].operators[{o}].outputs[{i}]"
+        if index in inputs:
+            raise ValueError(
+                f"{what} is not a valid TFLite model: {where} is tensor {index}, "
+                f"which the operator also reads"
+            )
+        if index in writers:
+            raise ValueError(
+                f"{what} is not a valid TFLite model: {where} is tensor {index}, "
+                f"which operators[{writers[index]}] also writes"
+            )
+        writers[index] = o
+
+
 def check_indices(model, what="tflite_bytes"):
     """Raises ValueError unless `model` has a subgraph and every index in it
     names an existing entry.
@@ -276,8 +301,9 @@ def check_indices(model, what="tflite_bytes"):
     Covers what a rewrite of the unpacked model, or LiteRT's model builder,
     follows: operator opcode and
     tensor indices, subgraph inputs and outputs, tensor buffers, signature
-    subgraphs and tensors, and metadata buffers; and the zero points of 8-bit
-    tensors, which must fit their type.
+    subgraphs and tensors, and metadata buffers; that no tensor has two
+    writers and no operator writes a tensor it reads; and the zero points of
+    8-bit tensors, which must fit their type.
 
     Args:
         model: a `schema_py_generated.ModelT` (from a checked file).
@@ -314,12 +340,14 @@ def check_indices(model, what="tflite_bytes"):
                         *zero_point_range,
                         f"subgraphs[{s}].tensors[{t}].quantization.zero_point[{z}]",
                     )
+        writers = {}
         for o, operator in enumerate(_items(subgraph.operators)):
             check(operator.opcodeIndex, 0, num_codes, f"subgraphs[{s}].operators[{o}].opcode_index")
             for name in ("inputs", "outputs", "intermediates"):
                 for i, index in enumerate(_items(getattr(operator, name))):
                     # -1 marks an omitted optional input.
                     check(index, -1, num_tensors, f"subgraphs[{s}].operators[{o}].{name}[{i}]")
+            _check_single_writer(operator, o, s, writers, what)
     for d, signature in enumerate(_items(model.signatureDefs)):
         check(signature.subgraphIndex, 0, len(subgraphs), f"signature_defs[{d}].subgraph_index")
         num_tensors = len(_items(subgraphs[signature.subgraphIndex].tensors))
