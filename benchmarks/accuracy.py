@@ -15,7 +15,8 @@ conv left dense) on the same data with the same epochs and optimizer
   magnitude importance); ct8_magnitude_anneal: magnitude importance with the
   soft phase also fading removed weights out of the forward pass;
   ct8_rewind: learning-rate rewinding, the run's rate schedule replayed
-  from its start (squeezed into the remaining steps) when the masks apply.
+  from its start (squeezed into the remaining steps) when the masks apply;
+  ct12_rewind: the same at 12x.
 - pat8: prune after training: the trained dense model of the same seed,
   pruned to the same patterns and fine-tuned for as many epochs again
   (soft half, hard half); its wall time includes the dense training.
@@ -93,6 +94,7 @@ ROW_SETTINGS = {
     # Learning-rate rewinding: the run's rate schedule replayed from its
     # start, squeezed into the steps from the hard phase on.
     "ct8_rewind": dict(compression=8.0, rewind_learning_rate=True),
+    "ct12_rewind": dict(compression=12.0, rewind_learning_rate=True),
 }
 
 
