@@ -15,6 +15,7 @@ itself, so it always matches the schema version that will parse the file.
 """
 
 import functools
+import math
 import struct
 
 from ai_edge_litert import schema_py_generated as schema
@@ -34,6 +35,14 @@ _EXPANSION_ALLOWANCE = 1 << 20
 # delegate crashes the process (a null pointer, in LiteRT 2.3) on an int8
 # tensor whose zero point is outside its range.
 _ZERO_POINT_RANGES = {schema.TensorType.INT8: (-128, 128), schema.TensorType.UINT8: (0, 256)}
+# Integer types whose quantization scales LiteRT's kernels and its XNNPACK
+# delegate read. The delegate crashes the process on a scale that is not a
+# positive normal float, or on several scales for a rank-0 tensor.
+_QUANTIZED_TYPES = frozenset((
+    schema.TensorType.INT4, schema.TensorType.INT8, schema.TensorType.UINT8,
+    schema.TensorType.INT16, schema.TensorType.INT32,
+))
+_SMALLEST_NORMAL_FLOAT32 = 1.1754943508222875e-38
 
 
 class _Field:
@@ -294,6 +303,29 @@ def _check_single_writer(operator, o, s, writers, what):
         writers[index] = o
 
 
+def _check_scales(tensor, where, what):
+    """Raises ValueError unless the quantization scales of an integer tensor
+    are positive normal floats, one per tensor or one per entry of the
+    quantized dimension."""
+    scales = [float(scale) for scale in _items(tensor.quantization.scale)]
+    for i, scale in enumerate(scales):
+        if not (math.isfinite(scale) and scale >= _SMALLEST_NORMAL_FLOAT32):
+            raise ValueError(
+                f"{what} is not a valid TFLite model: {where}.quantization.scale[{i}] "
+                f"is {scale!r}; a scale must be a positive normal float"
+            )
+    if len(scales) <= 1:
+        return
+    shape = [int(size) for size in _items(tensor.shape)]
+    dimension = int(tensor.quantization.quantizedDimension)
+    if not 0 <= dimension < len(shape) or shape[dimension] != len(scales):
+        raise ValueError(
+            f"{what} is not a valid TFLite model: {where} has {len(scales)} quantization "
+            f"scales for quantized_dimension {dimension} of shape {shape}; per-channel "
+            f"quantization needs one scale per entry of that dimension"
+        )
+
+
 def check_indices(model, what="tflite_bytes"):
     """Raises ValueError unless `model` has a subgraph and every index in it
     names an existing entry.
@@ -302,8 +334,11 @@ def check_indices(model, what="tflite_bytes"):
     follows: operator opcode and
     tensor indices, subgraph inputs and outputs, tensor buffers, signature
     subgraphs and tensors, and metadata buffers; that no tensor has two
-    writers and no operator writes a tensor it reads; and the zero points of
-    8-bit tensors, which must fit their type.
+    writers and no operator writes a tensor it reads; the zero points of
+    8-bit tensors, which must fit their type; and the quantization scales of
+    integer tensors: positive normal floats, one per tensor or one per entry
+    of the quantized dimension (LiteRT's XNNPACK delegate, applied by
+    default, crashes the process on any other).
 
     Args:
         model: a `schema_py_generated.ModelT` (from a checked file).
@@ -340,6 +375,8 @@ def check_indices(model, what="tflite_bytes"):
                         *zero_point_range,
                         f"subgraphs[{s}].tensors[{t}].quantization.zero_point[{z}]",
                     )
+            if tensor.type in _QUANTIZED_TYPES and tensor.quantization is not None:
+                _check_scales(tensor, f"subgraphs[{s}].tensors[{t}]", what)
         writers = {}
         for o, operator in enumerate(_items(subgraph.operators)):
             check(operator.opcodeIndex, 0, num_codes, f"subgraphs[{s}].operators[{o}].opcode_index")

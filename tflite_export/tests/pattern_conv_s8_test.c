@@ -5,6 +5,7 @@
  * MultiplyByQuantizedMultiplier on known values. Bit-exactness against
  * LiteRT's reference CONV_2D is tested end to end in
  * tests/tflite/test_int8_pattern_conv.py. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +337,14 @@ static void check_validation(void) {
                                        error, sizeof(error)) != 0 &&
             strstr(error, "too large") != NULL,
         "a requantization scale beyond 2^30 is refused");
+  CHECK(clicktrain_s8_layer_requantize(&layer, 0.0f, 0, 0.5f, 0, CLICKTRAIN_ACTIVATION_NONE,
+                                       error, sizeof(error)) != 0 &&
+            strstr(error, "scales must be finite and > 0") != NULL,
+        "an input scale of 0 is refused");
+  CHECK(clicktrain_s8_layer_requantize(&layer, 0.5f, 0, (float)INFINITY, 0,
+                                       CLICKTRAIN_ACTIVATION_NONE, error, sizeof(error)) != 0 &&
+            strstr(error, "scales must be finite and > 0") != NULL,
+        "an infinite output scale is refused");
   clicktrain_s8_layer_release(&layer);
   t.values_count = 8;
   CHECK(clicktrain_s8_layer_build(&t, 1, 1, 0, &layer, error, sizeof(error)) != 0 &&
