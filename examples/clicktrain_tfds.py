@@ -161,7 +161,7 @@ def build_model(info):
     )
 
 
-def _median_invoke_ms(interpreters, image, rounds=101):
+def _median_call_ms(interpreters, image, rounds=101):
     """Median ms per signature-runner call of each interpreter, interleaved.
 
     Each sample is the mean of the calls that fit in about 2 ms, and the
@@ -232,7 +232,7 @@ def export_tflite(final, train, test):
             rows[label] = {"accuracy": _file_accuracy(interpreter, test),
                            "kb": len(content) / 1024}
         interpreters[label] = interpreter
-    for label, milliseconds in _median_invoke_ms(interpreters, image).items():
+    for label, milliseconds in _median_call_ms(interpreters, image).items():
         rows[label]["ms"] = milliseconds
     runner = ct.tflite.Interpreter(model_content=files["fp32 pattern op"],
                                    num_threads=1).get_signature_runner()

@@ -15,11 +15,11 @@ itself, so it always matches the schema version that will parse the file.
 """
 
 import functools
-import math
 import struct
 
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import number_types
+import numpy as np
 
 _UOFFSET = struct.Struct("<I")
 _SOFFSET = struct.Struct("<i")
@@ -42,7 +42,6 @@ _QUANTIZED_TYPES = frozenset((
     schema.TensorType.INT4, schema.TensorType.INT8, schema.TensorType.UINT8,
     schema.TensorType.INT16, schema.TensorType.INT32,
 ))
-_SMALLEST_NORMAL_FLOAT32 = 1.1754943508222875e-38
 
 
 class _Field:
@@ -307,13 +306,14 @@ def _check_scales(tensor, where, what):
     """Raises ValueError unless the quantization scales of an integer tensor
     are positive normal floats, one per tensor or one per entry of the
     quantized dimension."""
-    scales = [float(scale) for scale in _items(tensor.quantization.scale)]
-    for i, scale in enumerate(scales):
-        if not (math.isfinite(scale) and scale >= _SMALLEST_NORMAL_FLOAT32):
-            raise ValueError(
-                f"{what} is not a valid TFLite model: {where}.quantization.scale[{i}] "
-                f"is {scale!r}; a scale must be a positive normal float"
-            )
+    scales = np.asarray(_items(tensor.quantization.scale), np.float32).reshape(-1)
+    bad = np.flatnonzero(~(np.isfinite(scales) & (scales >= np.finfo(np.float32).tiny)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{what} is not a valid TFLite model: {where}.quantization.scale[{i}] "
+            f"is {float(scales[i])!r}; a scale must be a positive normal float"
+        )
     if len(scales) <= 1:
         return
     shape = [int(size) for size in _items(tensor.shape)]
