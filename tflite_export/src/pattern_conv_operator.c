@@ -68,17 +68,16 @@ static size_t tile_pixels(const clicktrain_patconv_operator* op, size_t rows) {
 
 /* Writes the filter program (or, with program == NULL, only counts its
  * words): filter block by block, chunk of input channels by chunk, filter by
- * filter, each filter's kernels of the chunk grouped by pattern. */
+ * filter, each filter's taps of the chunk as one flat list of (offset,
+ * weight) pairs in ascending offset order (channel by channel, so the loads
+ * walk the chunk's planes forward). A flat list runs as one loop per filter
+ * and chunk: grouping the taps by pattern measured 1.1-1.6x slower at 8x
+ * compression, from the mispredicted exits of the many short group loops. */
 static size_t emit_program(clicktrain_patconv_operator* op,
                            clicktrain_patconv_word* program) {
   const clicktrain_pattern_weights* w = op->weights;
   const size_t output_channels = w->output_channels;
   size_t n = 0;
-#define EMIT(field, value)                      \
-  do {                                          \
-    if (program != NULL) program[n].field = (value); \
-    ++n;                                        \
-  } while (0)
   for (size_t block = 0; block < op->filter_blocks; ++block) {
     const size_t first_filter = block * op->filter_block;
     size_t end_filter = first_filter + op->filter_block;
@@ -91,51 +90,52 @@ static size_t emit_program(clicktrain_patconv_operator* op,
       const size_t end_channel = first_channel + op->chunk_channels;
       for (size_t o = first_filter; o < end_filter; ++o) {
         const size_t header = n;
-        EMIT(count, 0);
-        EMIT(weight, w->bias[o]);
-        uint32_t groups = 0;
+        n += 2;
+        uint32_t taps = 0;
         uint32_t kernel = w->filter_kernel_start[o];
         const float* value = w->values + w->filter_value_start[o];
         for (uint32_t p = 0; p < w->num_patterns; ++p) {
           const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
           const unsigned mask = w->pattern_masks[p];
-          const uint32_t taps = (uint32_t)__builtin_popcount(mask);
-          uint32_t in_chunk = 0;
-          for (uint32_t j = 0; j < run; ++j) {
+          const uint32_t size = (uint32_t)__builtin_popcount(mask);
+          for (uint32_t j = 0; j < run; ++j, value += size) {
             const size_t channel = w->kernel_input_channels[kernel + j];
-            in_chunk += channel >= first_channel && channel < end_channel;
-          }
-          if (in_chunk > 0) {
-            ++groups;
-            EMIT(count, taps);
-            EMIT(count, in_chunk);
+            if (channel < first_channel || channel >= end_channel) continue;
+            uint32_t t = 0;
             for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS;
                  ++position) {
-              if ((mask >> position) & 1u) {
-                EMIT(offset, (int32_t)tap_offset(op, position));
+              if (!((mask >> position) & 1u)) continue;
+              if (program != NULL) {
+                /* Insertion into the sorted list: a filter's taps in one
+                 * chunk are few (at most 9 per channel of the chunk). */
+                const int32_t offset =
+                    (int32_t)(channel * op->channel_stride +
+                              tap_offset(op, position));
+                size_t i = header + 2 + 2 * (size_t)taps;
+                while (i > header + 2 && program[i - 2].offset > offset) {
+                  program[i] = program[i - 2];
+                  program[i + 1] = program[i - 1];
+                  i -= 2;
+                }
+                program[i].offset = offset;
+                program[i + 1].weight = value[t];
               }
-            }
-            for (uint32_t j = 0; j < run; ++j) {
-              const size_t channel = w->kernel_input_channels[kernel + j];
-              if (channel < first_channel || channel >= end_channel) continue;
-              EMIT(offset, (int32_t)(channel * op->channel_stride));
-              for (uint32_t t = 0; t < taps; ++t) {
-                EMIT(weight, value[j * taps + t]);
-              }
+              ++t;
+              ++taps;
             }
           }
           kernel += run;
-          value += (size_t)run * taps;
         }
+        n += 2 * (size_t)taps;
         if (program != NULL) {
           program[header].count =
-              groups | (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
+              taps | (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
               (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);
+          program[header + 1].weight = w->bias[o];
         }
       }
     }
   }
-#undef EMIT
   return n;
 }
 
@@ -213,7 +213,8 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
    * per sub-plane and channel, on a quarter of the L1 sets (4 KB apart
    * alias): those get one cache line more. Other lengths measured best
    * unpadded. */
-  op->sub_plane_stride = op->band_buffer_rows * op->columns;
+  op->sub_plane_stride =
+      align_up(op->band_buffer_rows * op->columns, kTileAlignment);
   if (op->sub_plane_stride % kAliasingFloats == 0) {
     op->sub_plane_stride += kAlignment / sizeof(float);
   }

@@ -176,14 +176,13 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
  *
  * for filters f < filters and pixels i < pixels; the op glue transposes the
  * tile back to NHWC. Vectorising along i reuses each broadcast weight across
- * a whole register tile of output pixels, and the tap offsets of a pattern
- * are loaded once per run of kernels sharing it (PatDNN's pattern-specialised
- * code over filter-kernel-reordered weights).
+ * a whole register tile of output pixels.
  *
  * Program, per filter, in 32-bit words:
- *   count header (number of groups | flags), weight bias,
- *   per group (one pattern): count taps n (1..9), count kernels K,
- *     offset tap[n], then K times: offset plane, weight value[n].
+ *   count header (number of taps n | flags), weight bias,
+ *   then n times: offset (plane of the kernel + tap within it), weight.
+ * One flat list per filter runs as one loop, with no branch that depends on
+ * the patterns.
  * The op glue may split a filter's kernels into chunks of input channels,
  * run one after the other on the same output tile (so one chunk's planes
  * stay in the L1 cache for all filters of a block): the flags say whether
@@ -201,7 +200,7 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
  * padding never turns a border output into NaN on one CPU and not another.
  */
 #define CLICKTRAIN_PATCONV_PIXEL_SLACK 16
-#define CLICKTRAIN_PATCONV_GROUPS_MASK 0x3FFFFFFFu
+#define CLICKTRAIN_PATCONV_TAPS_MASK 0x3FFFFFFFu
 #define CLICKTRAIN_PATCONV_ACCUMULATE 0x40000000u
 #define CLICKTRAIN_PATCONV_FINAL 0x80000000u
 

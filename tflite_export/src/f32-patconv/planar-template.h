@@ -16,11 +16,9 @@
  *   VARIANT                    the variant's name, a bare token
  *
  * Register tile: up to VECTORS vectors of LANES output pixels of one filter.
- * Each kernel's weights are broadcast once and reused across the whole tile;
- * the input vectors are (aligned) FMA memory operands. Kernels of one
- * pattern share their tap offsets, held in registers for the whole run, with
- * code specialised for 4-tap patterns (PatDNN's library) and a loop for the
- * other sizes.
+ * Each tap's weight is broadcast once and reused across the whole tile; the
+ * input vectors are FMA memory operands. The filter's taps are one flat
+ * list, two per loop step.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -40,10 +38,10 @@ PATCONV_INLINE const clicktrain_patconv_word* filter_tile(
     float* output, const int vectors, VECTOR low, VECTOR high) {
   VECTOR acc[VECTORS];
   const uint32_t header = program[0].count;
-  const uint32_t groups = header & CLICKTRAIN_PATCONV_GROUPS_MASK;
+  const uint32_t taps = header & CLICKTRAIN_PATCONV_TAPS_MASK;
   if (header & CLICKTRAIN_PATCONV_ACCUMULATE) {
-    /* A middle chunk without kernels leaves the partial sums as they are. */
-    if (groups == 0 && !(header & CLICKTRAIN_PATCONV_FINAL)) return program + 2;
+    /* A middle chunk without taps leaves the partial sums as they are. */
+    if (taps == 0 && !(header & CLICKTRAIN_PATCONV_FINAL)) return program + 2;
 #pragma GCC unroll 8
     for (int v = 0; v < vectors; ++v) acc[v] = vector_load(output + v * LANES);
   } else {
@@ -51,52 +49,30 @@ PATCONV_INLINE const clicktrain_patconv_word* filter_tile(
 #pragma GCC unroll 8
     for (int v = 0; v < vectors; ++v) acc[v] = bias;
   }
-  program += 2;
-  for (uint32_t g = 0; g < groups; ++g) {
-    const uint32_t taps = program[0].count;
-    const uint32_t kernels = program[1].count;
-    const clicktrain_patconv_word* tap = program + 2;
-    program += 2 + taps;
-    if (taps == 4) {
-      const int32_t t0 = tap[0].offset, t1 = tap[1].offset,
-                    t2 = tap[2].offset, t3 = tap[3].offset;
-      for (uint32_t k = 0; k < kernels; ++k, program += 5) {
-        const float* base = planes + program[0].offset;
-        const VECTOR w0 = vector_broadcast(program[1].weight);
-        const VECTOR w1 = vector_broadcast(program[2].weight);
-        const VECTOR w2 = vector_broadcast(program[3].weight);
-        const VECTOR w3 = vector_broadcast(program[4].weight);
-        const float* p0 = base + t0;
-        const float* p1 = base + t1;
-        const float* p2 = base + t2;
-        const float* p3 = base + t3;
-        /* Opaque to the optimiser: loads address p + constant, instead of
-         * 4 * VECTORS loop-invariant offsets spilled out of registers. */
-        PATCONV_OPAQUE(p0);
-        PATCONV_OPAQUE(p1);
-        PATCONV_OPAQUE(p2);
-        PATCONV_OPAQUE(p3);
+  const clicktrain_patconv_word* tap = program + 2;
+  const clicktrain_patconv_word* const end = tap + 2 * (size_t)taps;
+  /* Two taps per step; an odd list ends with one. */
+  for (; tap + 4 <= end; tap += 4) {
+    const VECTOR w0 = vector_broadcast(tap[1].weight);
+    const VECTOR w1 = vector_broadcast(tap[3].weight);
+    const float* p0 = planes + tap[0].offset;
+    const float* p1 = planes + tap[2].offset;
+    /* Opaque to the optimiser: loads address p + constant. */
+    PATCONV_OPAQUE(p0);
+    PATCONV_OPAQUE(p1);
 #pragma GCC unroll 8
-        for (int v = 0; v < vectors; ++v) {
-          acc[v] = vector_fma(w0, vector_load(p0 + v * LANES), acc[v]);
-          acc[v] = vector_fma(w1, vector_load(p1 + v * LANES), acc[v]);
-          acc[v] = vector_fma(w2, vector_load(p2 + v * LANES), acc[v]);
-          acc[v] = vector_fma(w3, vector_load(p3 + v * LANES), acc[v]);
-        }
-      }
-    } else {
-      for (uint32_t k = 0; k < kernels; ++k, program += 1 + taps) {
-        const float* base = planes + program[0].offset;
-        for (uint32_t t = 0; t < taps; ++t) {
-          const VECTOR w = vector_broadcast(program[1 + t].weight);
-          const float* p = base + tap[t].offset;
-          PATCONV_OPAQUE(p);
+    for (int v = 0; v < vectors; ++v) {
+      acc[v] = vector_fma(w0, vector_load(p0 + v * LANES), acc[v]);
+      acc[v] = vector_fma(w1, vector_load(p1 + v * LANES), acc[v]);
+    }
+  }
+  if (tap < end) {
+    const VECTOR w0 = vector_broadcast(tap[1].weight);
+    const float* p0 = planes + tap[0].offset;
+    PATCONV_OPAQUE(p0);
 #pragma GCC unroll 8
-          for (int v = 0; v < vectors; ++v) {
-            acc[v] = vector_fma(w, vector_load(p + v * LANES), acc[v]);
-          }
-        }
-      }
+    for (int v = 0; v < vectors; ++v) {
+      acc[v] = vector_fma(w0, vector_load(p0 + v * LANES), acc[v]);
     }
   }
   if (header & CLICKTRAIN_PATCONV_FINAL) {
@@ -110,7 +86,7 @@ PATCONV_INLINE const clicktrain_patconv_word* filter_tile(
 #pragma GCC unroll 8
     for (int v = 0; v < vectors; ++v) vector_store(output + v * LANES, acc[v]);
   }
-  return program;
+  return end;
 }
 
 _Static_assert(VECTORS == 8, "the tail below covers 1 to 7 vectors");
