@@ -15,27 +15,28 @@
 /* Every set runs the same driver (pattern_conv_operator.c); only the
  * micro-kernels differ. The reference kernels serve layers the fast path
  * does not take. */
-#define CLICKTRAIN_KERNEL_SET(variant, tile)                              \
+#define CLICKTRAIN_KERNEL_SET(variant, tile, lanes)                       \
   {                                                                       \
     .name = #variant,                                                     \
     .conv = clicktrain_f32_patconv_ukernel__scalar,                       \
     .depthwise_conv = clicktrain_f32_patdwconv_ukernel__scalar,           \
     .planar = clicktrain_f32_patconv_planar_ukernel__##variant,           \
     .pixel_tile = (tile),                                                 \
+    .vector_floats = (lanes),                                             \
     .transpose = clicktrain_x32_transpose_ukernel__##variant,             \
   }
 
 static const clicktrain_kernel_set kScalarKernels =
-    CLICKTRAIN_KERNEL_SET(scalar, 64);
+    CLICKTRAIN_KERNEL_SET(scalar, 64, 1);
 
 #if defined(__x86_64__) || defined(_M_X64)
-static const clicktrain_kernel_set kAvx2Kernels = CLICKTRAIN_KERNEL_SET(avx2, 64);
+static const clicktrain_kernel_set kAvx2Kernels = CLICKTRAIN_KERNEL_SET(avx2, 64, 8);
 static const clicktrain_kernel_set kAvx512Kernels =
-    CLICKTRAIN_KERNEL_SET(avx512, 128);
+    CLICKTRAIN_KERNEL_SET(avx512, 128, 16);
 #endif
 
 #if defined(__aarch64__)
-static const clicktrain_kernel_set kNeonKernels = CLICKTRAIN_KERNEL_SET(neon, 32);
+static const clicktrain_kernel_set kNeonKernels = CLICKTRAIN_KERNEL_SET(neon, 32, 4);
 #endif
 #undef CLICKTRAIN_KERNEL_SET
 

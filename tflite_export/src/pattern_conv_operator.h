@@ -9,7 +9,10 @@
  * and the fuzz target.
  *
  * Band buffer layout: per input channel, for each row phase in use and each
- * kernel column kx, a [band_buffer_rows][columns] sub-plane; for the band
+ * kernel column kx, a [band_buffer_rows][columns] sub-plane (and, when the
+ * kernels' vectors are wider than 8 floats and columns is not a multiple of
+ * them, its twin shifted by columns % vector floats, read by taps whose row
+ * offset is not a whole number of vectors); for the band
  * starting at output row y0,
  *   sub[phase][kx][r][x] = input((y0 + r) * stride_h + phase - padding_top,
  *                                x * stride_w + kx * dilation_w - padding_left)
@@ -68,6 +71,9 @@ typedef struct clicktrain_patconv_operator {
   size_t bands;
   size_t band_buffer_rows;            /* band_rows + kernel reach */
   size_t columns;                     /* of one sub-plane */
+  size_t vector_floats;               /* the micro-kernel's vector length */
+  size_t copies;                      /* 2: sub-planes have aligned twins */
+  size_t twin_shift;                  /* floats a twin is shifted by */
   size_t sub_plane_stride;            /* floats per sub-plane, padded */
   size_t channel_stride;              /* floats per input channel */
   size_t pixel_tile, filter_block;

@@ -660,6 +660,15 @@ int main(void) {
   /* 8 buffer rows of 32 columns: 1 KB sub-planes, padded by a cache line. */
   check_case(1, 6, 32, 8, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 0);
+  /* AVX-512 row alignment: 56 columns padded to 64; 40 and 24 columns read
+   * twins shifted by 8 floats for odd rows (7x7 above too), also at
+   * dilation 2 and stride 2. */
+  check_case(1, 5, 56, 6, 10, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(1, 6, 40, 7, 9, 1, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(2, 9, 47, 5, 6, 2, 1, CLICKTRAIN_PADDING_VALID,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
   check_non_finite_weights(0);
   check_non_finite_weights(1);
   check_scratch_bound();

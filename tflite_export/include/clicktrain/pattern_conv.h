@@ -248,6 +248,8 @@ typedef struct clicktrain_kernel_set {
   clicktrain_f32_patconv_planar_fn planar;
   /* Output pixels per task: a multiple of the micro-kernel's register tile. */
   size_t pixel_tile;
+  /* Floats per vector of the planar micro-kernel. */
+  size_t vector_floats;
   clicktrain_x32_transpose_fn transpose;
 } clicktrain_kernel_set;
 
