@@ -84,3 +84,38 @@ def test_tensor_memory_limit_replaces_the_rule(pad_file):
     enough = ct_tflite.Interpreter(model_content=pad_file, tensor_memory_limit=2000)
     enough.allocate_tensors()
     enough.invoke()
+
+
+def test_limit_is_checked_at_every_shape_change_of_a_signature_runner(pad_model, pad_file):
+    # 1x8x8x2 floats in, 1x10x10x2 out: 1,312 bytes plus the paddings' 32.
+    interpreter = ct_tflite.Interpreter(model_content=pad_file, tensor_memory_limit=2000)
+    small = np.random.default_rng(0).standard_normal((1, 8, 8, 2)).astype(np.float32)
+    large = np.concatenate([small] * 4)
+    expected = keras.ops.convert_to_numpy(pad_model(small))
+
+    def run(images):
+        runner = interpreter.get_signature_runner()
+        (input_name,) = runner.get_input_details()
+        (outputs,) = runner(**{input_name: images}).values()
+        return outputs
+
+    for _ in range(3):  # Repeated calls at one shape skip the shape reads.
+        np.testing.assert_array_equal(run(small), expected)
+    for _ in range(2):  # Refused at every call while the shape stays too large.
+        with pytest.raises(ValueError, match="limit of 2,000 bytes"):
+            run(large)
+    with pytest.raises(ValueError, match="limit of 2,000 bytes"):
+        interpreter.invoke()
+    np.testing.assert_array_equal(run(small), expected)
+    interpreter.invoke()
+    # A resize LiteRT refuses (strict, on a fixed dimension) changes nothing.
+    with pytest.raises((ValueError, RuntimeError), match="unknown dimensions"):
+        interpreter.resize_tensor_input(0, [1, 9, 8, 2], strict=True)
+    np.testing.assert_array_equal(run(small), expected)
+    # Resizes outside the runner are seen by it too.
+    interpreter.resize_tensor_input(0, [4, 8, 8, 2])
+    with pytest.raises(ValueError, match="limit of 2,000 bytes"):
+        interpreter.allocate_tensors()
+    with pytest.raises(ValueError, match="limit of 2,000 bytes"):
+        run(large)
+    np.testing.assert_array_equal(run(small), expected)

@@ -19,6 +19,11 @@ where the input growth is how much the caller enlarged the inputs it resized
 (at least 1). Once refused, running the graph raises the same error until a
 later allocation fits. Tensors whose shape is only known while the model
 runs (dynamic tensors) are allocated during `invoke` and are not covered.
+
+A signature runner resizes its inputs and allocates on every call, mostly to
+unchanged shapes; the guard then adds no shape reads and, while nothing is
+left to check or refuse, runs `AllocateTensors` and `Invoke` straight on
+LiteRT's wrapper: a call costs about 0.5 us more than in stock LiteRT.
 """
 
 import math
@@ -30,6 +35,7 @@ import numpy as np
 FIXED_BYTES = 64 << 20
 
 _ALL_SUBGRAPHS = -1
+_INT32 = np.dtype(np.int32)
 
 
 class TensorMemoryGuard:
@@ -51,18 +57,77 @@ class TensorMemoryGuard:
         self._resized = [set() for _ in self._declared]
         self._unchecked = set(range(len(self._declared)))
         self._refusal = [None] * len(self._declared)
+        # `(subgraph, tensor)`: the int32 bytes of the input shapes this guard
+        # has seen, so that a resize to the same shape (which every signature
+        # runner call makes) costs no shape reads.
+        self._input_shapes = {}
+        self._use_fast_paths()
 
     def __getattr__(self, name):
-        return getattr(self._wrapper, name)
+        # Only for names the guard does not define. Each bound method is kept
+        # on the instance, so later calls skip this lookup (signature runners
+        # call SetTensor and GetTensor through here on every call).
+        if "_wrapper" not in self.__dict__:  # Not initialized (e.g. copy.copy).
+            raise AttributeError(name)
+        value = getattr(self._wrapper, name)
+        if callable(value):
+            self.__dict__[name] = value
+        return value
+
+    def _use_fast_paths(self):
+        """Runs AllocateTensors and Invoke straight on LiteRT's wrapper while
+        there is nothing to check or refuse; the guarded methods otherwise."""
+        refused = any(refusal is not None for refusal in self._refusal)
+        if self._unchecked or refused:
+            self.__dict__.pop("AllocateTensors", None)
+        else:
+            self.__dict__["AllocateTensors"] = self._wrapper.AllocateTensors
+        if refused:
+            self.__dict__.pop("Invoke", None)
+        else:
+            self.__dict__["Invoke"] = self._wrapper.Invoke
 
     def ResizeInputTensor(self, i, value, strict, subgraph_index=0):  # pylint: disable=invalid-name
         """LiteRT's ResizeInputTensor; a new shape is checked at the next allocation."""
-        before = self._wrapper.TensorSize(i, subgraph_index)
-        result = self._wrapper.ResizeInputTensor(i, value, strict, subgraph_index)
-        if not np.array_equal(before, self._wrapper.TensorSize(i, subgraph_index)):
-            self._resized[subgraph_index].add(i)
-            self._unchecked.add(subgraph_index)
+        key = (subgraph_index, i)
+        known = self._input_shapes.get(key)
+        # LiteRT takes only int32 shapes and sets the tensor to exactly the
+        # shape given, so equal bytes mean an unchanged shape. Anything else
+        # (lists, other dtypes, a shape not seen yet) reads the shape around
+        # the call.
+        if known is None or type(value) is not np.ndarray or value.dtype is not _INT32:
+            return self._resize_reading_shapes(i, value, strict, subgraph_index)
+        try:
+            result = self._wrapper.ResizeInputTensor(i, value, strict, subgraph_index)
+        except BaseException:
+            # The shape may have changed before LiteRT raised.
+            self._read_shape(i, subgraph_index, known)
+            raise
+        shape = value.tobytes()
+        if shape != known:
+            self._input_shapes[key] = shape
+            self._note_resize(subgraph_index, i)
         return result
+
+    def _resize_reading_shapes(self, i, value, strict, subgraph_index):
+        before = np.asarray(self._wrapper.TensorSize(i, subgraph_index), _INT32).tobytes()
+        try:
+            return self._wrapper.ResizeInputTensor(i, value, strict, subgraph_index)
+        finally:
+            # Also when LiteRT raised: the shape may have changed before it did.
+            self._read_shape(i, subgraph_index, before)
+
+    def _read_shape(self, i, subgraph_index, before):
+        """Caches input `i`'s shape; notes a resize if it differs from `before`."""
+        after = np.asarray(self._wrapper.TensorSize(i, subgraph_index), _INT32).tobytes()
+        self._input_shapes[(subgraph_index, i)] = after
+        if after != before:
+            self._note_resize(subgraph_index, i)
+
+    def _note_resize(self, subgraph_index, i):
+        self._resized[subgraph_index].add(i)
+        self._unchecked.add(subgraph_index)
+        self._use_fast_paths()
 
     def AllocateTensors(self, subgraph_index=_ALL_SUBGRAPHS):  # pylint: disable=invalid-name
         """LiteRT's AllocateTensors, then the check of the planned bytes.
@@ -78,6 +143,7 @@ class TensorMemoryGuard:
             if subgraph in self._unchecked:
                 self._unchecked.discard(subgraph)
                 self._refusal[subgraph] = self._check(subgraph)
+        self._use_fast_paths()
         refusal = next((self._refusal[s] for s in subgraphs if self._refusal[s]), None)
         if refusal is not None:
             # LiteRT counts the references to this object to detect numpy
