@@ -49,6 +49,10 @@ def _parse_args():
     parser.add_argument(
         "--kernels", default=None, help="force a kernel variant (TF_CLICKTRAIN_KERNELS)"
     )
+    parser.add_argument(
+        "--block", type=int, default=1,
+        help="zero weights in blocks of one input channel x this many consecutive "
+             "output channels, as block_size=(1, N) pruning does (1: unstructured)")
     return parser.parse_args()
 
 
@@ -88,17 +92,27 @@ def time_interleaved(invokes, rounds, sample_seconds=0.01):
             for name in invokes}
 
 
+def zero_at_random(kernel, sparsity, rng, block=None):
+    """Zeroes `sparsity` of a 1x1 kernel in place: single weights, or whole
+    blocks of one input channel x `block` consecutive output channels."""
+    block = block or (ARGS.block if ARGS is not None else 1)
+    if kernel.shape[-1] % block != 0:
+        block = 1
+    blocks = kernel.reshape(-1, block)
+    removed = rng.permutation(len(blocks))[: math.ceil(sparsity * len(blocks))]
+    blocks[removed] = 0.0
+
+
 def sparse_pointwise_model(size, cin, cout, sparsity, rng):
     model = keras.Sequential([keras.Input((size, size, cin)), keras.layers.Conv2D(cout, 1)])
     kernel, bias = model.layers[0].get_weights()
-    removed = rng.permutation(kernel.size)[: math.ceil(sparsity * kernel.size)]
-    kernel.reshape(-1)[removed] = 0.0
+    zero_at_random(kernel, sparsity, rng)
     model.layers[0].set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
     return model, int(np.count_nonzero(kernel))
 
 
 def bench_layers(threads, sparsities, rounds, rng):
-    print(f"\n== one 1x1 conv, batch 1, {threads} thread(s), median of {rounds} "
+    print(f"\n== one 1x1 conv, batch 1, {threads} thread(s), blocks of 1x{ARGS.block}, median of {rounds} "
           "interleaved samples ==")
     on_cpu = threads == 1
     clock = "cpu" if on_cpu else "wall"
@@ -151,8 +165,7 @@ def sparse_pointwise_application(build, sparsity, rng):
     for layer in model.layers:
         if type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1):
             weights = layer.get_weights()
-            removed = rng.permutation(weights[0].size)[: math.ceil(sparsity * weights[0].size)]
-            weights[0].reshape(-1)[removed] = 0.0
+            zero_at_random(weights[0], sparsity, rng)
             layer.set_weights(weights)
         elif isinstance(layer, keras.layers.BatchNormalization):
             channels = layer.get_weights()[0].shape[0]

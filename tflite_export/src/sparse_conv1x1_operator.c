@@ -68,6 +68,112 @@ int clicktrain_spconv1x1_compute_geometry(
   return 0;
 }
 
+/* 1 when rows [first, first + count) of `w` keep the same input channels. */
+static int rows_share_channels(const clicktrain_spconv1x1_weights* w,
+                               size_t first, size_t count) {
+  const uint32_t start = w->row_start[first];
+  const uint32_t length = w->row_start[first + 1] - start;
+  for (size_t o = first + 1; o < first + count; ++o) {
+    const uint32_t other = w->row_start[o];
+    if (w->row_start[o + 1] - other != length ||
+        memcmp(w->input_channel + start, w->input_channel + other,
+               length * sizeof(uint16_t)) != 0) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Block mode: every group of CLICKTRAIN_SPCONV1X1_BLOCK output channels keeps
+ * the same input channels (what block_size=(1, 16) pruning produces). */
+static int has_block_structure(const clicktrain_spconv1x1_weights* w) {
+  const size_t block = CLICKTRAIN_SPCONV1X1_BLOCK;
+  if (w->output_channels == 0 || w->output_channels % block != 0) return 0;
+  for (size_t first = 0; first < w->output_channels; first += block) {
+    if (!rows_share_channels(w, first, block)) return 0;
+  }
+  return 1;
+}
+
+/* Units of the block mode: consecutive groups paired when their channels
+ * match (block_size=(1, 32) pruning). Fills `units` when not NULL; returns
+ * the unit count. */
+static size_t plan_units(const clicktrain_spconv1x1_weights* w,
+                         clicktrain_spconv1x1_unit* units) {
+  const size_t block = CLICKTRAIN_SPCONV1X1_BLOCK;
+  size_t count = 0;
+  for (size_t first = 0; first < w->output_channels; ++count) {
+    const size_t groups =
+        first + 2 * block <= w->output_channels &&
+                rows_share_channels(w, first, 2 * block)
+            ? 2
+            : 1;
+    if (units != NULL) {
+      units[count].first_channel = first;
+      units[count].groups = groups;
+      units[count].count = w->row_start[first + 1] - w->row_start[first];
+    }
+    first += groups * block;
+  }
+  return count;
+}
+
+/* Sets up the block mode in one allocation: units, offsets, weights, bias,
+ * then the scratch slots (as OperatorBytes in the node expects). */
+static int setup_block_mode(clicktrain_spconv1x1_operator* op,
+                            const clicktrain_spconv1x1_weights* w) {
+  const size_t tile = op->ukernels->pixel_tile;
+  const size_t units = plan_units(w, NULL);
+  const size_t unit_bytes =
+      align_floats(units * sizeof(clicktrain_spconv1x1_unit) / sizeof(float) + 1) *
+      sizeof(float);
+  size_t kept_channels = 0;
+  for (size_t o = 0; o < w->output_channels; o += CLICKTRAIN_SPCONV1X1_BLOCK) {
+    kept_channels += w->row_start[o + 1] - w->row_start[o];
+  }
+  const size_t offset_floats = align_floats(kept_channels);
+  const size_t weight_floats = align_floats(w->num_nonzeros);
+  const size_t bias_floats = align_floats(w->output_channels);
+  /* A register tile may read up to a tile past the last channel's row. */
+  op->slot_floats = align_floats(w->input_channels * tile + tile);
+  const size_t scratch_floats = op->slot_floats * (size_t)op->max_threads;
+  const size_t total_bytes =
+      unit_bytes +
+      (offset_floats + weight_floats + bias_floats + scratch_floats) * sizeof(float);
+  char* memory = (char*)aligned_alloc(kAlignment, total_bytes);
+  if (memory == NULL) return -1;
+  op->memory = memory;
+  clicktrain_spconv1x1_unit* unit = (clicktrain_spconv1x1_unit*)memory;
+  int32_t* offsets = (int32_t*)(memory + unit_bytes);
+  float* weights = (float*)(offsets + offset_floats);
+  float* bias = weights + weight_floats;
+  op->scratch = bias + bias_floats;
+  memset(op->scratch, 0, scratch_floats * sizeof(float));
+  plan_units(w, unit);
+  memcpy(bias, w->bias, w->output_channels * sizeof(float));
+  for (size_t u = 0; u < units; ++u) {
+    const size_t first = unit[u].first_channel;
+    const size_t width = unit[u].groups * CLICKTRAIN_SPCONV1X1_BLOCK;
+    const uint32_t start = w->row_start[first];
+    for (size_t k = 0; k < unit[u].count; ++k) {
+      offsets[k] = (int32_t)(w->input_channel[start + k] * tile);
+      for (size_t j = 0; j < width; ++j) {
+        weights[k * width + j] = w->values[w->row_start[first + j] + k];
+      }
+    }
+    unit[u].offsets = offsets;
+    unit[u].weights = weights;
+    unit[u].bias = bias + first;
+    offsets += unit[u].count;
+    /* Each unit's weights start on a cache line (width is 16 or 32). */
+    weights += unit[u].count * width;
+  }
+  op->block_mode = 1;
+  op->units = units;
+  op->unit = unit;
+  return 0;
+}
+
 int clicktrain_spconv1x1_operator_setup(
     clicktrain_spconv1x1_operator* op,
     const clicktrain_spconv1x1_geometry* geometry,
@@ -96,6 +202,9 @@ int clicktrain_spconv1x1_operator_setup(
   const size_t input_channels = weights->input_channels;
   const size_t output_channels = weights->output_channels;
   if (input_channels * tile > (size_t)INT32_MAX) return -1;
+  if (ukernels->block_compute != NULL && has_block_structure(weights)) {
+    return setup_block_mode(op, weights);
+  }
   const size_t nonzeros = weights->num_nonzeros;
   size_t blocks = (input_channels * tile * sizeof(float) + kBlockBytes - 1) / kBlockBytes;
   if (blocks < 1) blocks = 1;
@@ -241,7 +350,20 @@ static void run_task(void* context, size_t index) {
   float* planar = op->scratch + (size_t)slot * op->slot_floats;
   float* results = planar + (size_t)g->input_channels * tile;
   pack_tile(op, run->input, first, count, planar);
-  if (op->channel_blocks == 1) {
+  if (op->block_mode) {
+    /* Task chunks are ranges of units. */
+    const size_t first_unit = index % run->filter_chunks * run->chunk_filters;
+    size_t end_unit = first_unit + run->chunk_filters;
+    if (end_unit > op->units) end_unit = op->units;
+    for (size_t u = first_unit; u < end_unit; ++u) {
+      const clicktrain_spconv1x1_unit* unit = &op->unit[u];
+      ukernels->block_compute(
+          count, unit->count, unit->groups, unit->offsets, unit->weights,
+          unit->bias, planar,
+          run->output + first * output_channels + unit->first_channel,
+          output_channels, g->output_min, g->output_max);
+    }
+  } else if (op->channel_blocks == 1) {
     for (size_t f = first_filter; f < end_filter; f += kFilterGroup) {
       size_t filters = end_filter - f;
       if (filters > kFilterGroup) filters = kFilterGroup;
@@ -279,8 +401,12 @@ void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
     pool = NULL;
     threads = 1;
   }
+  /* Block mode splits its units the way the other mode splits its groups
+   * of kFilterGroup filters. */
   const size_t groups =
-      ((size_t)op->geometry.output_channels + kFilterGroup - 1) / kFilterGroup;
+      op->block_mode
+          ? op->units
+          : ((size_t)op->geometry.output_channels + kFilterGroup - 1) / kFilterGroup;
   /* Split output channels only when pixel tiles alone cannot keep every
    * thread busy: each chunk re-packs its tile. */
   size_t chunks = 1;
@@ -295,7 +421,9 @@ void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
       groups_per_chunk * kFilterGroup > op->max_chunk_filters) {
     groups_per_chunk = op->max_chunk_filters / kFilterGroup;
   }
-  run_context run = {op, input, output, 0, groups_per_chunk * kFilterGroup};
+  run_context run = {op, input, output, 0,
+                     op->block_mode ? groups_per_chunk
+                                    : groups_per_chunk * kFilterGroup};
   run.filter_chunks = (groups + groups_per_chunk - 1) / groups_per_chunk;
   clicktrain_thread_pool_parallelize(pool, run_task, &run,
                                      op->pixel_tiles * run.filter_chunks);

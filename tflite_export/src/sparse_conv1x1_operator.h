@@ -37,6 +37,18 @@ typedef struct clicktrain_spconv1x1_geometry {
 /* Most threads one operator runs on (scratch slots are claimed by bit). */
 #define CLICKTRAIN_SPCONV1X1_MAX_THREADS 64
 
+/* One unit of the block mode: output channels [first_channel,
+ * first_channel + groups * CLICKTRAIN_SPCONV1X1_BLOCK), `count` kept input
+ * channels, their planar offsets, weights ([count][width]) and bias. */
+typedef struct clicktrain_spconv1x1_unit {
+  size_t first_channel;
+  size_t groups;
+  size_t count;
+  const int32_t* offsets;
+  const float* weights;
+  const float* bias;
+} clicktrain_spconv1x1_unit;
+
 typedef struct clicktrain_spconv1x1_operator {
   clicktrain_spconv1x1_geometry geometry;
   const clicktrain_spconv1x1_ukernels* ukernels;
@@ -47,6 +59,12 @@ typedef struct clicktrain_spconv1x1_operator {
   size_t channel_blocks;
   size_t block_channels;
   size_t max_chunk_filters;      /* partial sums a slot holds across blocks */
+  /* Block mode (output channels in groups of CLICKTRAIN_SPCONV1X1_BLOCK
+   * keeping the same input channels): `units` register-tile units, each one
+   * group or two groups sharing their input channels. */
+  int block_mode;
+  size_t units;
+  const struct clicktrain_spconv1x1_unit* unit;
   clicktrain_spconv1x1_word* program;
   size_t* filter_program_start;  /* [channel_blocks][output_channels] */
   float* scratch;                /* max_threads slots of slot_floats */

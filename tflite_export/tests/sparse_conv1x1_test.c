@@ -43,7 +43,10 @@ static float random_float(void) {
 }
 
 /* A random sparse layer: the dense [out][in] matrix and its compact form,
- * encoded the way the exporter encodes it. Row 1 is left empty. */
+ * encoded the way the exporter encodes it. Row 1 is left empty. With
+ * `block` > 0, each run of `block` output rows keeps the same input
+ * channels (block-pruned; the operator's block mode) and the first run is
+ * left empty instead. */
 typedef struct layer {
   int in_channels, out_channels;
   float* dense;
@@ -54,7 +57,7 @@ typedef struct layer {
 } layer;
 
 static void make_layer(layer* l, int in_channels, int out_channels,
-                       int percent_kept) {
+                       int percent_kept, int block) {
   memset(l, 0, sizeof(*l));
   l->in_channels = in_channels;
   l->out_channels = out_channels;
@@ -63,16 +66,26 @@ static void make_layer(layer* l, int in_channels, int out_channels,
   l->bias = malloc(sizeof(float) * out_channels);
   l->mask = calloc((size_t)out_channels * row_bytes, 1);
   l->values = malloc(sizeof(float) * ((size_t)out_channels * in_channels + 1));
+  uint8_t* run_keeps = calloc((size_t)in_channels + 1, 1);
   for (int o = 0; o < out_channels; ++o) {
     l->bias[o] = random_float();
+    if (block > 0 && o % block == 0) {
+      for (int i = 0; i < in_channels; ++i) {
+        run_keeps[i] = o > 0 && (int)(next_random() % 100) < percent_kept;
+      }
+    }
     for (int i = 0; i < in_channels; ++i) {
-      if (o == 1 || (int)(next_random() % 100) >= percent_kept) continue;
+      if (block > 0 ? !run_keeps[i]
+                    : o == 1 || (int)(next_random() % 100) >= percent_kept) {
+        continue;
+      }
       const float w = random_float();
       l->dense[(size_t)o * in_channels + i] = w;
       l->mask[o * row_bytes + i / 8] |= (uint8_t)(1u << (i % 8));
       l->values[l->num_values++] = w;
     }
   }
+  free(run_keeps);
 }
 
 static void free_layer(layer* l) {
@@ -119,11 +132,12 @@ static void dense_reference(const clicktrain_spconv1x1_geometry* g,
       }
 }
 
-static void check_case(int batch, int height, int width, int in_channels,
-                       int out_channels, int stride_h, int stride_w,
-                       int percent_kept, float output_min, float output_max) {
+static void check_layer(int batch, int height, int width, int in_channels,
+                        int out_channels, int stride_h, int stride_w,
+                        int percent_kept, float output_min, float output_max,
+                        int block) {
   layer l;
-  make_layer(&l, in_channels, out_channels, percent_kept);
+  make_layer(&l, in_channels, out_channels, percent_kept, block);
   char error[256] = "";
   clicktrain_spconv1x1_geometry g;
   EXPECT(clicktrain_spconv1x1_compute_geometry(
@@ -156,6 +170,11 @@ static void check_case(int batch, int height, int width, int in_channels,
     EXPECT(clicktrain_spconv1x1_operator_setup(&op, &g, &storage.weights,
                                                ukernels, 2) == 0,
            "%s: operator setup failed", ukernels->name);
+    /* Runs of 16 (or 32) rows sharing their channels take the block mode. */
+    const int block_mode = block > 0 && block % CLICKTRAIN_SPCONV1X1_BLOCK == 0 &&
+                           out_channels % CLICKTRAIN_SPCONV1X1_BLOCK == 0;
+    EXPECT(op.block_mode == block_mode, "%s: block mode %d, expected %d (block %d)",
+           ukernels->name, op.block_mode, block_mode, block);
     clicktrain_spconv1x1_operator_run(&op, input, actual, pool);
     clicktrain_spconv1x1_operator_release(&op);
     double largest_error = 0.0, largest_output = 1e-30;
@@ -169,9 +188,9 @@ static void check_case(int batch, int height, int width, int in_channels,
     EXPECT(guard == 0xFFFFFFFFu, "%s wrote past the output", ukernels->name);
     EXPECT(largest_error / largest_output <= 1e-5,
            "%s threads=%d batch=%d %dx%dx%d->%d strides=%d,%d kept=%d%% "
-           "clamp=[%g, %g]: max relative error %g",
+           "block=%d clamp=[%g, %g]: max relative error %g",
            ukernels->name, pool ? 2 : 1, batch, height, width, in_channels,
-           out_channels, stride_h, stride_w, percent_kept, output_min,
+           out_channels, stride_h, stride_w, percent_kept, block, output_min,
            output_max, largest_error / largest_output);
   }
   free(input);
@@ -194,7 +213,7 @@ static void expect_rejected(const clicktrain_spconv1x1_tensors* t, size_t in,
 
 static void check_validation(void) {
   layer l;
-  make_layer(&l, 13, 5, 40);
+  make_layer(&l, 13, 5, 40, 0);
   const clicktrain_spconv1x1_tensors t = tensors_of(&l);
   clicktrain_spconv1x1_tensors bad;
   bad = t; bad.values_count -= 1;
@@ -235,6 +254,13 @@ static void check_validation(void) {
   free_layer(&l);
 }
 
+static void check_case(int batch, int height, int width, int in_channels,
+                       int out_channels, int stride_h, int stride_w,
+                       int percent_kept, float output_min, float output_max) {
+  check_layer(batch, height, width, in_channels, out_channels, stride_h,
+              stride_w, percent_kept, output_min, output_max, 0);
+}
+
 int main(void) {
   num_variants = clicktrain_available_spconv1x1_ukernels(variants, 8);
   two_threads = clicktrain_thread_pool_create(2);
@@ -262,6 +288,19 @@ int main(void) {
    * with a clamp that only the last block may apply. */
   check_case(1, 3, 5, 1700, 37, 1, 2, 20, -0.5f, 0.5f);
   check_case(2, 4, 4, 800, 20, 1, 1, 50, 0.0f, inf);
+  /* Block mode: groups of 16 output channels sharing their input channels
+   * (the first group empty), pairs of groups that share them too, a layer
+   * mixing pairs and single groups (48 = a pair + one), every register-tile
+   * remainder of the pixels, strides, batches and clamps; rows of 8 that do
+   * not fill a group stay in the other mode. */
+  check_layer(1, 9, 7, 24, 16, 1, 1, 40, -inf, inf, 16);
+  check_layer(2, 5, 13, 40, 64, 2, 1, 30, 0.0f, inf, 16);
+  check_layer(1, 11, 10, 17, 48, 3, 2, 50, 0.0f, 6.0f, 32);
+  check_layer(1, 14, 14, 96, 144, 1, 1, 20, 0.0f, 6.0f, 16);
+  check_layer(1, 7, 7, 320, 96, 1, 1, 15, -inf, inf, 32);
+  check_layer(3, 1, 1, 24, 32, 1, 1, 30, -1.0f, 1.0f, 16);
+  check_layer(1, 3, 5, 1700, 32, 1, 2, 20, -0.5f, 0.5f, 16);
+  check_layer(1, 6, 6, 30, 40, 1, 1, 50, -inf, inf, 8);
   check_validation();
   clicktrain_thread_pool_destroy(two_threads);
   if (failures != 0) {

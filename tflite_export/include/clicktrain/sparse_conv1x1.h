@@ -98,7 +98,24 @@ typedef struct clicktrain_spconv1x1_ukernels {
       size_t filters, const clicktrain_spconv1x1_word* program,
       const float* planar, float* tile, size_t pixels, int accumulate,
       float output_min, float output_max);
+  /* Block mode, for layers whose output channels come in groups of
+   * CLICKTRAIN_SPCONV1X1_BLOCK keeping the same input channels:
+   *   output[p * output_stride + j] = clamp(bias[j] +
+   *       sum_k weights[k * width + j] * planar[offsets[k] + p])
+   * for p < pixels (<= pixel_tile) and j < width = groups *
+   * CLICKTRAIN_SPCONV1X1_BLOCK (groups 1 or 2: two groups that also share
+   * their input channels), `output` pointing into the NHWC output. `weights`
+   * and `bias` are 64-byte aligned. May read planar past `pixels`, within
+   * the scratch. */
+  void (*block_compute)(size_t pixels, size_t count, size_t groups,
+                        const int32_t* offsets, const float* weights,
+                        const float* bias, const float* planar,
+                        float* output, size_t output_stride,
+                        float output_min, float output_max);
 } clicktrain_spconv1x1_ukernels;
+
+/* Output channels per group of the block mode. */
+#define CLICKTRAIN_SPCONV1X1_BLOCK 16
 
 extern const clicktrain_spconv1x1_ukernels clicktrain_spconv1x1_ukernels__scalar;
 extern const clicktrain_spconv1x1_ukernels clicktrain_spconv1x1_ukernels__avx2;

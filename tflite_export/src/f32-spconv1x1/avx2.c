@@ -8,6 +8,9 @@ typedef __m256 VECTOR;
 #define LANES 8
 #define VECTORS 4
 #define VARIANT avx2
+/* Block mode register tile, pixels (16 ymm: 6 x 2 accumulators + 2 weight vectors; a pair: 3 x 4 + 4). */
+#define BLOCK_PIXELS 6
+#define PAIR_PIXELS 3
 
 static inline VECTOR vector_load(const float* p) { return _mm256_loadu_ps(p); }
 static inline void vector_store(float* p, VECTOR v) { _mm256_storeu_ps(p, v); }

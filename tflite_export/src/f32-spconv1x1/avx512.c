@@ -8,6 +8,9 @@ typedef __m512 VECTOR;
 #define LANES 16
 #define VECTORS 4
 #define VARIANT avx512
+/* Block mode register tile, pixels (32 zmm: 14 accumulators + the weight vector; a pair: 7 x 2). */
+#define BLOCK_PIXELS 14
+#define PAIR_PIXELS 7
 
 static inline VECTOR vector_load(const float* p) { return _mm512_loadu_ps(p); }
 static inline void vector_store(float* p, VECTOR v) { _mm512_storeu_ps(p, v); }

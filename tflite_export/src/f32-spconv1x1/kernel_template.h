@@ -132,10 +132,90 @@ static const clicktrain_spconv1x1_word* compute(
 #undef SPCONV1X1_VECTORS
 }
 
+/* Block mode: output channels in groups of CLICKTRAIN_SPCONV1X1_BLOCK that
+ * keep the same input channels (block-pruned 1x1 convs). A register tile is
+ * `rows` pixels x one group (or two groups sharing their channels) of
+ * output channels; each kept channel loads its weight vectors once and
+ * broadcasts each pixel's input into them, and the tile is stored straight
+ * into the NHWC output: no transpose back. */
+#ifndef BLOCK_PIXELS
+#define BLOCK_PIXELS 1
+#endif
+#ifndef PAIR_PIXELS
+#define PAIR_PIXELS 1
+#endif
+enum { kBlockVectors = CLICKTRAIN_SPCONV1X1_BLOCK / LANES };
+_Static_assert(CLICKTRAIN_SPCONV1X1_BLOCK % LANES == 0,
+               "a block is a whole number of vectors");
+
+static inline __attribute__((always_inline)) void block_rows(
+    size_t count, const int32_t* offsets, const float* weights,
+    const float* bias, const float* planar, float* output,
+    size_t output_stride, const int rows, const int rows_stored,
+    const int groups, VECTOR low, VECTOR high) {
+  enum { kMaxVectors = 2 * kBlockVectors };
+  const int vectors = groups * kBlockVectors;
+  VECTOR acc[BLOCK_PIXELS > PAIR_PIXELS ? BLOCK_PIXELS : PAIR_PIXELS][kMaxVectors];
+#pragma GCC unroll 16
+  for (int m = 0; m < rows; ++m) {
+#pragma GCC unroll 16
+    for (int j = 0; j < vectors; ++j) acc[m][j] = vector_load(bias + j * LANES);
+  }
+  for (size_t k = 0; k < count; ++k) {
+    const float* x = planar + offsets[k];
+    const float* w = weights + k * (size_t)vectors * LANES;
+    VECTOR wv[kMaxVectors];
+#pragma GCC unroll 16
+    for (int j = 0; j < vectors; ++j) wv[j] = vector_load(w + j * LANES);
+#pragma GCC unroll 16
+    for (int m = 0; m < rows; ++m) {
+      const VECTOR xb = vector_broadcast(x[m]);
+#pragma GCC unroll 16
+      for (int j = 0; j < vectors; ++j) acc[m][j] = vector_fma(wv[j], xb, acc[m][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < rows; ++m) {
+    if (m >= rows_stored) break;
+#pragma GCC unroll 16
+    for (int j = 0; j < vectors; ++j) {
+      vector_store(output + (size_t)m * output_stride + j * LANES,
+                   vector_min(high, vector_max(low, acc[m][j])));
+    }
+  }
+}
+
+static void block_compute(size_t pixels, size_t count, size_t groups,
+                          const int32_t* offsets, const float* weights,
+                          const float* bias, const float* planar,
+                          float* output, size_t output_stride,
+                          float output_min, float output_max) {
+  const VECTOR low = vector_broadcast(output_min);
+  const VECTOR high = vector_broadcast(output_max);
+  const int rows = groups == 2 ? PAIR_PIXELS : BLOCK_PIXELS;
+  /* The last register tile may read planar columns past `pixels` (finite
+   * scratch within the tile row or the next); only its valid rows are
+   * stored. */
+  for (size_t p = 0; p < pixels; p += (size_t)rows) {
+    const size_t left = pixels - p;
+    const int stored = left < (size_t)rows ? (int)left : rows;
+    if (groups == 2) {
+      block_rows(count, offsets, weights, bias, planar + p,
+                 output + p * output_stride, output_stride, PAIR_PIXELS, stored,
+                 2, low, high);
+    } else {
+      block_rows(count, offsets, weights, bias, planar + p,
+                 output + p * output_stride, output_stride, BLOCK_PIXELS,
+                 stored, 1, low, high);
+    }
+  }
+}
+
 const clicktrain_spconv1x1_ukernels SPCONV1X1_NAME(
     clicktrain_spconv1x1_ukernels__, VARIANT) = {
     SPCONV1X1_QUOTE(VARIANT),
     kPixelTile,
     transpose,
     compute,
+    block_compute,
 };

@@ -7,6 +7,9 @@ typedef float32x4_t VECTOR;
 #define LANES 4
 #define VECTORS 4
 #define VARIANT neon
+/* Block mode register tile, pixels (32 q registers: 6 x 4 accumulators + 4 weight vectors; a pair: 2 x 8 + 8). */
+#define BLOCK_PIXELS 6
+#define PAIR_PIXELS 2
 
 static inline VECTOR vector_load(const float* p) { return vld1q_f32(p); }
 static inline void vector_store(float* p, VECTOR v) { vst1q_f32(p, v); }

@@ -6,6 +6,9 @@ typedef float VECTOR;
 #define LANES 1
 #define VECTORS 8
 #define VARIANT scalar
+/* Block mode register tile, pixels (one pixel of 16 or 32 channels). */
+#define BLOCK_PIXELS 1
+#define PAIR_PIXELS 1
 
 static inline VECTOR vector_load(const float* p) { return *p; }
 static inline void vector_store(float* p, VECTOR v) { *p = v; }
