@@ -5,7 +5,8 @@ MobileNetV2, EfficientNetB0 and ResNet50 from `keras.applications`
 224x224x3, batch 1, pruned as a new user would with the library's defaults
 (`ct.prune_pattern(model, schedule=ClickTrainSchedule(...))`: 3x3 convs get
 4-of-9 patterns with `--connectivity` of their kernels removed, depthwise 3x3
-convs get patterns, 1x1 convs unstructured sparsity `--pointwise_sparsity`,
+convs get patterns, 1x1 convs unstructured sparsity `--pointwise_sparsity`
+(in blocks of 1 x `--pointwise_block` output channels when given),
 the first conv dense), fitted for a few steps on random data past the hard
 phase, then `ct.strip_pruning`.
 
@@ -46,6 +47,9 @@ def _parse_args():
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--connectivity", type=float, default=0.7,
                         help="fraction of 3x3 kernels removed (0.7: 7.5x on 3x3 convs)")
+    parser.add_argument("--pointwise_block", type=int, default=1,
+                        help="prune the 1x1 convs in blocks of one input channel x this "
+                             "many output channels (block_size=(1, N)); 1: unstructured")
     parser.add_argument("--pointwise_sparsity", type=float, default=0.8,
                         help="sparsity of the 1x1 convs")
     parser.add_argument("--results", default=None, help="append one JSON line per row here")
@@ -76,7 +80,7 @@ def build(name, size):
     return reference_models.resnet18(input_shape=shape)
 
 
-def prune(model, connectivity, pointwise_sparsity, seed=0):
+def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1):
     """The library's defaults, fitted on random data past the hard phase.
 
     keras.applications models end in a softmax, ResNet-18 in logits.
@@ -85,7 +89,8 @@ def prune(model, connectivity, pointwise_sparsity, seed=0):
     schedule = ct.ClickTrainSchedule(
         selection_step=1, hard_pruning_step=2, connectivity_sparsity=connectivity
     )
-    pruned = ct.prune_pattern(model, schedule=schedule, unstructured_sparsity=pointwise_sparsity)
+    pruned = ct.prune_pattern(model, schedule=schedule, unstructured_sparsity=pointwise_sparsity,
+                              block_size=(1, pointwise_block))
     pruned.compile(
         optimizer=keras.optimizers.SGD(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -145,7 +150,8 @@ def _replaced_by_op(reports):
 def bench(name, args, rng):
     start = time.time()
     dense_model = build(name, args.size)
-    pruned = prune(dense_model, args.connectivity, args.pointwise_sparsity)
+    pruned = prune(dense_model, args.connectivity, args.pointwise_sparsity,
+                   pointwise_block=args.pointwise_block)
     prune_seconds = time.time() - start
     compression = weight_compression(pruned)
     inputs = rng.normal(size=(1, args.size, args.size, 3)).astype(np.float32)
@@ -173,6 +179,7 @@ def bench(name, args, rng):
         row = dict(
             model=name, size=args.size, threads=threads, compression=compression,
             connectivity=args.connectivity, pointwise_sparsity=args.pointwise_sparsity,
+            pointwise_block=args.pointwise_block,
             **{f"{key}_ms": times[key] for key in files},
             **{f"{key}_fastest_ms": fastest[key] for key in files},
             **{f"{key}_bytes": len(content) for key, content in files.items()},
