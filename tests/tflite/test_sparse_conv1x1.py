@@ -97,6 +97,42 @@ def test_sparse_1x1_model_matches_keras_and_shrinks(pointwise_model):
         assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
 
 
+def _block_sparsify_pointwise(model, rng, block, sparsity=SPARSITY):
+    """Zeroes whole blocks of one input channel x `block` consecutive output
+    channels, as block_size=(1, block) pruning leaves a 1x1 kernel."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
+            kernel, bias = layer.get_weights()
+            size = block if kernel.shape[-1] % block == 0 else 1
+            blocks = kernel.reshape(-1, size)
+            blocks[rng.random(len(blocks)) < sparsity] = 0.0
+            layer.set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_block_pruned_1x1_model_matches_keras(block):
+    # 32, 64 and 48 output channels run the op's block mode (48 = a 32-wide
+    # unit + a 16-wide one at block 32); 24 does not divide into blocks.
+    inputs = keras.Input((9, 7, 24))
+    x = keras.layers.Conv2D(32, 1, activation="relu")(inputs)
+    x = keras.layers.Conv2D(64, 1, strides=2)(x)
+    x = keras.layers.Conv2D(48, 1, activation="relu6")(x)
+    x = keras.layers.Conv2D(24, 1)(x)
+    model = _block_sparsify_pointwise(keras.Model(inputs, x), np.random.default_rng(7), block)
+    builtin = _builtin_bytes(model)
+    rewritten, reports = model_rewrite.replace_pattern_convs(builtin)
+    assert [report.replaced for report in reports] == [True] * 4, reports
+    rng = np.random.default_rng(8)
+    for batch, threads in ((1, 1), (3, 2)):
+        images = rng.normal(size=(batch, 9, 7, 24)).astype(np.float32)
+        interpreter = ct_tflite.Interpreter(model_content=rewritten, num_threads=threads)
+        actual = tflite_helpers.run_interpreter(interpreter, images)
+        expected = model.predict(images, verbose=0)
+        assert actual.shape == expected.shape == (batch, 5, 4, 24)
+        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+
+
 def test_barely_sparse_1x1_stays_builtin():
     model = keras.Sequential([keras.Input((4, 4, 16)), keras.layers.Conv2D(16, 1)])
     _sparsify_pointwise(model, np.random.default_rng(3), sparsity=0.3)
