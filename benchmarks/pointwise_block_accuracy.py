@@ -37,10 +37,16 @@ file size, the custom-op count and the largest difference to Keras on 256
 test images. Rows are appended to a JSON-lines file as each run finishes, so
 an interrupted run resumes where it stopped; the table is printed from it.
 
+With `--save_dir`, each stripped model is saved; `--check_saved` converts
+and checks saved models in a fresh process (a long run keeps the native
+library it loaded first mapped, so a rebuild of libclicktrain_tflite.so
+during the run leaves its later checks running the old code; each check row
+records the library's path and modification time).
+
     nice -n 10 python benchmarks/pointwise_block_accuracy.py --epochs=5 \
-        --train_images=20000 --seeds=0 --variants=dense,unstructured,block16 \
+        --train_images=20000 --seeds=0,1,2 --variants=dense,unstructured,block16 \
         --convert_seeds=0
-    python benchmarks/pointwise_block_accuracy.py --report_only
+    python benchmarks/pointwise_block_accuracy.py --report_only --epochs=5
 """
 
 import collections
@@ -81,6 +87,11 @@ flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results",
                                             "pointwise_block_accuracy.jsonl"),
                     "JSON-lines file of finished runs.")
 flags.DEFINE_bool("report_only", False, "Only print the table of finished runs.")
+flags.DEFINE_string("save_dir", None,
+                    "If set, save each stripped model there as <variant>_seed<seed>.keras.")
+flags.DEFINE_bool("check_saved", False,
+                  "Train nothing: convert the models saved in --save_dir for --variants and "
+                  "--seeds, check them against Keras and append one 'tflite_check' row each.")
 
 VARIANTS = {
     "dense": None,
@@ -232,7 +243,13 @@ def check_tflite(final, test):
         out = next(iter(runner(**{name: image[None]}).values()))[0]
         difference = max(difference, float(np.abs(out - logits).max()))
         agree += int(out.argmax() == logits.argmax())
-    return {"tflite_bytes": len(content), "tflite_builtin_bytes": len(builtin),
+    # The native library this process loaded (a rebuild on disk while a long
+    # run holds the old one mapped makes its results stale).
+    library = ct.tflite.native_library.library_path()
+    return {"tflite_library": library,
+            "tflite_library_mtime": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(library).st_mtime)),
+            "tflite_bytes": len(content), "tflite_builtin_bytes": len(builtin),
             "tflite_custom_ops": int(count_pattern_ops(content)),
             "tflite_max_abs_diff": difference, "tflite_argmax_agree": agree / len(images),
             "tflite_convert_seconds": seconds}
@@ -288,6 +305,20 @@ def main(argv):
     recipe._silence_info_logs()
     finished = _finished(FLAGS.results)
     config = _config()
+    if FLAGS.check_saved:
+        _, test, _ = make_datasets()
+        for seed in [int(s) for s in FLAGS.seeds]:
+            for name in FLAGS.variants:
+                path = os.path.join(FLAGS.save_dir, f"{name}_seed{seed}.keras")
+                final = keras.saving.load_model(path)
+                recipe.compile_model(final, 1)
+                row = {"variant": name, "seed": seed, "config": config,
+                       "check": "tflite_check", "model": path,
+                       "accuracy": float(final.evaluate(test, verbose=0)[1]),
+                       **check_tflite(final, test)}
+                _record(FLAGS.results, row)
+                print(json.dumps(row), flush=True)
+        return
     if not FLAGS.report_only:
         unknown = set(FLAGS.variants) - set(VARIANTS)
         if unknown:
@@ -298,10 +329,13 @@ def main(argv):
         for seed in [int(s) for s in FLAGS.seeds]:
             for name in FLAGS.variants:
                 if any(r["variant"] == name and r["seed"] == seed and r["config"] == config
-                       for r in finished):
+                       and "check" not in r for r in finished):
                     continue
                 print(f"=== {name}, seed {seed}", flush=True)
                 final, result = train_variant(name, seed, train, test, steps)
+                if FLAGS.save_dir:
+                    os.makedirs(FLAGS.save_dir, exist_ok=True)
+                    final.save(os.path.join(FLAGS.save_dir, f"{name}_seed{seed}.keras"))
                 if seed in convert_seeds and name != "dense":
                     result.update(check_tflite(final, test))
                 row = {"variant": name, "seed": seed, "config": config, **result}
@@ -312,7 +346,17 @@ def main(argv):
                 keras.backend.clear_session()
     print(f"\nfashion_mnist, {FLAGS.epochs} epochs, {FLAGS.train_images or 60000} training "
           f"images, 1x1 sparsity {FLAGS.sparsity}, expansion x{FLAGS.expansion}")
-    print_table([r for r in finished if r["config"] == config])
+    print_table([r for r in finished if r["config"] == config and "check" not in r])
+    checks = [r for r in finished if r.get("check") == "tflite_check"]
+    if checks:
+        print("\n.tflite checks of saved models (decide_by='size', ct.tflite.Interpreter, "
+              "256 test images):")
+        for r in checks:
+            print(f"{r['variant']:<14}seed {r['seed']}  epochs {r['config']['epochs']}  "
+                  f"{r['tflite_bytes'] / 1024:.1f} KB (builtin-only "
+                  f"{r['tflite_builtin_bytes'] / 1024:.1f} KB), {r['tflite_custom_ops']} custom "
+                  f"ops, max |tflite - keras| {r['tflite_max_abs_diff']:.1e}, argmax agree "
+                  f"{r['tflite_argmax_agree']:.3f}")
 
 
 if __name__ == "__main__":
