@@ -58,6 +58,7 @@ import tf_clicktrain as ct  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import clicktrain_tfds as recipe  # noqa: E402
+from _results import append_row, finished_rows  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("rows", ["dense", "ct4", "ct8", "ct12", "authors", "pat8", "tfmot"],
@@ -152,21 +153,6 @@ def _fold_batchnorm_into_importance(model):
             return importance * np.square(scale)  # last axis: output channels
 
         owner._importance_of = folded
-
-
-def _finished(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def _record(path, row):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _evaluate(model, test, steps_per_epoch):
@@ -333,7 +319,7 @@ def _config():
 
 def main(argv):
     del argv
-    finished = _finished(FLAGS.results)
+    finished = finished_rows(FLAGS.results)
     config = _config()
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
@@ -361,7 +347,7 @@ def main(argv):
                 if result is None:
                     continue
                 row = {"row": name, "seed": seed, "config": config, **result}
-                _record(FLAGS.results, row)
+                append_row(FLAGS.results, row)
                 finished.append(row)
                 print(json.dumps(row), flush=True)
                 keras.backend.clear_session()

@@ -71,6 +71,7 @@ from tf_clicktrain.tflite.model_rewrite import count_pattern_ops  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import clicktrain_tfds as recipe  # noqa: E402  (defines --epochs, --batch_size, ...)
+from _results import append_row, finished_rows  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0"], "Seeds; each variant runs once per seed.")
@@ -255,21 +256,6 @@ def check_tflite(final, test):
             "tflite_convert_seconds": seconds}
 
 
-def _finished(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def _record(path, row):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _config():
     return {"dataset": "fashion_mnist", "epochs": FLAGS.epochs,
             "train_images": FLAGS.train_images, "batch_size": FLAGS.batch_size,
@@ -303,7 +289,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     recipe._silence_info_logs()
-    finished = _finished(FLAGS.results)
+    finished = finished_rows(FLAGS.results)
     config = _config()
     if FLAGS.check_saved:
         _, test, _ = make_datasets()
@@ -316,7 +302,7 @@ def main(argv):
                        "check": "tflite_check", "model": path,
                        "accuracy": float(final.evaluate(test, verbose=0)[1]),
                        **check_tflite(final, test)}
-                _record(FLAGS.results, row)
+                append_row(FLAGS.results, row)
                 print(json.dumps(row), flush=True)
         return
     if not FLAGS.report_only:
@@ -339,7 +325,7 @@ def main(argv):
                 if seed in convert_seeds and name != "dense":
                     result.update(check_tflite(final, test))
                 row = {"variant": name, "seed": seed, "config": config, **result}
-                _record(FLAGS.results, row)
+                append_row(FLAGS.results, row)
                 finished.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "per_layer"}),
                       flush=True)

@@ -37,6 +37,17 @@ def _sparsify_pointwise(model, rng, sparsity=SPARSITY):
     return model
 
 
+def _assert_matches_keras(model, content, rng, runs, output_shape):
+    """The file's outputs equal Keras' for each (batch, threads) in `runs`."""
+    for batch, threads in runs:
+        images = rng.normal(size=(batch, *model.input_shape[1:])).astype(np.float32)
+        interpreter = ct_tflite.Interpreter(model_content=content, num_threads=threads)
+        actual = tflite_helpers.run_interpreter(interpreter, images)
+        expected = model.predict(images, verbose=0)
+        assert actual.shape == expected.shape == (batch, *output_shape)
+        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+
+
 def _builtin_bytes(model):
     with contextlib.redirect_stdout(io.StringIO()):
         return ct_tflite.convert(model, custom_ops=False)
@@ -87,14 +98,8 @@ def test_sparse_1x1_model_matches_keras_and_shrinks(pointwise_model):
     assert {report.custom_op for report in reports} == {pointwise_format.OP_NAME}
     assert ct_tflite.count_pattern_ops(rewritten) == 4
     assert len(rewritten) < 0.45 * len(builtin)
-    rng = np.random.default_rng(2)
-    for batch, threads in ((1, 1), (2, 2)):
-        images = rng.normal(size=(batch, 11, 9, 13)).astype(np.float32)
-        interpreter = ct_tflite.Interpreter(model_content=rewritten, num_threads=threads)
-        actual = tflite_helpers.run_interpreter(interpreter, images)
-        expected = pointwise_model.predict(images, verbose=0)
-        assert actual.shape == expected.shape == (batch, 6, 5, 17)
-        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+    _assert_matches_keras(pointwise_model, rewritten, np.random.default_rng(2),
+                          runs=((1, 1), (2, 2)), output_shape=(6, 5, 17))
 
 
 def _block_sparsify_pointwise(model, rng, block, sparsity=SPARSITY):
@@ -123,14 +128,8 @@ def test_block_pruned_1x1_model_matches_keras(block):
     builtin = _builtin_bytes(model)
     rewritten, reports = model_rewrite.replace_pattern_convs(builtin)
     assert [report.replaced for report in reports] == [True] * 4, reports
-    rng = np.random.default_rng(8)
-    for batch, threads in ((1, 1), (3, 2)):
-        images = rng.normal(size=(batch, 9, 7, 24)).astype(np.float32)
-        interpreter = ct_tflite.Interpreter(model_content=rewritten, num_threads=threads)
-        actual = tflite_helpers.run_interpreter(interpreter, images)
-        expected = model.predict(images, verbose=0)
-        assert actual.shape == expected.shape == (batch, 5, 4, 24)
-        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+    _assert_matches_keras(model, rewritten, np.random.default_rng(8),
+                          runs=((1, 1), (3, 2)), output_shape=(5, 4, 24))
 
 
 def test_barely_sparse_1x1_stays_builtin():

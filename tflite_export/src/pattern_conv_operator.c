@@ -77,6 +77,13 @@ static size_t tile_pixels(const clicktrain_patconv_operator* op, size_t rows) {
   return align_up((band_pixels + tiles - 1) / tiles, kTileAlignment);
 }
 
+/* Orders (offset, weight) pairs of a filter program by offset. */
+static int compare_tap_offsets(const void* a, const void* b) {
+  const int32_t x = ((const clicktrain_patconv_word*)a)->offset;
+  const int32_t y = ((const clicktrain_patconv_word*)b)->offset;
+  return (x > y) - (x < y);
+}
+
 /* Writes the filter program (or, with program == NULL, only counts its
  * words): filter block by block, chunk of input channels by chunk, filter by
  * filter, each filter's taps of the chunk as one flat list of (offset,
@@ -117,19 +124,10 @@ static size_t emit_program(clicktrain_patconv_operator* op,
                  ++position) {
               if (!((mask >> position) & 1u)) continue;
               if (program != NULL) {
-                /* Insertion into the sorted list: a filter's taps in one
-                 * chunk are few (at most 9 per channel of the chunk). */
-                const int32_t offset =
-                    (int32_t)(channel * op->channel_stride +
-                              tap_offset(op, position));
-                size_t i = header + 2 + 2 * (size_t)taps;
-                while (i > header + 2 && program[i - 2].offset > offset) {
-                  program[i] = program[i - 2];
-                  program[i + 1] = program[i - 1];
-                  i -= 2;
-                }
-                program[i].offset = offset;
-                program[i + 1].weight = value[t];
+                clicktrain_patconv_word* pair = program + header + 2 + 2 * (size_t)taps;
+                pair[0].offset = (int32_t)(channel * op->channel_stride +
+                                           tap_offset(op, position));
+                pair[1].weight = value[t];
               }
               ++t;
               ++taps;
@@ -139,6 +137,9 @@ static size_t emit_program(clicktrain_patconv_operator* op,
         }
         n += 2 * (size_t)taps;
         if (program != NULL) {
+          /* Offsets are distinct: one per (channel, position). */
+          qsort(program + header + 2, taps, 2 * sizeof(clicktrain_patconv_word),
+                compare_tap_offsets);
           program[header].count =
               taps | (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
               (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);

@@ -68,18 +68,21 @@ int clicktrain_spconv1x1_compute_geometry(
   return 0;
 }
 
+/* 1 when rows a and b of `w` keep the same input channels. */
+static int same_channels(const clicktrain_spconv1x1_weights* w, size_t a,
+                         size_t b) {
+  const uint32_t length = w->row_start[a + 1] - w->row_start[a];
+  return w->row_start[b + 1] - w->row_start[b] == length &&
+         memcmp(w->input_channel + w->row_start[a],
+                w->input_channel + w->row_start[b],
+                length * sizeof(uint16_t)) == 0;
+}
+
 /* 1 when rows [first, first + count) of `w` keep the same input channels. */
 static int rows_share_channels(const clicktrain_spconv1x1_weights* w,
                                size_t first, size_t count) {
-  const uint32_t start = w->row_start[first];
-  const uint32_t length = w->row_start[first + 1] - start;
   for (size_t o = first + 1; o < first + count; ++o) {
-    const uint32_t other = w->row_start[o];
-    if (w->row_start[o + 1] - other != length ||
-        memcmp(w->input_channel + start, w->input_channel + other,
-               length * sizeof(uint16_t)) != 0) {
-      return 0;
-    }
+    if (!same_channels(w, first, o)) return 0;
   }
   return 1;
 }
@@ -103,9 +106,9 @@ static size_t plan_units(const clicktrain_spconv1x1_weights* w,
   const size_t block = CLICKTRAIN_SPCONV1X1_BLOCK;
   size_t count = 0;
   for (size_t first = 0; first < w->output_channels; ++count) {
+    /* Each group's rows already match (has_block_structure). */
     const size_t groups =
-        first + 2 * block <= w->output_channels &&
-                rows_share_channels(w, first, 2 * block)
+        first + 2 * block <= w->output_channels && same_channels(w, first, first + block)
             ? 2
             : 1;
     if (units != NULL) {
