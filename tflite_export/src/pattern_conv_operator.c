@@ -77,25 +77,76 @@ static size_t tile_pixels(const clicktrain_patconv_operator* op, size_t rows) {
   return align_up((band_pixels + tiles - 1) / tiles, kTileAlignment);
 }
 
-/* Orders (offset, weight) pairs of a filter program by offset. */
+/* One tap of a filter in a chunk: its offset in the planes and weight. */
+typedef struct tap_pair {
+  int32_t offset;
+  float weight;
+} tap_pair;
+
 static int compare_tap_offsets(const void* a, const void* b) {
-  const int32_t x = ((const clicktrain_patconv_word*)a)->offset;
-  const int32_t y = ((const clicktrain_patconv_word*)b)->offset;
+  const int32_t x = ((const tap_pair*)a)->offset;
+  const int32_t y = ((const tap_pair*)b)->offset;
   return (x > y) - (x < y);
 }
 
+/* Filter o's taps on input channels [first_channel, end_channel) ->
+ * `taps`, in ascending offset order (channel by channel, so the loads walk
+ * the chunk's planes forward); returns their count. */
+static size_t collect_taps(const clicktrain_patconv_operator* op, size_t o,
+                           size_t first_channel, size_t end_channel,
+                           tap_pair* taps) {
+  const clicktrain_pattern_weights* w = op->weights;
+  size_t count = 0;
+  uint32_t kernel = w->filter_kernel_start[o];
+  const float* value = w->values + w->filter_value_start[o];
+  for (uint32_t p = 0; p < w->num_patterns; ++p) {
+    const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
+    const unsigned mask = w->pattern_masks[p];
+    const uint32_t size = (uint32_t)__builtin_popcount(mask);
+    for (uint32_t j = 0; j < run; ++j, value += size) {
+      const size_t channel = w->kernel_input_channels[kernel + j];
+      if (channel < first_channel || channel >= end_channel) continue;
+      uint32_t t = 0;
+      for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS;
+           ++position) {
+        if (!((mask >> position) & 1u)) continue;
+        taps[count].offset = (int32_t)(channel * op->channel_stride +
+                                       tap_offset(op, position));
+        taps[count].weight = value[t++];
+        ++count;
+      }
+    }
+    kernel += run;
+  }
+  /* Offsets are distinct: one per (channel, position). */
+  qsort(taps, count, sizeof(tap_pair), compare_tap_offsets);
+  return count;
+}
+
+static uint32_t chunk_flags(const clicktrain_patconv_operator* op,
+                            size_t chunk) {
+  return (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
+         (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);
+}
+
 /* Writes the filter program (or, with program == NULL, only counts its
- * words): filter block by block, chunk of input channels by chunk, filter by
- * filter, each filter's taps of the chunk as one flat list of (offset,
- * weight) pairs in ascending offset order (channel by channel, so the loads
- * walk the chunk's planes forward). A flat list runs as one loop per filter
- * and chunk: grouping the taps by pattern measured 1.1-1.6x slower at 8x
- * compression, from the mispredicted exits of the many short group loops. */
+ * words), filter block by block, chunk of input channels by chunk: a group
+ * entry for each CLICKTRAIN_PATCONV_GROUP_FILTERS filters (aligned) whose
+ * taps in the chunk have the same offsets, and one entry per filter
+ * otherwise, its taps as one flat list of (offset, weight) pairs. A flat
+ * list runs as one loop per filter and chunk: grouping a filter's taps by
+ * pattern measured 1.1-1.6x slower at 8x compression, from the mispredicted
+ * exits of the many short group loops. `scratch` holds the taps of a group's
+ * filters in a chunk. */
 static size_t emit_program(clicktrain_patconv_operator* op,
-                           clicktrain_patconv_word* program) {
+                           clicktrain_patconv_word* program,
+                           tap_pair* scratch) {
+  enum { kGroup = CLICKTRAIN_PATCONV_GROUP_FILTERS };
   const clicktrain_pattern_weights* w = op->weights;
   const size_t output_channels = w->output_channels;
+  const size_t most_taps = op->chunk_channels * CLICKTRAIN_KERNEL_POSITIONS;
   size_t n = 0;
+  op->group_entries = 0;
   for (size_t block = 0; block < op->filter_blocks; ++block) {
     const size_t first_filter = block * op->filter_block;
     size_t end_filter = first_filter + op->filter_block;
@@ -105,46 +156,55 @@ static size_t emit_program(clicktrain_patconv_operator* op,
         op->chunk_program_start[block * op->chunks + chunk] = n;
       }
       const size_t first_channel = chunk * op->chunk_channels;
-      const size_t end_channel = first_channel + op->chunk_channels;
-      for (size_t o = first_filter; o < end_filter; ++o) {
-        const size_t header = n;
-        n += 2;
-        uint32_t taps = 0;
-        uint32_t kernel = w->filter_kernel_start[o];
-        const float* value = w->values + w->filter_value_start[o];
-        for (uint32_t p = 0; p < w->num_patterns; ++p) {
-          const uint32_t run = w->pattern_run_lengths[o * w->num_patterns + p];
-          const unsigned mask = w->pattern_masks[p];
-          const uint32_t size = (uint32_t)__builtin_popcount(mask);
-          for (uint32_t j = 0; j < run; ++j, value += size) {
-            const size_t channel = w->kernel_input_channels[kernel + j];
-            if (channel < first_channel || channel >= end_channel) continue;
-            uint32_t t = 0;
-            for (int position = 0; position < CLICKTRAIN_KERNEL_POSITIONS;
-                 ++position) {
-              if (!((mask >> position) & 1u)) continue;
-              if (program != NULL) {
-                clicktrain_patconv_word* pair = program + header + 2 + 2 * (size_t)taps;
-                pair[0].offset = (int32_t)(channel * op->channel_stride +
-                                           tap_offset(op, position));
-                pair[1].weight = value[t];
+      size_t end_channel = first_channel + op->chunk_channels;
+      if (end_channel > w->input_channels) end_channel = w->input_channels;
+      for (size_t o = first_filter; o < end_filter;) {
+        const size_t filters =
+            !op->depthwise && end_filter - o >= kGroup ? kGroup : 1;
+        size_t taps[kGroup];
+        int same = filters == kGroup;
+        for (size_t f = 0; f < filters; ++f) {
+          tap_pair* list = scratch + f * most_taps;
+          taps[f] = collect_taps(op, o + f, first_channel, end_channel, list);
+          for (size_t t = 0; same && f > 0 && t < taps[f]; ++t) {
+            same = list[t].offset == scratch[t].offset;
+          }
+          same = same && taps[f] == taps[0];
+        }
+        if (same) {
+          if (program != NULL) {
+            clicktrain_patconv_word* entry = program + n;
+            entry[0].count = (uint32_t)taps[0] | chunk_flags(op, chunk) |
+                             CLICKTRAIN_PATCONV_GROUP;
+            for (size_t f = 0; f < kGroup; ++f) {
+              entry[1 + f].weight = w->bias[o + f];
+            }
+            for (size_t t = 0; t < taps[0]; ++t) {
+              clicktrain_patconv_word* word = entry + 1 + kGroup + t * (1 + kGroup);
+              word[0].offset = scratch[t].offset;
+              for (size_t f = 0; f < kGroup; ++f) {
+                word[1 + f].weight = scratch[f * most_taps + t].weight;
               }
-              ++t;
-              ++taps;
             }
           }
-          kernel += run;
+          n += 1 + kGroup + (1 + kGroup) * taps[0];
+          op->group_entries++;
+          o += kGroup;
+          continue;
         }
-        n += 2 * (size_t)taps;
-        if (program != NULL) {
-          /* Offsets are distinct: one per (channel, position). */
-          qsort(program + header + 2, taps, 2 * sizeof(clicktrain_patconv_word),
-                compare_tap_offsets);
-          program[header].count =
-              taps | (chunk > 0 ? CLICKTRAIN_PATCONV_ACCUMULATE : 0u) |
-              (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);
-          program[header + 1].weight = w->bias[o];
+        for (size_t f = 0; f < filters; ++f) {
+          if (program != NULL) {
+            const tap_pair* list = scratch + f * most_taps;
+            program[n].count = (uint32_t)taps[f] | chunk_flags(op, chunk);
+            program[n + 1].weight = w->bias[o + f];
+            for (size_t t = 0; t < taps[f]; ++t) {
+              program[n + 2 + 2 * t].offset = list[t].offset;
+              program[n + 3 + 2 * t].weight = list[t].weight;
+            }
+          }
+          n += 2 + 2 * taps[f];
         }
+        o += filters;
       }
     }
   }
@@ -301,22 +361,32 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
   op->chunks = (channels + op->chunk_channels - 1) / op->chunk_channels;
   op->chunk_channels = (channels + op->chunks - 1) / op->chunks;
 
-  const size_t words = emit_program(op, NULL);
+  tap_pair* scratch = (tap_pair*)malloc(CLICKTRAIN_PATCONV_GROUP_FILTERS *
+                                        op->chunk_channels *
+                                        CLICKTRAIN_KERNEL_POSITIONS *
+                                        sizeof(tap_pair));
+  if (scratch == NULL) return -1;
+  const size_t words = emit_program(op, NULL, scratch);
   const size_t program_bytes =
       align_up(words * sizeof(clicktrain_patconv_word), kAlignment);
   const size_t starts_bytes = align_up(
       op->filter_blocks * op->chunks * sizeof(size_t), kAlignment);
   char* memory = (char*)aligned_alloc(kAlignment, program_bytes + starts_bytes);
-  if (memory == NULL) return -1;
+  if (memory == NULL) {
+    free(scratch);
+    return -1;
+  }
   op->program = (clicktrain_patconv_word*)memory;
   op->chunk_program_start = (size_t*)(memory + program_bytes);
   op->scratch_bytes = program_bytes + starts_bytes;
   if (add_buffers(op, 1) != 0) {
+    free(scratch);
     free(memory);
     op->program = NULL;
     return -1;
   }
-  emit_program(op, op->program);
+  emit_program(op, op->program, scratch);
+  free(scratch);
   op->fast = 1;
   return 0;
 }

@@ -54,10 +54,6 @@ extern "C" {
 /* Band buffers, hence tasks running at once. */
 #define CLICKTRAIN_PATCONV_MAX_BUFFERS 64
 
-#define CLICKTRAIN_PATCONV_FIXED_SCRATCH_FLOATS ((size_t)1 << 22)
-/* Band buffers, hence tasks running at once. */
-#define CLICKTRAIN_PATCONV_MAX_BUFFERS 64
-
 typedef struct clicktrain_patconv_operator {
   clicktrain_conv_geometry geometry;
   const clicktrain_pattern_weights* weights;
@@ -80,6 +76,7 @@ typedef struct clicktrain_patconv_operator {
   size_t filter_blocks;
   clicktrain_patconv_word* program;
   size_t chunk_channels, chunks;      /* input channels per program chunk */
+  size_t group_entries;               /* program entries for filter groups */
   size_t* chunk_program_start;        /* [filter_blocks][chunks] */
   size_t buffer_floats;               /* one band buffer, with slack */
   float* buffers[CLICKTRAIN_PATCONV_MAX_BUFFERS];  /* one per running task */

@@ -2,9 +2,11 @@
 /* Native timing of one pattern-conv layer through the op's driver, for
  * profiling (perf, callgrind) without the interpreter around it.
  *
- *   build/kernel_bench SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT]
+ *   build/kernel_bench SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT] [FILTER_GROUP]
  * prints the median ms per run of every kernel set this CPU runs (only
- * VARIANT when given), and effective GFLOP/s on non-zeros.
+ * VARIANT when given; "all" for every set), and effective GFLOP/s on
+ * non-zeros. With FILTER_GROUP G, runs of G consecutive filters keep the
+ * same channels with the same patterns, as prune_pattern(filter_group=G).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +35,7 @@ static int compare(const void* a, const void* b) {
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    fprintf(stderr, "usage: %s SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT]\n", argv[0]);
+    fprintf(stderr, "usage: %s SIZE IN OUT STRIDE KEPT_FRACTION [THREADS] [REPEATS] [VARIANT] [FILTER_GROUP]\n", argv[0]);
     return 2;
   }
   const int size = atoi(argv[1]), in = atoi(argv[2]), out = atoi(argv[3]);
@@ -41,7 +43,12 @@ int main(int argc, char** argv) {
   const double kept = atof(argv[5]);
   const int threads = argc > 6 ? atoi(argv[6]) : 1;
   const int repeats = argc > 7 ? atoi(argv[7]) : 50;
-  const char* variant = argc > 8 ? argv[8] : NULL;
+  const char* variant = argc > 8 && strcmp(argv[8], "all") != 0 ? argv[8] : NULL;
+  const int group = argc > 9 ? atoi(argv[9]) : 1;
+  if (group < 1) {
+    fprintf(stderr, "FILTER_GROUP must be a positive integer\n");
+    return 2;
+  }
   srand(1);
   uint16_t masks[8];
   memcpy(masks, kPatterns, sizeof(masks));
@@ -50,9 +57,9 @@ int main(int argc, char** argv) {
   float* values = malloc(sizeof(float) * (size_t)out * in * 4);
   float* bias = calloc((size_t)out, sizeof(float));
   size_t kernels = 0, num_values = 0;
+  int* pattern = malloc(sizeof(int) * in);
   for (int o = 0; o < out; ++o) {
-    int* pattern = malloc(sizeof(int) * in);
-    for (int i = 0; i < in; ++i) {
+    for (int i = 0; o % group == 0 && i < in; ++i) {
       pattern[i] = (rand() / (RAND_MAX + 1.0)) < kept ? rand() % 8 : -1;
     }
     for (int p = 0; p < 8; ++p) {
@@ -63,8 +70,8 @@ int main(int argc, char** argv) {
         for (int t = 0; t < 4; ++t) values[num_values++] = rand() / (float)RAND_MAX - 0.5f;
       }
     }
-    free(pattern);
   }
+  free(pattern);
   clicktrain_compact_tensors t = {masks, 8, runs, (size_t)out, 8, 2, channels, kernels, 2,
                                   values, num_values, bias, (size_t)out, 1, NULL, 0};
   clicktrain_weight_storage storage;
@@ -97,9 +104,10 @@ int main(int argc, char** argv) {
     }
     qsort(samples, repeats, sizeof(double), compare);
     const double median = samples[repeats / 2];
-    printf("%-7s %dx%dx%d->%d s%d kept %.3f threads %d: %.3f ms (min %.3f), %.1f GFLOP/s eff.\n",
-           sets[s]->name, size, size, in, out, stride, kept, threads, median, samples[0],
-           flops / median / 1e6);
+    printf("%-7s %dx%dx%d->%d s%d kept %.3f group %d (%zu group entries) threads %d: "
+           "%.3f ms (min %.3f), %.1f GFLOP/s eff.\n",
+           sets[s]->name, size, size, in, out, stride, kept, group, op.group_entries,
+           threads, median, samples[0], flops / median / 1e6);
     clicktrain_patconv_operator_release(&op);
   }
   clicktrain_thread_pool_destroy(pool);

@@ -61,6 +61,12 @@ typedef struct layer {
 
 static const uint16_t kPatterns[4] = {0x0BA, 0x1B0, 0x03A, 0x0D8};
 
+/* make_layer's filter groups (not depthwise): with G > 1, filters
+ * [g * G, (g + 1) * G) keep the same input channels with the same patterns,
+ * as prune_pattern(filter_group=G) prunes, except filter 9, whose first
+ * kernel differs from its group's. */
+static int filter_group = 1;
+
 static void make_layer(layer* l, int in_channels, int out_channels,
                        int depthwise) {
   memset(l, 0, sizeof(*l));
@@ -77,12 +83,19 @@ static void make_layer(layer* l, int in_channels, int out_channels,
   l->values = malloc(sizeof(float) * out_channels * per_filter * 9 + 4);
   /* Pattern of each (o, i) kernel, -1 when removed. */
   int* pattern_of = malloc(sizeof(int) * out_channels * per_filter);
+  const int group = depthwise ? 1 : filter_group;
   for (int o = 0; o < out_channels; ++o) {
     l->bias[o] = random_float();
     for (int j = 0; j < per_filter; ++j) {
-      const int removed = (next_random() % 3 == 0) || (o == 1);
-      pattern_of[o * per_filter + j] = removed ? -1 : (int)(next_random() % 4);
+      const int removed = (next_random() % 3 == 0) || (o / group == 1);
+      pattern_of[o * per_filter + j] =
+          o % group != 0 ? pattern_of[(o - o % group) * per_filter + j]
+          : removed      ? -1
+                         : (int)(next_random() % 4);
     }
+  }
+  if (group > 1 && out_channels > 9) {
+    pattern_of[9 * per_filter] = pattern_of[9 * per_filter] < 0 ? 0 : -1;
   }
   for (int o = 0; o < out_channels; ++o) {
     for (int p = 0; p < 4; ++p) {
@@ -206,6 +219,15 @@ static void check_case(int batch, int height, int width, int in_channels,
            "operator setup failed");
     EXPECT(op.fast == (set->planar != NULL), "%s: fast path not taken",
            set->name);
+    /* Group entries exactly when filter groups share their taps (random
+     * filters over 3+ channels practically never do). */
+    if (!depthwise && filter_group == 4 && l.out_channels >= 4) {
+      EXPECT(op.group_entries > 0, "%s: no group entry for filter groups",
+             set->name);
+    } else if (!depthwise && in_channels >= 3) {
+      EXPECT(op.group_entries == 0, "%s: %zu group entries without groups",
+             set->name, op.group_entries);
+    }
     clicktrain_patconv_operator_run(&op, input, actual, pool);
     clicktrain_patconv_operator_release(&op);
     /* Normwise: the largest error relative to the largest output. */
@@ -669,6 +691,27 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_NONE, 0);
   check_case(2, 9, 47, 5, 6, 2, 1, CLICKTRAIN_PADDING_VALID,
              CLICKTRAIN_ACTIVATION_NONE, 0);
+  /* Filter groups of 4: group entries beside single filters (tails, the
+   * broken group), an all-removed group (filters 4-7), several chunks,
+   * every group register-tile remainder, strides, dilations, twins. */
+  filter_group = 4;
+  check_case(1, 9, 7, 13, 37, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(2, 8, 11, 16, 16, 2, 1, CLICKTRAIN_PADDING_VALID,
+             CLICKTRAIN_ACTIVATION_RELU6, 0);
+  check_case(1, 7, 7, 32, 40, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(1, 14, 14, 24, 20, 2, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 10, 10, 5, 12, 1, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 5, 56, 6, 8, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 6, 40, 7, 12, 1, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(2, 28, 28, 96, 64, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  filter_group = 1;
   check_non_finite_weights(0);
   check_non_finite_weights(1);
   check_scratch_bound();

@@ -183,6 +183,14 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
  *   then n times: offset (plane of the kernel + tap within it), weight.
  * One flat list per filter runs as one loop, with no branch that depends on
  * the patterns.
+ * Filter groups: when CLICKTRAIN_PATCONV_GROUP_FILTERS consecutive filters
+ * (the first a multiple of that count) have the same taps in a chunk (the
+ * same kept input channels, each with the same pattern, as
+ * `prune_pattern(filter_group=4)` prunes), the program may hold one entry
+ * for all of them instead:
+ *   count header (n | flags | CLICKTRAIN_PATCONV_GROUP), the G biases,
+ *   then n times: offset, then the G filters' weights of that tap;
+ * so each input vector loaded feeds G FMAs instead of one.
  * The op glue may split a filter's kernels into chunks of input channels,
  * run one after the other on the same output tile (so one chunk's planes
  * stay in the L1 cache for all filters of a block): the flags say whether
@@ -200,7 +208,9 @@ void clicktrain_f32_patdwconv_ukernel__scalar(
  * padding never turns a border output into NaN on one CPU and not another.
  */
 #define CLICKTRAIN_PATCONV_PIXEL_SLACK 16
-#define CLICKTRAIN_PATCONV_TAPS_MASK 0x3FFFFFFFu
+#define CLICKTRAIN_PATCONV_TAPS_MASK 0x1FFFFFFFu
+#define CLICKTRAIN_PATCONV_GROUP 0x20000000u
+#define CLICKTRAIN_PATCONV_GROUP_FILTERS 4
 #define CLICKTRAIN_PATCONV_ACCUMULATE 0x40000000u
 #define CLICKTRAIN_PATCONV_FINAL 0x80000000u
 

@@ -8,6 +8,7 @@
 typedef __m256 VECTOR;
 #define LANES 8
 #define VECTORS 8
+#define GROUP_VECTORS 2  /* per filter of a group entry */
 #define VARIANT avx2
 
 static inline VECTOR vector_load(const float* p) { return _mm256_loadu_ps(p); }

@@ -8,6 +8,7 @@
 typedef __m512 VECTOR;
 #define LANES 16
 #define VECTORS 8
+#define GROUP_VECTORS 4  /* per filter of a group entry */
 #define VARIANT avx512
 
 static inline VECTOR vector_load(const float* p) { return _mm512_loadu_ps(p); }

@@ -8,6 +8,7 @@
 typedef float32x4_t VECTOR;
 #define LANES 4
 #define VECTORS 8
+#define GROUP_VECTORS 4  /* per filter of a group entry */
 #define VARIANT neon
 #define TRANSPOSE_TILE 4
 

@@ -89,7 +89,94 @@ PATCONV_INLINE const clicktrain_patconv_word* filter_tile(
   return end;
 }
 
+#define GROUP CLICKTRAIN_PATCONV_GROUP_FILTERS
+
+/* One register tile of `vectors` (at most GROUP_VECTORS) vectors for each
+ * of the GROUP filters of a group entry: each input vector loaded feeds
+ * GROUP FMAs. Returns the start of the next entry. */
+PATCONV_INLINE const clicktrain_patconv_word* group_tile(
+    const clicktrain_patconv_word* program, const float* planes,
+    float* output, size_t output_stride, const int vectors, VECTOR low,
+    VECTOR high) {
+  VECTOR acc[GROUP][GROUP_VECTORS];
+  const uint32_t header = program[0].count;
+  const uint32_t taps = header & CLICKTRAIN_PATCONV_TAPS_MASK;
+  const clicktrain_patconv_word* tap = program + 1 + GROUP;
+  const clicktrain_patconv_word* const end = tap + (1 + GROUP) * (size_t)taps;
+  if (header & CLICKTRAIN_PATCONV_ACCUMULATE) {
+    if (taps == 0 && !(header & CLICKTRAIN_PATCONV_FINAL)) return end;
+#pragma GCC unroll 4
+    for (int g = 0; g < GROUP; ++g) {
+#pragma GCC unroll 8
+      for (int v = 0; v < vectors; ++v) {
+        acc[g][v] = vector_load(output + g * output_stride + v * LANES);
+      }
+    }
+  } else {
+#pragma GCC unroll 4
+    for (int g = 0; g < GROUP; ++g) {
+      const VECTOR bias = vector_broadcast(program[1 + g].weight);
+#pragma GCC unroll 8
+      for (int v = 0; v < vectors; ++v) acc[g][v] = bias;
+    }
+  }
+  for (; tap < end; tap += 1 + GROUP) {
+    const float* p = planes + tap[0].offset;
+    PATCONV_OPAQUE(p);
+    VECTOR w[GROUP];
+#pragma GCC unroll 4
+    for (int g = 0; g < GROUP; ++g) w[g] = vector_broadcast(tap[1 + g].weight);
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) {
+      const VECTOR x = vector_load(p + v * LANES);
+#pragma GCC unroll 4
+      for (int g = 0; g < GROUP; ++g) acc[g][v] = vector_fma(w[g], x, acc[g][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < GROUP; ++g) {
+#pragma GCC unroll 8
+    for (int v = 0; v < vectors; ++v) {
+      VECTOR value = acc[g][v];
+      if (header & CLICKTRAIN_PATCONV_FINAL) {
+        value = vector_min(high, vector_max(low, value));
+      }
+      vector_store(output + g * output_stride + v * LANES, value);
+    }
+  }
+  return end;
+}
+
 _Static_assert(VECTORS == 8, "the tail below covers 1 to 7 vectors");
+_Static_assert(GROUP_VECTORS == 2 || GROUP_VECTORS == 4,
+               "the group tail below covers 1 to 3 vectors");
+
+/* A group entry over the whole pixel range: register tiles of
+ * GROUP_VECTORS vectors, each one pass over the entry. */
+PATCONV_INLINE const clicktrain_patconv_word* group_entry(
+    size_t pixels, const clicktrain_patconv_word* program,
+    const float* planes, float* output, size_t output_stride, VECTOR low,
+    VECTOR high) {
+  const clicktrain_patconv_word* next = program;
+  size_t i = 0;
+  size_t remaining = (pixels + LANES - 1) / LANES;
+  for (; remaining >= GROUP_VECTORS;
+       remaining -= GROUP_VECTORS, i += GROUP_VECTORS * LANES) {
+    next = group_tile(program, planes + i, output + i, output_stride,
+                      GROUP_VECTORS, low, high);
+  }
+  const float* p = planes + i;
+  float* o = output + i;
+  switch (remaining) {
+    case 1: next = group_tile(program, p, o, output_stride, 1, low, high); break;
+#if GROUP_VECTORS > 2
+    case 2: next = group_tile(program, p, o, output_stride, 2, low, high); break;
+    case 3: next = group_tile(program, p, o, output_stride, 3, low, high); break;
+#endif
+    default: break;
+  }
+  return next;
+}
 
 void PATCONV_NAME(clicktrain_f32_patconv_planar_ukernel__, VARIANT)(
     size_t pixels, size_t filters, const clicktrain_patconv_word* program,
@@ -99,6 +186,13 @@ void PATCONV_NAME(clicktrain_f32_patconv_planar_ukernel__, VARIANT)(
   const VECTOR high = vector_broadcast(output_max);
   if (pixels == 0) return;
   for (size_t f = 0; f < filters; ++f, output += output_stride) {
+    if (program[0].count & CLICKTRAIN_PATCONV_GROUP) {
+      program = group_entry(pixels, program, planes, output, output_stride,
+                            low, high);
+      f += GROUP - 1;
+      output += (GROUP - 1) * output_stride;
+      continue;
+    }
     const clicktrain_patconv_word* next = program;
     size_t i = 0;
     /* Whole vectors, the last one partly past `pixels` (within the slack). */

@@ -7,6 +7,7 @@
 typedef float VECTOR;
 #define LANES 1
 #define VECTORS 8
+#define GROUP_VECTORS 4  /* per filter of a group entry */
 #define VARIANT scalar
 #define TRANSPOSE_TILE 1
 
