@@ -14,6 +14,7 @@ from tf_clicktrain.patterns.blocks import block_mask
 from tf_clicktrain.patterns.connectivity import depth_increasing
 from tf_clicktrain.patterns.connectivity import kernels_to_keep
 from tf_clicktrain.patterns.connectivity import sparsity_for_compression
+from tf_clicktrain.patterns.kernels import filter_group_rows
 from tf_clicktrain.patterns.kernels import from_kernel_rows
 from tf_clicktrain.patterns.kernels import kernel_row_groups
 from tf_clicktrain.patterns.kernels import to_kernel_rows
@@ -23,6 +24,7 @@ from tf_clicktrain.patterns.selection import PatternSelection
 from tf_clicktrain.patterns.selection import assign_patterns
 from tf_clicktrain.patterns.selection import select_pattern_set
 from tf_clicktrain.patterns.selection import select_patterns_and_kernels
+from tf_clicktrain.patterns.selection import select_patterns_per_filter_group
 from tf_clicktrain.patterns.selection import select_patterns_per_group
 from tf_clicktrain.patterns.unstructured import magnitude_mask
 from tf_clicktrain.patterns.verify import PatternSparsity

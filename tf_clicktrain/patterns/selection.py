@@ -181,3 +181,55 @@ def select_patterns_per_group(
         pattern_ids[rows[kept]] = selection.pattern_ids[kept] + group * size
         mask_rows[rows] = selection.mask_rows
     return PatternSelection(pattern_set=pattern_set, pattern_ids=pattern_ids, mask_rows=mask_rows)
+
+
+def select_patterns_per_filter_group(
+    importance_rows,
+    row_groups,
+    filter_group_rows,
+    num_patterns,
+    connectivity_sparsity,
+    candidates=None,
+    pattern_library=None,
+):
+    """`select_patterns_per_group` with filters pruned in groups.
+
+    The rows that share a pooled kernel (one input channel of a run of
+    consecutive filters, `kernels.filter_group_rows`) are kept or removed
+    together and get one pattern, so a kernel that runs the group's filters
+    together can load each input once for all of them. Selection runs on
+    the pooled kernels, whose importance is the sum of their rows': the
+    ``connectivity_sparsity`` fraction counts pooled kernels, and the
+    pattern set is generated from them.
+
+    Args:
+        importance_rows: ``(num_kernels, 9)`` non-negative importance.
+        row_groups: ``(num_kernels,)`` conv group of each row
+            (`kernels.kernel_row_groups`).
+        filter_group_rows: ``(num_kernels,)`` pooled kernel of each row,
+            ``0..P-1`` (`kernels.filter_group_rows`); rows of one pooled
+            kernel must be in one conv group.
+        num_patterns, connectivity_sparsity, candidates, pattern_library:
+            as for `select_patterns_and_kernels`, per conv group.
+
+    Returns:
+        A `PatternSelection` over all ``num_kernels`` rows, laid out as
+        `select_patterns_per_group`'s.
+    """
+    importance_rows = _check_importance(importance_rows)
+    row_groups = np.asarray(row_groups)
+    filter_group_rows = np.asarray(filter_group_rows)
+    num_pooled = int(filter_group_rows.max()) + 1
+    pooled = np.zeros((num_pooled, 9), np.float64)
+    np.add.at(pooled, filter_group_rows, importance_rows)
+    pooled_groups = np.zeros(num_pooled, row_groups.dtype)
+    pooled_groups[filter_group_rows] = row_groups
+    selection = select_patterns_per_group(
+        pooled, pooled_groups, num_patterns, connectivity_sparsity,
+        candidates=candidates, pattern_library=pattern_library,
+    )
+    return PatternSelection(
+        pattern_set=selection.pattern_set,
+        pattern_ids=selection.pattern_ids[filter_group_rows],
+        mask_rows=selection.mask_rows[filter_group_rows],
+    )
