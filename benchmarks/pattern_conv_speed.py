@@ -3,7 +3,9 @@
 Per layer (ResNet-18 / VGG shapes, one 3x3 conv, batch 1): a Keras model with
 one Conv2D whose kernels keep 4 of 9 weights (8 patterns, centre kept, as
 PatDNN's library) and a fraction of kernels giving 4x, 8x and 12x weight
-compression (kept kernels = 9 / (4 * compression)). The pruned file runs
+compression (kept kernels = 9 / (4 * compression)); with --filter_group G,
+runs of G consecutive filters keep the same channels with the same patterns
+(`ct.prune_pattern(filter_group=G)`). The pruned file runs
 through ct.tflite.Interpreter (our op); the builtin-only file of the same
 layer (zeros kept) runs through LiteRT's stock Interpreter, whose CONV_2D is
 XNNPACK's. Whole models: ResNet-18 at 224x224 (3x3 convs pattern-sparse, the
@@ -38,6 +40,7 @@ second to other tasks).
 Usage:
   python benchmarks/pattern_conv_speed.py [--rounds 7] [--threads 1 2]
       [--only layers|models|scaling] [--kernels scalar|avx2|avx512] [--peak_gflops P]
+      [--filter_group G]
 """
 
 import argparse
@@ -56,6 +59,9 @@ def _parse_args():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", choices=["layers", "models", "scaling"], default=None)
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
+    parser.add_argument("--filter_group", type=int, default=1,
+                        help="filters per group sharing channels and patterns "
+                             "(prune_pattern's filter_group)")
     parser.add_argument("--statistic", choices=["median", "min"], default="median")
     parser.add_argument("--sample_ms", type=float, default=20.0)
     parser.add_argument("--peak_gflops", type=float, default=None,
@@ -97,19 +103,27 @@ LAYERS = (  # (name, size, input channels, output channels, stride)
 )
 
 
-def pattern_sparsify(model, compression, rng, patterns=PATTERNS):
-    """Zeroes every 3x3 conv into 4-of-9 `patterns` at the given compression."""
+def pattern_sparsify(model, compression, rng, patterns=PATTERNS, filter_group=1):
+    """Zeroes every 3x3 conv into 4-of-9 `patterns` at the given compression.
+
+    With ``filter_group`` G, each run of G consecutive filters keeps the same
+    input channels with the same patterns, as
+    ``ct.prune_pattern(filter_group=G)`` prunes.
+    """
     bits = np.array([[(p >> i) & 1 for i in range(9)] for p in patterns], np.float32)
     kept_fraction = 9.0 / (4.0 * compression)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3):
             weights = layer.get_weights()
             _, _, inputs, outputs = weights[0].shape
-            kernels = inputs * outputs
+            groups = -(-outputs // filter_group)
+            kernels = inputs * groups
             kept = np.zeros(kernels, bool)
             kept[rng.choice(kernels, int(round(kept_fraction * kernels)), replace=False)] = True
             choice = bits[rng.integers(len(patterns), size=kernels)] * kept[:, None]
-            mask = choice.reshape(inputs, outputs, 9).transpose(2, 0, 1).reshape(3, 3, inputs, outputs)
+            choice = np.repeat(choice.reshape(inputs, groups, 9), filter_group, axis=1)
+            choice = choice[:, :outputs]
+            mask = choice.transpose(2, 0, 1).reshape(3, 3, inputs, outputs)
             weights[0] = weights[0] * mask
             layer.set_weights(weights)
         elif isinstance(layer, keras.layers.BatchNormalization):
@@ -157,8 +171,8 @@ def _relative_error(actual, expected):
 
 
 def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
-    print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), {ARGS.statistic} of {rounds} "
-          "interleaved samples ==")
+    print(f"\n== one 3x3 conv layer, batch 1, {threads} thread(s), filter group "
+          f"{ARGS.filter_group}, {ARGS.statistic} of {rounds} interleaved samples ==")
     peak_header = f"{'XNNPACK % peak':>15}{'ours % peak':>12}" if peak_gflops else ""
     print(f"{'layer':<18}{'compr.':>7}{'XNNPACK ms':>11}{'ours ms':>9}{'speedup':>9}"
           f"{'XNNPACK GFLOP/s':>16}{'ours eff. GFLOP/s':>18}{'max rel err':>12}{peak_header}")
@@ -171,7 +185,7 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
                 keras.Input((size, size, cin)),
                 keras.layers.Conv2D(cout, 3, strides=stride, padding="same"),
             ])
-            pattern_sparsify(model, compression, rng)
+            pattern_sparsify(model, compression, rng, filter_group=ARGS.filter_group)
             if not files:
                 # The dense file's speed does not depend on its zeros.
                 files["dense"] = (_convert(model, custom_ops=False),
@@ -209,8 +223,8 @@ def bench_layers(threads, compressions, rounds, rng, peak_gflops=None):
 
 def bench_scaling(compressions, rounds, rng):
     """2-thread over 1-thread speedup of our op and of XNNPACK, per layer."""
-    print(f"\n== 2 threads over 1, one 3x3 conv layer, batch 1, {ARGS.statistic} of {rounds} "
-          "interleaved samples ==")
+    print(f"\n== 2 threads over 1, one 3x3 conv layer, batch 1, filter group "
+          f"{ARGS.filter_group}, {ARGS.statistic} of {rounds} interleaved samples ==")
     print(f"{'layer':<18}{'compr.':>7}{'XNNPACK 1t ms':>14}{'2t ms':>8}{'scaling':>9}"
           f"{'ours 1t ms':>11}{'2t ms':>8}{'scaling':>9}{'speedup 2t':>11}")
     rows = []
@@ -221,7 +235,7 @@ def bench_scaling(compressions, rounds, rng):
                 keras.Input((size, size, cin)),
                 keras.layers.Conv2D(cout, 3, strides=stride, padding="same"),
             ])
-            pattern_sparsify(model, compression, rng)
+            pattern_sparsify(model, compression, rng, filter_group=ARGS.filter_group)
             dense_file, ours_file = _convert(model, custom_ops=False), _convert(model)
             invokes = {}
             with _timing_priority():
@@ -249,8 +263,8 @@ def bench_scaling(compressions, rounds, rng):
 
 
 def bench_models(threads, rounds, rng, compressions):
-    print(f"\n== whole models, batch 1, {threads} thread(s), {ARGS.statistic} of {rounds} "
-          "interleaved samples ==")
+    print(f"\n== whole models, batch 1, {threads} thread(s), filter group "
+          f"{ARGS.filter_group}, {ARGS.statistic} of {rounds} interleaved samples ==")
     print(f"{'model':<32}{'compr.':>7}{'dense ms':>10}{'pruned ms':>10}{'speedup':>9}"
           f"{'max rel err':>12}")
     rows = []
@@ -261,7 +275,8 @@ def bench_models(threads, rounds, rng, compressions):
         inputs = rng.normal(size=(1, *shape)).astype(np.float32)
         invokes, outputs, models, files = {}, {}, {}, {}
         for compression in compressions:
-            model = pattern_sparsify(build(), compression, rng)
+            model = pattern_sparsify(build(), compression, rng,
+                                     filter_group=ARGS.filter_group)
             if not files:
                 files["dense"] = (_convert(model, custom_ops=False),
                                   litert_interpreter.Interpreter)
