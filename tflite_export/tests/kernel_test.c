@@ -221,6 +221,10 @@ static void check_case(int batch, int height, int width, int in_channels,
            set->name);
     /* Group entries exactly when filter groups share their taps (random
      * filters over 3+ channels practically never do). */
+    if (filter_group == 4 && in_channels >= 256) {
+      EXPECT(op.chunks > 1, "%s: one chunk for %d channels", set->name,
+             in_channels);
+    }
     if (!depthwise && filter_group == 4 && l.out_channels >= 4) {
       EXPECT(op.group_entries > 0, "%s: no group entry for filter groups",
              set->name);
@@ -711,6 +715,10 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_RELU, 0);
   check_case(2, 28, 28, 96, 64, 1, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 0);
+  /* Several chunks: filter 9's group runs as single filters in the chunk
+   * holding channel 0 and as a group entry in the others. */
+  check_case(1, 14, 14, 300, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
   filter_group = 1;
   check_non_finite_weights(0);
   check_non_finite_weights(1);
