@@ -717,7 +717,7 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_NONE, 0);
   /* Several chunks: filter 9's group runs as single filters in the chunk
    * holding channel 0 and as a group entry in the others. */
-  check_case(1, 14, 14, 300, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
+  check_case(1, 14, 14, 600, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_RELU, 0);
   filter_group = 1;
   check_non_finite_weights(0);
