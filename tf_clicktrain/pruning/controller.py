@@ -33,6 +33,24 @@ def _block_target(importance, sparsity, config):
     return mask.reshape(importance.shape)
 
 
+def _select_patterns(importance, pruned, sparsity, config):
+    """The `PatternSelection` of a pattern-pruned weight."""
+    rows = patterns.to_kernel_rows(importance)
+    row_groups = patterns.kernel_row_groups(importance.shape, pruned.groups)
+    kwargs = dict(
+        num_patterns=config.num_patterns,
+        connectivity_sparsity=sparsity,
+        candidates=config.candidates,
+        pattern_library=config.pattern_library,
+    )
+    if pruned.filter_group == 1:
+        return patterns.select_patterns_per_group(rows, row_groups, **kwargs)
+    filter_rows = patterns.filter_group_rows(
+        importance.shape, pruned.filter_group, pruned.groups
+    )
+    return patterns.select_patterns_per_filter_group(rows, row_groups, filter_rows, **kwargs)
+
+
 class PruningController:
     """Drives one `PatternPruningWrapper` through its schedule.
 
@@ -146,14 +164,7 @@ class PruningController:
             importance = self._importance_of(pruned)
             sparsity = self._layer_sparsity(pruned, decision, step)
             if pruned.kind == layer_kinds.PATTERN:
-                selection = patterns.select_patterns_per_group(
-                    patterns.to_kernel_rows(importance),
-                    patterns.kernel_row_groups(importance.shape, pruned.groups),
-                    num_patterns=config.num_patterns,
-                    connectivity_sparsity=sparsity,
-                    candidates=config.candidates,
-                    pattern_library=config.pattern_library,
-                )
+                selection = _select_patterns(importance, pruned, sparsity, config)
                 pruned.pattern_set.assign(selection.pattern_set)
                 pruned.pattern_ids.assign(selection.pattern_ids)
                 target = patterns.from_kernel_rows(selection.mask_rows, pruned.weight.shape)

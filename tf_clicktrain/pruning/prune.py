@@ -88,6 +88,7 @@ def prune_pattern(
     sparsity_m_by_n=None,
     block_size=(1, 1),
     block_pooling_type="AVG",
+    filter_group=1,
     pruning_policy=None,
     **kwargs,
 ):
@@ -161,6 +162,18 @@ def prune_pattern(
         block_size: ``(height, width)``: unstructured 2-D weights and 1x1
             kernels lose whole blocks, as tfmot's ``block_size``.
         block_pooling_type: "AVG" or "MAX", how a block is scored.
+        filter_group: G, default 1. With G > 1, each 3x3 `Conv2D` kernel's
+            output channels are cut into runs of G consecutive filters
+            (within each conv group of a grouped conv; a last, smaller run
+            when G does not divide the channel count), and for every input
+            channel the G kernels of a run are kept or removed together and
+            share one pattern. Selection ranks a run's kernels by their
+            summed importance, so the fraction removed is that of runs.
+            The exported ``.tflite`` op then loads each input vector once
+            for the run's G filters, which makes pattern convolutions
+            faster; the cost is accuracy, as fewer independent choices are
+            made. Depthwise kernels (`DepthwiseConv2D`, `SeparableConv2D`)
+            are not affected.
         pruning_policy: a `tf_clicktrain.PruningPolicy` (for a model), e.g.
             `tf_clicktrain.PruneForLatency`: it checks the model first and
             leaves dense, with a log line, every layer it does not allow.
@@ -212,6 +225,7 @@ def prune_pattern(
         sparsity_m_by_n=sparsity_m_by_n,
         block_size=block_size,
         block_pooling_type=block_pooling_type,
+        filter_group=filter_group,
     )
     # Validates every argument once, before anything is cloned or built.
     config = PruningConfig(**wrapper_kwargs)

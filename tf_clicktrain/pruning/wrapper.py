@@ -52,6 +52,9 @@ class PrunedWeight:
         target_mask: the selection's 0/1 mask.
         groups: G, the convolution's groups (1 but for grouped convs);
             each group has its own K patterns.
+        filter_group: filters that share keep/remove decisions and patterns
+            per input channel (1 but for `Conv2D` kernels pruned with
+            ``filter_group``).
         pattern_set: ``(G * K, 9)`` 0/1 patterns (pattern kind only); rows
             ``[g * K, (g + 1) * K)`` are group ``g``'s.
         pattern_ids: per-kernel index into ``pattern_set``, -1 for removed
@@ -60,10 +63,11 @@ class PrunedWeight:
             magnitude importance.
     """
 
-    def __init__(self, weight, kind, groups=1):
+    def __init__(self, weight, kind, groups=1, filter_group=1):
         self.weight = weight
         self.kind = kind
         self.groups = groups
+        self.filter_group = filter_group
         self.mask = None
         self.target_mask = None
         self.pattern_set = None
@@ -146,6 +150,10 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             `ValueError` at build.
         block_pooling_type: how a block is scored from its weights'
             magnitudes: "AVG" (default) or "MAX".
+        filter_group: G: a 3x3 `Conv2D` kernel's runs of G consecutive
+            filters (within a conv group) keep or remove each input channel
+            together, with one pattern (default 1: every filter on its own).
+            See `tf_clicktrain.prune_pattern`.
         **kwargs: base layer arguments (e.g. ``name``).
     """
 
@@ -166,6 +174,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         block_size=(1, 1),
         block_pooling_type="AVG",
+        filter_group=1,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -190,6 +199,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             sparsity_m_by_n=sparsity_m_by_n,
             block_size=block_size,
             block_pooling_type=block_pooling_type,
+            filter_group=filter_group,
         )
         kwargs.setdefault("name", f"prune_pattern_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -215,6 +225,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     sparsity_m_by_n = property(lambda self: self.config.sparsity_m_by_n)
     block_size = property(lambda self: self.config.block_size)
     block_pooling_type = property(lambda self: self.config.block_pooling_type)
+    filter_group = property(lambda self: self.config.filter_group)
 
     # ------------------------------------------------------------------ build
 
@@ -225,7 +236,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         # .weights.h5 files: keep it, or files saved before will not load.
         for index, weight in enumerate(layer_kinds.prunable_weights(self.layer)):
             pruned = PrunedWeight(
-                weight, layer_kinds.weight_kind(self.layer, weight), self._groups_of(weight)
+                weight, layer_kinds.weight_kind(self.layer, weight), self._groups_of(weight),
+                self._filter_group_of(weight),
             )
             base = f"{index}_{weight.name}"
             pruned.mask = self.add_weight(
@@ -292,6 +304,16 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         """The groups of a grouped convolution's kernel, else 1."""
         if weight is getattr(self.layer, "kernel", None):
             return int(getattr(self.layer, "groups", 1))
+        return 1
+
+    def _filter_group_of(self, weight):
+        """``filter_group`` for a `Conv2D` kernel, else 1.
+
+        Depthwise kernels have one kernel per channel (and multiplier): no
+        run of filters shares an input there.
+        """
+        if isinstance(self.layer, keras.layers.Conv2D) and weight is self.layer.kernel:
+            return self.filter_group
         return 1
 
     def _check_unstructured_shape(self, weight):
