@@ -28,11 +28,17 @@ conv left dense) on the same data with the same epochs and optimizer
   in its own virtual environment (.venv-tfmot, made by
   benchmarks/setup_tfmot_venv.sh); skipped when that is missing.
 
+With --filter_group=G the ct and pat rows prune 3x3 convs in runs of G filters that
+share kernels and patterns (prune_pattern's filter_group); G is recorded in
+the rows' config, so rows of different G are never reported together.
+--threads limits TensorFlow's threads (recorded in the row, not the config).
+
 Results are appended to a JSON-lines file as each run finishes, so an
 interrupted benchmark resumes where it stopped; the table is printed from
 that file.
 
     python benchmarks/accuracy.py --rows=dense,ct8 --seeds=0,1,2
+    python benchmarks/accuracy.py --rows=ct8 --filter_group=4 --threads=1
     python benchmarks/accuracy.py --report_only
 """
 
@@ -52,6 +58,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
 
@@ -69,6 +76,12 @@ flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results", "accu
 flags.DEFINE_bool("report_only", False, "Only print the table of finished runs.")
 flags.DEFINE_string("default_importance", None,
                     "Importance of the ct rows (default: the library's).")
+flags.DEFINE_integer("filter_group", 1,
+                     "filter_group of the ct rows: runs of this many filters of a 3x3 "
+                     "conv share kernel decisions and patterns (recorded in the config "
+                     "when not 1).")
+flags.DEFINE_integer("threads", 0,
+                     "TensorFlow intra- and inter-op threads (0: TensorFlow's choice).")
 
 # The four 2x2 quadrants around the centre: a fixed library standing in for
 # the authors' hard-coded one.
@@ -208,7 +221,8 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
     kwargs = {"importance": importance or FLAGS.default_importance}
     model = ct.prune_pattern(
         recipe.build_model(info), schedule=schedule, pattern_library=pattern_library,
-        soft_anneal=soft_anneal, **{k: v for k, v in kwargs.items() if v is not None},
+        soft_anneal=soft_anneal, filter_group=FLAGS.filter_group,
+        **{k: v for k, v in kwargs.items() if v is not None},
     )
     if batchnorm_folded:
         _fold_batchnorm_into_importance(model)
@@ -254,7 +268,8 @@ def run_prune_after_training(seed, train, test, info, steps, finished, finetune_
     # library's rule assumes the rate of 0.05 the phase starts at otherwise).
     penalty = ct.schedules.default_penalty(0, soft_steps) * FLAGS.learning_rate / lr
     schedule = ct.ClickTrainSchedule(0, soft_steps, sparsity, penalty=penalty)
-    model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude")
+    model = ct.prune_pattern(dense, schedule=schedule, importance="magnitude",
+                             filter_group=FLAGS.filter_group)
     optimizer = keras.optimizers.SGD(rate, momentum=0.9, weight_decay=5e-4)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -314,6 +329,8 @@ def _config():
                                      or ct.ClickTrainSchedule.HARD_FRACTION, 4)}
     if FLAGS.penalty is not None:
         config["penalty"] = FLAGS.penalty
+    if FLAGS.filter_group != 1:
+        config["filter_group"] = FLAGS.filter_group
     return config
 
 
@@ -321,6 +338,9 @@ def main(argv):
     del argv
     finished = finished_rows(FLAGS.results)
     config = _config()
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if not FLAGS.report_only:
         train, test, info = recipe.make_datasets(FLAGS.dataset, FLAGS.batch_size,
                                                  FLAGS.train_examples)
@@ -347,11 +367,14 @@ def main(argv):
                 if result is None:
                     continue
                 row = {"row": name, "seed": seed, "config": config, **result}
+                if FLAGS.threads:
+                    row["threads"] = FLAGS.threads
                 append_row(FLAGS.results, row)
                 finished.append(row)
                 print(json.dumps(row), flush=True)
                 keras.backend.clear_session()
     print(f"\n{FLAGS.dataset}, {FLAGS.epochs} epochs, widths {','.join(FLAGS.widths)}, "
+          f"filter group {FLAGS.filter_group}, "
           f"train examples {FLAGS.train_examples or 'all'}, selection at "
           f"{config['selection_fraction']:.3f}, hard from {config['hard_fraction']:.3f} "
           "of the epochs")
