@@ -31,7 +31,8 @@ conv left dense) on the same data with the same epochs and optimizer
 With --filter_group=G the ct and pat rows prune 3x3 convs in runs of G filters that
 share kernels and patterns (prune_pattern's filter_group); G is recorded in
 the rows' config, so rows of different G are never reported together.
---threads limits TensorFlow's threads (recorded in the row, not the config).
+--threads limits TensorFlow's threads (recorded in the row, not the config);
+--check_tflite converts each ct row's model and checks the file against Keras.
 
 Results are appended to a JSON-lines file as each run finishes, so an
 interrupted benchmark resumes where it stopped; the table is printed from
@@ -66,6 +67,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import clicktrain_tfds as recipe  # noqa: E402
 from _results import append_row, finished_rows  # noqa: E402
+from _tflite_check import check_tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("rows", ["dense", "ct4", "ct8", "ct12", "authors", "pat8", "tfmot"],
@@ -80,6 +82,9 @@ flags.DEFINE_integer("filter_group", 1,
                      "filter_group of the ct rows: runs of this many filters of a 3x3 "
                      "conv share kernel decisions and patterns (recorded in the config "
                      "when not 1).")
+flags.DEFINE_bool("check_tflite", False,
+                  "Also convert each ct row's model (decide_by='size') and compare the "
+                  ".tflite file with Keras on 256 test images (tflite_* fields).")
 flags.DEFINE_integer("threads", 0,
                      "TensorFlow intra- and inter-op threads (0: TensorFlow's choice).")
 
@@ -229,7 +234,9 @@ def run_clicktrain(seed, train, test, info, steps, compression, importance=None,
     recipe.compile_model(model, steps,
                          schedule.hard_pruning_step if rewind_learning_rate else None)
     seconds, cpu_seconds = _timed_fit(model, train, FLAGS.epochs, [ct.UpdatePruningStep()])
-    _, result = _evaluate(model, test, steps)
+    final, result = _evaluate(model, test, steps)
+    if FLAGS.check_tflite:
+        result.update(check_tflite(final, test))
     return {**result, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "penalty": schedule.penalty_value,
             "selection_step": schedule.selection_step,
