@@ -134,6 +134,18 @@ static uint32_t chunk_flags(const clicktrain_patconv_operator* op,
          (chunk + 1 == op->chunks ? CLICKTRAIN_PATCONV_FINAL : 0u);
 }
 
+/* The most taps one filter has in one chunk: a bound on collect_taps. */
+static size_t most_taps_per_filter(const clicktrain_patconv_operator* op) {
+  const clicktrain_pattern_weights* w = op->weights;
+  size_t most_kernels = 0;
+  for (size_t o = 0; o < w->output_channels; ++o) {
+    const size_t kernels = w->filter_kernel_start[o + 1] - w->filter_kernel_start[o];
+    if (kernels > most_kernels) most_kernels = kernels;
+  }
+  if (most_kernels > op->chunk_channels) most_kernels = op->chunk_channels;
+  return most_kernels * CLICKTRAIN_KERNEL_POSITIONS;
+}
+
 /* Writes the filter program (or, with program == NULL, only counts its
  * words), filter block by block, chunk of input channels by chunk: a group
  * entry for each CLICKTRAIN_PATCONV_GROUP_FILTERS filters (aligned) whose
@@ -149,7 +161,7 @@ static size_t emit_program(clicktrain_patconv_operator* op,
   enum { kGroup = CLICKTRAIN_PATCONV_GROUP_FILTERS };
   const clicktrain_pattern_weights* w = op->weights;
   const size_t output_channels = w->output_channels;
-  const size_t most_taps = op->chunk_channels * CLICKTRAIN_KERNEL_POSITIONS;
+  const size_t most_taps = most_taps_per_filter(op);
   size_t n = 0;
   op->group_entries = 0;
   for (size_t block = 0; block < op->filter_blocks; ++block) {
@@ -390,10 +402,11 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
   op->chunks = (channels + op->chunk_channels - 1) / op->chunk_channels;
   op->chunk_channels = (channels + op->chunks - 1) / op->chunks;
 
-  tap_pair* scratch = (tap_pair*)malloc(CLICKTRAIN_PATCONV_GROUP_FILTERS *
-                                        op->chunk_channels *
-                                        CLICKTRAIN_KERNEL_POSITIONS *
-                                        sizeof(tap_pair));
+  /* The taps of one group of filters in one chunk: at most 4 x 9 x 8 bytes
+   * per kernel of the layer's largest filter. */
+  tap_pair* scratch = (tap_pair*)malloc(
+      (CLICKTRAIN_PATCONV_GROUP_FILTERS * most_taps_per_filter(op) + 1) *
+      sizeof(tap_pair));
   if (scratch == NULL) return -1;
   const size_t words = emit_program(op, NULL, scratch);
   const size_t program_bytes =
