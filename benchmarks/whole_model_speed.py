@@ -6,8 +6,9 @@ MobileNetV2, EfficientNetB0 and ResNet50 from `keras.applications`
 (`ct.prune_pattern(model, schedule=ClickTrainSchedule(...))`: 3x3 convs get
 4-of-9 patterns with `--connectivity` of their kernels removed, depthwise 3x3
 convs get patterns, 1x1 convs unstructured sparsity `--pointwise_sparsity`
-(in blocks of 1 x `--pointwise_block` output channels when given),
-the first conv dense), fitted for a few steps on random data past the hard
+(in blocks of 1 x `--pointwise_block` output channels when given), with
+`--filter_group G` runs of G filters of each 3x3 conv sharing their kernels'
+channels and patterns, the first conv dense), fitted for a few steps on random data past the hard
 phase, then `ct.strip_pruning`.
 
 Files timed, per thread count, in one process, interleaved round by round
@@ -22,7 +23,8 @@ timing does, robust to a loaded machine) its fastest round:
 
 Usage:
   python benchmarks/whole_model_speed.py [--models mobilenetv2 ...]
-      [--threads 1 2] [--rounds 9] [--results results/whole_model_speed.jsonl]
+      [--threads 1 2] [--rounds 9] [--pointwise_block N] [--filter_group G]
+      [--results results/whole_model_speed.jsonl]
 """
 
 import argparse
@@ -50,6 +52,8 @@ def _parse_args():
     parser.add_argument("--pointwise_block", type=int, default=1,
                         help="prune the 1x1 convs in blocks of one input channel x this "
                              "many output channels (block_size=(1, N)); 1: unstructured")
+    parser.add_argument("--filter_group", type=int, default=1,
+                        help="prune_pattern's filter_group for the 3x3 convs")
     parser.add_argument("--pointwise_sparsity", type=float, default=0.8,
                         help="sparsity of the 1x1 convs")
     parser.add_argument("--results", default=None, help="append one JSON line per row here")
@@ -80,7 +84,7 @@ def build(name, size):
     return reference_models.resnet18(input_shape=shape)
 
 
-def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1):
+def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1, filter_group=1):
     """The library's defaults, fitted on random data past the hard phase.
 
     keras.applications models end in a softmax, ResNet-18 in logits.
@@ -90,7 +94,7 @@ def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1):
         selection_step=1, hard_pruning_step=2, connectivity_sparsity=connectivity
     )
     pruned = ct.prune_pattern(model, schedule=schedule, unstructured_sparsity=pointwise_sparsity,
-                              block_size=(1, pointwise_block))
+                              block_size=(1, pointwise_block), filter_group=filter_group)
     pruned.compile(
         optimizer=keras.optimizers.SGD(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -151,7 +155,7 @@ def bench(name, args, rng):
     start = time.time()
     dense_model = build(name, args.size)
     pruned = prune(dense_model, args.connectivity, args.pointwise_sparsity,
-                   pointwise_block=args.pointwise_block)
+                   pointwise_block=args.pointwise_block, filter_group=args.filter_group)
     prune_seconds = time.time() - start
     compression = weight_compression(pruned)
     inputs = rng.normal(size=(1, args.size, args.size, 3)).astype(np.float32)
@@ -179,7 +183,7 @@ def bench(name, args, rng):
         row = dict(
             model=name, size=args.size, threads=threads, compression=compression,
             connectivity=args.connectivity, pointwise_sparsity=args.pointwise_sparsity,
-            pointwise_block=args.pointwise_block,
+            pointwise_block=args.pointwise_block, filter_group=args.filter_group,
             **{f"{key}_ms": times[key] for key in files},
             **{f"{key}_fastest_ms": fastest[key] for key in files},
             **{f"{key}_bytes": len(content) for key, content in files.items()},
