@@ -12,7 +12,8 @@
  * kernel column kx, a [band_buffer_rows][columns] sub-plane (and, when the
  * kernels' vectors are wider than 8 floats and columns is not a multiple of
  * them, its twin shifted by columns % vector floats, read by taps whose row
- * offset is not a whole number of vectors); for the band
+ * offset is not a whole number of vectors; layers of grouped filters have
+ * 8-float rows and no twins); for the band
  * starting at output row y0,
  *   sub[phase][kx][r][x] = input((y0 + r) * stride_h + phase - padding_top,
  *                                x * stride_w + kx * dilation_w - padding_left)
