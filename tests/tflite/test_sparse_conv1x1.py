@@ -37,7 +37,7 @@ def _sparsify_pointwise(model, rng, sparsity=SPARSITY):
     return model
 
 
-def _assert_matches_keras(model, content, rng, runs, output_shape):
+def _assert_matches_keras(model, content, rng, runs, output_shape, tolerance=1e-4):
     """The file's outputs equal Keras' for each (batch, threads) in `runs`."""
     for batch, threads in runs:
         images = rng.normal(size=(batch, *model.input_shape[1:])).astype(np.float32)
@@ -45,7 +45,7 @@ def _assert_matches_keras(model, content, rng, runs, output_shape):
         actual = tflite_helpers.run_interpreter(interpreter, images)
         expected = model.predict(images, verbose=0)
         assert actual.shape == expected.shape == (batch, *output_shape)
-        assert tflite_helpers.max_relative_error(actual, expected) <= 1e-4
+        assert tflite_helpers.max_relative_error(actual, expected) <= tolerance
 
 
 def _builtin_bytes(model):
@@ -130,6 +130,23 @@ def test_block_pruned_1x1_model_matches_keras(block):
     assert [report.replaced for report in reports] == [True] * 4, reports
     _assert_matches_keras(model, rewritten, np.random.default_rng(8),
                           runs=((1, 1), (3, 2)), output_shape=(5, 4, 24))
+
+
+def test_squeeze_excite_block_matches_keras():
+    # The squeeze and excite convs see one pixel per image: the op's
+    # few-pixel mode (batch 1 and 3), with channel counts that fill neither
+    # a vector nor a register tile.
+    inputs = keras.Input((7, 5, 37))
+    squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True)(inputs)
+    x = keras.layers.Conv2D(9, 1, activation="swish")(squeezed)
+    x = keras.layers.Conv2D(37, 1, activation="sigmoid")(x)
+    outputs = keras.layers.Multiply()([inputs, x])
+    model = _sparsify_pointwise(keras.Model(inputs, outputs), np.random.default_rng(9))
+    with contextlib.redirect_stdout(io.StringIO()):
+        content = ct_tflite.convert(model, decide_by="size")
+    assert ct_tflite.count_pattern_ops(content) == 2
+    _assert_matches_keras(model, content, np.random.default_rng(10),
+                          runs=((1, 1), (3, 2)), output_shape=(7, 5, 37), tolerance=1e-5)
 
 
 def test_barely_sparse_1x1_stays_builtin():

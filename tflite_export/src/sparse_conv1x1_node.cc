@@ -49,7 +49,8 @@ struct SparseConv1x1Node {
   TfLiteDelegate* delegate = nullptr;
   int node_index = -1;
   BudgetShare weights_budget;
-  BudgetShare scratch_budget;  // the operator's program and per-thread tiles
+  // The operator's memory: program and per-thread tiles, or dense weights.
+  BudgetShare scratch_budget;
 
   ~SparseConv1x1Node() {
     clicktrain_spconv1x1_operator_release(&conv);
@@ -165,18 +166,17 @@ void Free(TfLiteContext*, void* buffer) {
   delete static_cast<SparseConv1x1Node*>(buffer);
 }
 
-// Bytes the operator set up in `conv` holds: program, filter starts and one
-// scratch slot per thread, in one block.
+// Bytes the operator set up in `conv` holds, in one block: program, filter
+// starts and one scratch slot per thread, or the few-pixel mode's dense
+// weights (the same for any number of threads).
 size_t OperatorBytes(const clicktrain_spconv1x1_operator& conv) {
-  return static_cast<size_t>(reinterpret_cast<const char*>(conv.scratch) -
-                             static_cast<const char*>(conv.memory)) +
-         conv.slot_floats * static_cast<size_t>(conv.max_threads) *
-             sizeof(float);
+  return conv.memory_bytes;
 }
 
-// Sets up the operator within the memory budget, for as many of the
-// interpreter's threads as its program and one scratch slot per thread fit
-// what is left; refuses the node when not even one thread fits.
+// Sets up the operator within the memory budget: in the few-pixel mode when
+// the layer has few pixels and its dense weights fit what is left, else for
+// as many of the interpreter's threads as its program and one scratch slot
+// per thread fit; refuses the node when not even one thread fits.
 TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
                            const clicktrain_spconv1x1_geometry& geometry) {
   clicktrain_spconv1x1_operator_release(&op->conv);
@@ -190,6 +190,24 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
   }
   if (threads < 1) threads = 1;
   const int wanted = threads;
+  // Checked before setup, so dense weights that cannot fit are never
+  // allocated; the SpMM below may still fit, its weights being compact.
+  const size_t dense_bytes =
+      clicktrain_spconv1x1_few_pixel_bytes(&geometry, ukernels->few_pixels);
+  if (dense_bytes != 0 && dense_bytes <= op->scratch_budget.available()) {
+    if (clicktrain_spconv1x1_operator_setup(
+            &op->conv, &geometry, &op->weights.weights, ukernels, threads,
+            ukernels->few_pixels) != 0) {
+      return ReportNodeError(context, kKernelName,
+                             "cannot prepare the layer: out of memory");
+    }
+    if (op->scratch_budget.Reserve(OperatorBytes(op->conv))) {
+      op->operator_ready = true;
+      return kTfLiteOk;
+    }
+    // Another node took the budget meanwhile: try the SpMM.
+    clicktrain_spconv1x1_operator_release(&op->conv);
+  }
   // A slot holds at least a pixel tile of every input channel: checked
   // before setup, so slots that cannot fit are never allocated.
   const size_t smallest_slot = static_cast<size_t>(geometry.input_channels) *
@@ -200,14 +218,15 @@ TfLiteStatus SetUpOperator(TfLiteContext* context, SparseConv1x1Node* op,
   for (int attempt = 0; threads >= 1 && attempt < 2; ++attempt) {
     if (clicktrain_spconv1x1_operator_setup(&op->conv, &geometry,
                                             &op->weights.weights, ukernels,
-                                            threads) != 0) {
+                                            threads, 0) != 0) {
       return ReportNodeError(context, kKernelName,
                              "cannot prepare the layer: out of memory, or a "
                              "layer too large for 32-bit offsets");
     }
     bytes = OperatorBytes(op->conv);
     if (op->scratch_budget.Reserve(bytes)) {
-      if (threads < wanted) {
+      // dense_bytes != 0: the few-pixel mode was wanted but did not fit.
+      if (threads < wanted || dense_bytes != 0) {
         ClickTrainDelegateCountFallback(op->delegate);
       }
       op->operator_ready = true;

@@ -21,6 +21,9 @@ enum {
   kBlockBytes = 24 * 1024,
   /* Most filters whose partial sums one slot keeps across channel blocks. */
   kMaxChunkFilters = 2048,
+  /* Dense multiply-adds a thread of the few-pixel mode must be given to be
+   * worth waking (a few microseconds of work). */
+  kFewPixelTaskWork = 16 * 1024,
 };
 
 static int fail(char* error, size_t error_size, const char* format, ...) {
@@ -146,6 +149,7 @@ static int setup_block_mode(clicktrain_spconv1x1_operator* op,
   char* memory = (char*)aligned_alloc(kAlignment, total_bytes);
   if (memory == NULL) return -1;
   op->memory = memory;
+  op->memory_bytes = total_bytes;
   clicktrain_spconv1x1_unit* unit = (clicktrain_spconv1x1_unit*)memory;
   int32_t* offsets = (int32_t*)(memory + unit_bytes);
   float* weights = (float*)(offsets + offset_floats);
@@ -177,11 +181,75 @@ static int setup_block_mode(clicktrain_spconv1x1_operator* op,
   return 0;
 }
 
+/* Pixels per run of `g`, or SIZE_MAX when they overflow. Sides are below
+ * 2^24 and batch below 2^31 (compute_geometry). */
+static size_t pixels_per_run(const clicktrain_spconv1x1_geometry* g) {
+  const size_t image = (size_t)g->output_height * (size_t)g->output_width;
+  if (g->batch < 0 || (size_t)g->batch > SIZE_MAX / 2 / (image == 0 ? 1 : image)) {
+    return SIZE_MAX;
+  }
+  return (size_t)g->batch * image;
+}
+
+size_t clicktrain_spconv1x1_few_pixel_bytes(
+    const clicktrain_spconv1x1_geometry* geometry, size_t few_pixel_limit) {
+  const size_t pixels = pixels_per_run(geometry);
+  if (pixels == SIZE_MAX) return SIZE_MAX;
+  if (pixels > few_pixel_limit) return 0;
+  if (geometry->input_channels < 1 || geometry->output_channels < 1 ||
+      geometry->input_channels > CLICKTRAIN_SPCONV1X1_MAX_CHANNELS ||
+      geometry->output_channels > CLICKTRAIN_SPCONV1X1_MAX_CHANNELS) {
+    return SIZE_MAX;
+  }
+  /* The padded bias, then the panels: (2^16 + 1) x 2^16 floats at most,
+   * checked anyway for 32-bit size_t. */
+  const size_t padded = align_floats((size_t)geometry->output_channels);
+  const size_t rows = (size_t)geometry->input_channels + 1;
+  if (rows > SIZE_MAX / sizeof(float) / padded) return SIZE_MAX;
+  return rows * padded * sizeof(float);
+}
+
+/* Few-pixel mode: expands the compact rows into the padded bias and the
+ * dense, zero-filled panels (layout in include/clicktrain/sparse_conv1x1.h),
+ * one allocation of exactly clicktrain_spconv1x1_few_pixel_bytes. */
+static int setup_few_pixel_mode(clicktrain_spconv1x1_operator* op,
+                                const clicktrain_spconv1x1_weights* w,
+                                size_t bytes) {
+  _Static_assert(CLICKTRAIN_SPCONV1X1_VECTOR_FLOATS == kAlignment / sizeof(float),
+                 "the last panel is padded as align_floats pads");
+  if (bytes == 0 || bytes == SIZE_MAX) return -1;
+  float* memory = (float*)aligned_alloc(kAlignment, bytes);
+  if (memory == NULL) return -1;
+  memset(memory, 0, bytes);
+  const size_t input_channels = w->input_channels;
+  const size_t padded = align_floats(w->output_channels);
+  float* weights = memory + padded;
+  memcpy(memory, w->bias, w->output_channels * sizeof(float));
+  for (size_t o = 0; o < w->output_channels; ++o) {
+    const size_t panel_start = o / CLICKTRAIN_SPCONV1X1_PANEL * CLICKTRAIN_SPCONV1X1_PANEL;
+    const size_t width = padded - panel_start < CLICKTRAIN_SPCONV1X1_PANEL
+                             ? padded - panel_start
+                             : CLICKTRAIN_SPCONV1X1_PANEL;
+    float* column = weights + panel_start * input_channels + (o - panel_start);
+    for (uint32_t k = w->row_start[o]; k < w->row_start[o + 1]; ++k) {
+      column[(size_t)w->input_channel[k] * width] = w->values[k];
+    }
+  }
+  op->memory = memory;
+  op->memory_bytes = bytes;
+  op->few_pixel_mode = 1;
+  op->dense_panels = (padded + CLICKTRAIN_SPCONV1X1_PANEL - 1) / CLICKTRAIN_SPCONV1X1_PANEL;
+  op->dense_bias = memory;
+  op->dense_weights = weights;
+  return 0;
+}
+
 int clicktrain_spconv1x1_operator_setup(
     clicktrain_spconv1x1_operator* op,
     const clicktrain_spconv1x1_geometry* geometry,
     const clicktrain_spconv1x1_weights* weights,
-    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads) {
+    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads,
+    size_t few_pixel_limit) {
   memset(op, 0, sizeof(*op));
   const clicktrain_spconv1x1_geometry* g = geometry;
   if ((uint32_t)g->input_channels != weights->input_channels ||
@@ -195,12 +263,14 @@ int clicktrain_spconv1x1_operator_setup(
                     : max_threads > CLICKTRAIN_SPCONV1X1_MAX_THREADS
                         ? CLICKTRAIN_SPCONV1X1_MAX_THREADS
                         : max_threads;
-  /* Every factor is below 2^24 (sides) or 2^31 (batch): overflow-checked. */
-  const size_t image = (size_t)g->output_height * (size_t)g->output_width;
-  if ((size_t)g->batch > SIZE_MAX / 2 / (image == 0 ? 1 : image)) return -1;
-  op->pixels = (size_t)g->batch * image;
+  op->pixels = pixels_per_run(g);
+  if (op->pixels == SIZE_MAX) return -1;
   const size_t tile = ukernels->pixel_tile;
   op->pixel_tiles = (op->pixels + tile - 1) / tile;
+  if (op->pixels <= few_pixel_limit && ukernels->few_pixel_compute != NULL) {
+    return setup_few_pixel_mode(
+        op, weights, clicktrain_spconv1x1_few_pixel_bytes(g, few_pixel_limit));
+  }
 
   const size_t input_channels = weights->input_channels;
   const size_t output_channels = weights->output_channels;
@@ -230,10 +300,12 @@ int clicktrain_spconv1x1_operator_setup(
   op->slot_floats =
       align_floats(input_channels * tile + op->max_chunk_filters * tile);
   const size_t scratch_floats = op->slot_floats * (size_t)op->max_threads;
-  char* memory = (char*)aligned_alloc(
-      kAlignment, (program_words + starts_words + scratch_floats) * sizeof(float));
+  const size_t total_bytes =
+      (program_words + starts_words + scratch_floats) * sizeof(float);
+  char* memory = (char*)aligned_alloc(kAlignment, total_bytes);
   if (memory == NULL) return -1;
   op->memory = memory;
+  op->memory_bytes = total_bytes;
   op->program = (clicktrain_spconv1x1_word*)memory;
   op->filter_program_start = (size_t*)(memory + program_words * sizeof(float));
   op->scratch =
@@ -395,6 +467,68 @@ static void run_task(void* context, size_t index) {
   release_slot(op, slot);
 }
 
+/* Few-pixel mode: a task is a range of output channels over every pixel;
+ * output rows are runs of equally spaced input pixels. */
+typedef struct few_pixel_context {
+  const clicktrain_spconv1x1_operator* op;
+  const float* input;
+  float* output;
+  size_t chunk_channels;
+} few_pixel_context;
+
+static void run_few_pixel_task(void* context, size_t index) {
+  const few_pixel_context* run = (const few_pixel_context*)context;
+  const clicktrain_spconv1x1_operator* op = run->op;
+  const clicktrain_spconv1x1_geometry* g = &op->geometry;
+  const size_t input_channels = (size_t)g->input_channels;
+  const size_t output_channels = (size_t)g->output_channels;
+  const size_t first = index * run->chunk_channels;
+  size_t channels = output_channels - first;
+  if (channels > run->chunk_channels) channels = run->chunk_channels;
+  const int unstrided = g->stride_h == 1 && g->stride_w == 1;
+  /* Unstrided, every pixel of the run follows the previous one. */
+  const size_t rows = unstrided ? 1 : (size_t)g->batch * (size_t)g->output_height;
+  const size_t row_pixels = unstrided ? op->pixels : (size_t)g->output_width;
+  for (size_t row = 0; row < rows; ++row) {
+    const size_t n = row / (size_t)g->output_height;
+    const size_t y = row % (size_t)g->output_height;
+    const float* source =
+        unstrided ? run->input
+                  : run->input + (n * (size_t)g->input_height + y * (size_t)g->stride_h) *
+                                     (size_t)g->input_width * input_channels;
+    op->ukernels->few_pixel_compute(
+        row_pixels, input_channels, channels, source,
+        (size_t)g->stride_w * input_channels,
+        op->dense_weights + first * input_channels, op->dense_bias + first,
+        run->output + row * row_pixels * output_channels + first,
+        output_channels, g->output_min, g->output_max);
+  }
+}
+
+static void run_few_pixels(clicktrain_spconv1x1_operator* op,
+                           const float* input, float* output,
+                           clicktrain_thread_pool* pool, int threads) {
+  /* Threads split the output channels in whole panels, only when each
+   * gets enough multiply-adds to repay waking it. */
+  const size_t panel = CLICKTRAIN_SPCONV1X1_PANEL;
+  const size_t panels = op->dense_panels;
+  const size_t work =
+      op->pixels * (size_t)op->geometry.input_channels * panels * panel;
+  size_t chunks = work / kFewPixelTaskWork;
+  if (chunks > (size_t)threads) chunks = (size_t)threads;
+  if (chunks > panels) chunks = panels;
+  if (chunks < 1) chunks = 1;
+  few_pixel_context run = {op, input, output,
+                           (panels + chunks - 1) / chunks * panel};
+  const size_t tasks =
+      ((size_t)op->geometry.output_channels + run.chunk_channels - 1) / run.chunk_channels;
+  if (tasks == 1) {
+    run_few_pixel_task(&run, 0);
+  } else {
+    clicktrain_thread_pool_parallelize(pool, run_few_pixel_task, &run, tasks);
+  }
+}
+
 void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
                                        const float* input, float* output,
                                        clicktrain_thread_pool* pool) {
@@ -403,6 +537,10 @@ void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,
   if (threads > op->max_threads) {
     pool = NULL;
     threads = 1;
+  }
+  if (op->few_pixel_mode) {
+    run_few_pixels(op, input, output, pool, threads);
+    return;
   }
   /* Block mode splits its units the way the other mode splits its groups
    * of kFilterGroup filters. */

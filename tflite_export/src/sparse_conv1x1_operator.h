@@ -1,10 +1,11 @@
 /* Runs a sparse 1x1 conv with the micro-kernels of
  * include/clicktrain/sparse_conv1x1.h: NHWC input -> planar pixel tiles ->
- * SpMM -> NHWC output, spread over a thread pool.
+ * SpMM -> NHWC output, spread over a thread pool; or, for layers with few
+ * pixels per run, a GEMV per pixel over a dense copy of the weights.
  *
  * Set up once per geometry (at Prepare): the filter program and per-thread
- * scratch. Pure C with no TFLite types, shared by the delegate, the unit
- * test and the fuzz target.
+ * scratch, or the dense weights. Pure C with no TFLite types, shared by the
+ * delegate, the unit test and the fuzz target.
  */
 #ifndef CLICKTRAIN_SPARSE_CONV1X1_OPERATOR_H_
 #define CLICKTRAIN_SPARSE_CONV1X1_OPERATOR_H_
@@ -65,6 +66,14 @@ typedef struct clicktrain_spconv1x1_operator {
   int block_mode;
   size_t units;
   const struct clicktrain_spconv1x1_unit* unit;
+  /* Few-pixel mode: the weights as a dense matrix in panels of
+   * CLICKTRAIN_SPCONV1X1_PANEL output channels (zeros where pruned and past
+   * output_channels), its bias padded to whole panels; no program and no
+   * scratch. */
+  int few_pixel_mode;
+  size_t dense_panels;
+  const float* dense_weights;
+  const float* dense_bias;
   clicktrain_spconv1x1_word* program;
   size_t* filter_program_start;  /* [channel_blocks][output_channels] */
   float* scratch;                /* max_threads slots of slot_floats */
@@ -72,6 +81,7 @@ typedef struct clicktrain_spconv1x1_operator {
   int max_threads;
   uint64_t slots_in_use;         /* bit s: slot s is taken (atomic) */
   void* memory;
+  size_t memory_bytes;           /* all the operator holds, in `memory` */
 } clicktrain_spconv1x1_operator;
 
 /* Fills `geometry` for an NHWC input; output size follows TFLite's 1x1
@@ -82,16 +92,27 @@ int clicktrain_spconv1x1_compute_geometry(
     float output_max, clicktrain_spconv1x1_geometry* geometry, char* error,
     size_t error_size);
 
+/* Bytes the few-pixel mode's dense weights take for `geometry` (what
+ * setup then allocates, in all) when it has at most `few_pixel_limit`
+ * pixels per run; 0 when it has more (the mode is not taken), SIZE_MAX
+ * when the size overflows or the channel counts are out of range. Lets a
+ * caller check its memory budget before setup allocates. */
+size_t clicktrain_spconv1x1_few_pixel_bytes(
+    const clicktrain_spconv1x1_geometry* geometry, size_t few_pixel_limit);
+
 /* Prepares `op` for `geometry` and validated `weights` (which must agree on
- * channel counts and outlive nothing: the program copies what it needs).
- * Later runs may use pools of at most `max_threads` threads (others run
- * serially). Returns 0, or -1 on allocation failure or a layer too large
- * for 32-bit program offsets. */
+ * channel counts and outlive nothing: the operator copies what it needs).
+ * Layers with at most `few_pixel_limit` pixels per run take the few-pixel
+ * mode (the delegate passes ukernels->few_pixels; 0 never takes it). Later runs
+ * may use pools of at most `max_threads` threads (others run serially).
+ * Returns 0, or -1 on allocation failure or a layer too large for 32-bit
+ * program offsets. */
 int clicktrain_spconv1x1_operator_setup(
     clicktrain_spconv1x1_operator* op,
     const clicktrain_spconv1x1_geometry* geometry,
     const clicktrain_spconv1x1_weights* weights,
-    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads);
+    const clicktrain_spconv1x1_ukernels* ukernels, int max_threads,
+    size_t few_pixel_limit);
 
 /* output = sparse_conv1x1(input), NHWC, spread over `pool` (may be NULL). */
 void clicktrain_spconv1x1_operator_run(clicktrain_spconv1x1_operator* op,

@@ -162,16 +162,31 @@ static void check_layer(int batch, int height, int width, int in_channels,
   float* actual = malloc(sizeof(float) * (out_size + 1));
   for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
   dense_reference(&g, &l, input, expected);
-  for (size_t run = 0; run < 2 * num_variants; ++run) {
-    const clicktrain_spconv1x1_ukernels* ukernels = variants[run / 2];
+  /* Each layer runs with the variant's few-pixel limit (the delegate's),
+   * and forced into the SpMM (limit 0) and into the few-pixel mode (any
+   * pixel count). */
+  const size_t pixels = (size_t)batch * g.output_height * g.output_width;
+  for (size_t run = 0; run < 6 * num_variants; ++run) {
+    const clicktrain_spconv1x1_ukernels* ukernels = variants[run / 6];
     clicktrain_thread_pool* pool = run % 2 ? two_threads : NULL;
+    const size_t limits[3] = {ukernels->few_pixels, 0, SIZE_MAX};
+    const size_t limit = limits[run / 2 % 3];
     memset(actual, 0xFF, sizeof(float) * (out_size + 1));
     clicktrain_spconv1x1_operator op;
     EXPECT(clicktrain_spconv1x1_operator_setup(&op, &g, &storage.weights,
-                                               ukernels, 2) == 0,
+                                               ukernels, 2, limit) == 0,
            "%s: operator setup failed", ukernels->name);
+    const int few_pixel_mode = pixels <= limit;
+    EXPECT(op.few_pixel_mode == few_pixel_mode,
+           "%s: few-pixel mode %d, expected %d (%zu pixels, limit %zu)",
+           ukernels->name, op.few_pixel_mode, few_pixel_mode, pixels, limit);
+    /* The delegate's budget check relies on this being exact. */
+    EXPECT(!few_pixel_mode || op.memory_bytes == clicktrain_spconv1x1_few_pixel_bytes(&g, limit),
+           "%s: few-pixel mode holds %zu bytes, few_pixel_bytes says %zu",
+           ukernels->name, op.memory_bytes, clicktrain_spconv1x1_few_pixel_bytes(&g, limit));
     /* Runs of 16 (or 32) rows sharing their channels take the block mode. */
-    const int block_mode = block > 0 && block % CLICKTRAIN_SPCONV1X1_BLOCK == 0 &&
+    const int block_mode = !few_pixel_mode && block > 0 &&
+                           block % CLICKTRAIN_SPCONV1X1_BLOCK == 0 &&
                            out_channels % CLICKTRAIN_SPCONV1X1_BLOCK == 0;
     EXPECT(op.block_mode == block_mode, "%s: block mode %d, expected %d (block %d)",
            ukernels->name, op.block_mode, block_mode, block);
@@ -188,10 +203,84 @@ static void check_layer(int batch, int height, int width, int in_channels,
     EXPECT(guard == 0xFFFFFFFFu, "%s wrote past the output", ukernels->name);
     EXPECT(largest_error / largest_output <= 1e-5,
            "%s threads=%d batch=%d %dx%dx%d->%d strides=%d,%d kept=%d%% "
-           "block=%d clamp=[%g, %g]: max relative error %g",
+           "block=%d clamp=[%g, %g] few-pixel=%d: max relative error %g",
            ukernels->name, pool ? 2 : 1, batch, height, width, in_channels,
            out_channels, stride_h, stride_w, percent_kept, block, output_min,
-           output_max, largest_error / largest_output);
+           output_max, few_pixel_mode, largest_error / largest_output);
+  }
+  free(input);
+  free(expected);
+  free(actual);
+  clicktrain_free_spconv1x1_weights(&storage);
+  free_layer(&l);
+}
+
+/* The few-pixel mode sums every weight, pruned ones as zeros, as TFLite's
+ * dense conv does: a NaN or infinite input makes NaN of every output of its
+ * pixel (0 * Inf), and a NaN kept weight of its output channel. Every
+ * variant must give NaN exactly where the dense reference does, through
+ * the clamp, and the reference's values elsewhere. */
+static void check_non_finite_few_pixels(int batch, int out_channels) {
+  layer l;
+  make_layer(&l, 20, out_channels, 30, 0);
+  /* Output 2 keeps input 5 as NaN; the values are re-encoded in mask
+   * order around it. */
+  l.dense[(size_t)2 * 20 + 5] = NAN;
+  l.mask[2 * 3 + 5 / 8] |= 1u << (5 % 8);
+  l.num_values = 0;
+  for (int o = 0; o < out_channels; ++o) {
+    for (int i = 0; i < 20; ++i) {
+      if (l.mask[o * 3 + i / 8] & (1u << (i % 8))) {
+        l.values[l.num_values++] = l.dense[(size_t)o * 20 + i];
+      }
+    }
+  }
+  char error[256] = "";
+  clicktrain_spconv1x1_geometry g;
+  clicktrain_spconv1x1_compute_geometry(batch, 1, 1, 20, out_channels, 1, 1,
+                                        0.0f, 6.0f, &g, error, sizeof(error));
+  clicktrain_spconv1x1_tensors t = tensors_of(&l);
+  clicktrain_spconv1x1_weight_storage storage;
+  EXPECT(clicktrain_build_spconv1x1_weights(&t, 20, (size_t)out_channels,
+                                            &storage, error, sizeof(error)) == 0,
+         "%s", error);
+  const size_t in_size = (size_t)batch * 20;
+  const size_t out_size = (size_t)batch * out_channels;
+  float* input = malloc(sizeof(float) * in_size);
+  float* expected = malloc(sizeof(float) * out_size);
+  float* actual = malloc(sizeof(float) * out_size);
+  for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
+  /* With one pixel, only the NaN weight: a non-finite input would leave
+   * no finite output to compare. */
+  if (batch > 1) input[3] = NAN;                /* pixel 0 */
+  if (batch > 2) input[2 * 20 + 7] = INFINITY;  /* pixel 2 */
+  dense_reference(&g, &l, input, expected);
+  size_t finite = 0;
+  for (size_t i = 0; i < out_size; ++i) finite += isfinite(expected[i]) != 0;
+  EXPECT(finite > 0 && finite < out_size,
+         "the test layer should give both finite and non-finite outputs");
+  for (size_t run = 0; run < 2 * num_variants; ++run) {
+    const clicktrain_spconv1x1_ukernels* ukernels = variants[run / 2];
+    clicktrain_spconv1x1_operator op;
+    EXPECT(clicktrain_spconv1x1_operator_setup(&op, &g, &storage.weights,
+                                               ukernels, 2, SIZE_MAX) == 0 &&
+               op.few_pixel_mode,
+           "%s: no few-pixel mode for %d pixels", ukernels->name, batch);
+    clicktrain_spconv1x1_operator_run(&op, input, actual,
+                                      run % 2 ? two_threads : NULL);
+    clicktrain_spconv1x1_operator_release(&op);
+    size_t mismatches = 0;
+    for (size_t i = 0; i < out_size; ++i) {
+      if (isnan(expected[i])) {
+        mismatches += !isnan(actual[i]);
+      } else {
+        mismatches += !(fabs(actual[i] - expected[i]) <= 1e-5);
+      }
+    }
+    EXPECT(mismatches == 0,
+           "%s batch=%d ->%d: %zu outputs differ from the dense reference "
+           "with non-finite inputs and weights", ukernels->name, batch,
+           out_channels, mismatches);
   }
   free(input);
   free(expected);
@@ -301,6 +390,28 @@ int main(void) {
   check_layer(3, 1, 1, 24, 32, 1, 1, 30, -1.0f, 1.0f, 16);
   check_layer(1, 3, 5, 1700, 32, 1, 2, 20, -0.5f, 0.5f, 16);
   check_layer(1, 6, 6, 30, 40, 1, 1, 50, -inf, inf, 8);
+  /* Few-pixel mode (squeeze-excite convs see one pixel per image): 1 to 3
+   * channels, output counts around every vector, register tile and panel,
+   * batch > 1, pixels spread by strides; 1, 2, 3, 8 and 9 pixels put every
+   * variant's limit (0, 1, 2 or 8) and one past it. */
+  const int few_channels[][2] = {{1, 1}, {2, 3}, {3, 5}, {48, 1152},
+                                 {1152, 48}, {28, 672}, {672, 28}, {17, 33},
+                                 {40, 7}, {96, 4}, {5, 130}, {64, 69}};
+  for (size_t c = 0; c < sizeof(few_channels) / sizeof(few_channels[0]); ++c) {
+    const int in = few_channels[c][0], out = few_channels[c][1];
+    check_case(1, 1, 1, in, out, 1, 1, 20, -inf, inf);
+    check_case(2, 1, 1, in, out, 1, 1, 40, 0.0f, inf);
+    check_case(3, 1, 1, in, out, 1, 1, 20, 0.0f, 6.0f);
+    check_case(8, 1, 1, in, out, 1, 1, 30, -1.0f, 1.0f);
+    check_case(9, 1, 1, in, out, 1, 1, 30, -inf, inf);
+  }
+  check_case(1, 3, 3, 24, 19, 2, 2, 30, -inf, inf);  /* 2x2 output pixels */
+  check_case(2, 1, 3, 10, 21, 1, 2, 50, 0.0f, 6.0f);
+  check_case(1, 2, 4, 13, 37, 1, 1, 20, -inf, inf);
+  check_case(2, 5, 5, 130, 200, 4, 3, 20, 0.0f, 6.0f);  /* 2 x 2x2 pixels */
+  check_layer(1, 1, 1, 40, 64, 1, 1, 30, 0.0f, inf, 16);  /* block-pruned */
+  check_non_finite_few_pixels(1, 37);
+  check_non_finite_few_pixels(3, 16);
   check_validation();
   clicktrain_thread_pool_destroy(two_threads);
   if (failures != 0) {

@@ -72,7 +72,8 @@ typedef struct clicktrain_spconv1x1_weights {
  *   in floats, into the planar tile), weight value.
  * It computes the first `pixels` of the tile's pixels and may compute more,
  * up to `pixel_tile` (the scratch tail past the valid pixels holds finite
- * values the glue never copies out).
+ * values the glue never copies out). *
+ * Layers with few pixels per run skip all of this (`few_pixel_compute`).
  */
 typedef union clicktrain_spconv1x1_word {
   int32_t offset;
@@ -112,7 +113,40 @@ typedef struct clicktrain_spconv1x1_ukernels {
                         const float* bias, const float* planar,
                         float* output, size_t output_stride,
                         float output_min, float output_max);
+  /* Most pixels per run (batch x output height x output width) for which
+   * the delegate runs a layer in the few-pixel mode with these kernels:
+   * where, at 80% sparsity, it measured faster than the SpMM (which does
+   * 1/5 of the multiply-adds but fills whole pixel vectors and transposes
+   * whatever the pixel count). 0: never. */
+  size_t few_pixels;
+  /* Few-pixel mode, for layers with few pixels per run (a squeeze-excite
+   * conv sees one), where transposing tiles costs more than the SpMM saves:
+   * a GEMV per pixel over a dense copy of the weights,
+   *   output[p * output_stride + o] = clamp(bias[o] +
+   *       sum_i W[i][o] * input[p * input_stride + i])
+   * for p < pixels and o < output_channels, read straight from the NHWC
+   * input and stored straight into the NHWC output. W is stored in panels
+   * of CLICKTRAIN_SPCONV1X1_PANEL output channels so that every register
+   * tile streams its weights contiguously: panel q holds output channels
+   * [q * PANEL, q * PANEL + width) as [input_channels][width] floats from
+   * weights + q * PANEL * input_channels, width being PANEL but for the
+   * last panel, which holds what is left rounded up to
+   * CLICKTRAIN_SPCONV1X1_VECTOR_FLOATS (padded with zeros, as is `bias`).
+   * A pruned weight is a zero the sum includes, as in TFLite's dense conv.
+   * Writes only output_channels floats per pixel. */
+  void (*few_pixel_compute)(size_t pixels, size_t input_channels,
+                            size_t output_channels, const float* input,
+                            size_t input_stride, const float* weights,
+                            const float* bias, float* output,
+                            size_t output_stride, float output_min,
+                            float output_max);
 } clicktrain_spconv1x1_ukernels;
+
+/* Output channels per panel of the few-pixel mode's dense weights (whole
+ * register tiles of every variant), and what the last panel is rounded up
+ * to (a whole vector of every variant). */
+#define CLICKTRAIN_SPCONV1X1_PANEL 64
+#define CLICKTRAIN_SPCONV1X1_VECTOR_FLOATS 16
 
 /* Output channels per group of the block mode. */
 #define CLICKTRAIN_SPCONV1X1_BLOCK 16

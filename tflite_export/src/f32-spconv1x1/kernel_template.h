@@ -8,6 +8,12 @@
  *   vector_max(a, b), vector_min(a, b)   (NaN in b propagates, as TFLite's clamp)
  *   transpose_block(source, source_stride, destination, destination_stride)
  *                              a LANES x LANES transpose
+ *   BLOCK_PIXELS, PAIR_PIXELS  block mode register tile rows (optional)
+ *   FEW_PIXEL_ROWS, FEW_PIXEL_VECTORS
+ *                              few-pixel mode register tile: pixels x output
+ *                              vectors (optional)
+ *   FEW_PIXELS                 most pixels per run the delegate runs in the
+ *                              few-pixel mode (measured, per variant)
  *   VARIANT                    the variant's name, a bare token
  * Contract of the functions: include/clicktrain/sparse_conv1x1.h.
  */
@@ -211,6 +217,183 @@ static void block_compute(size_t pixels, size_t count, size_t groups,
   }
 }
 
+/* Few-pixel mode: a GEMV per pixel over the dense, zero-padded weights
+ * (panels of [input_channels][CLICKTRAIN_SPCONV1X1_PANEL]), no transposes.
+ * A register tile is
+ * `rows` pixels x `vectors` output vectors: each input channel loads its
+ * weight vectors once for every row's broadcast input. When a tile has few
+ * accumulators (one pixel, a narrow layer), input channels are dealt
+ * round-robin to `splits` sets of them so that about kFewPixelChains FMA
+ * chains are in flight, enough to hide the FMA latency. */
+#ifndef FEW_PIXEL_ROWS
+#define FEW_PIXEL_ROWS 1
+#endif
+#ifndef FEW_PIXEL_VECTORS
+#define FEW_PIXEL_VECTORS 4
+#endif
+enum {
+  kFewPixelChains = 8,
+  kFewPixelMaxSplits = kFewPixelChains,
+  kFewPixelTileChannels = FEW_PIXEL_VECTORS * LANES,
+};
+_Static_assert(CLICKTRAIN_SPCONV1X1_PANEL % kFewPixelTileChannels == 0 &&
+                   CLICKTRAIN_SPCONV1X1_VECTOR_FLOATS % LANES == 0,
+               "a panel holds whole register tiles, the last whole vectors");
+
+static inline __attribute__((always_inline)) void few_pixel_tile(
+    size_t input_channels, const float* input, size_t input_stride,
+    const float* weights, size_t weight_stride, const float* bias,
+    float* output, size_t output_stride, size_t last_lanes, const int rows,
+    const int vectors, VECTOR low, VECTOR high) {
+  const int per_split = rows * vectors;
+  const int splits = per_split >= kFewPixelChains
+                         ? 1
+                         : (kFewPixelChains + per_split - 1) / per_split;
+  VECTOR acc[kFewPixelMaxSplits][FEW_PIXEL_ROWS][FEW_PIXEL_VECTORS];
+  const VECTOR zero = vector_broadcast(0.0f);
+#pragma GCC unroll 16
+  for (int s = 0; s < splits; ++s) {
+#pragma GCC unroll 16
+    for (int m = 0; m < rows; ++m) {
+#pragma GCC unroll 16
+      for (int v = 0; v < vectors; ++v) {
+        acc[s][m][v] = s == 0 ? vector_load(bias + v * LANES) : zero;
+      }
+    }
+  }
+  size_t i = 0;
+  for (; i + (size_t)splits <= input_channels; i += (size_t)splits) {
+#pragma GCC unroll 16
+    for (int s = 0; s < splits; ++s) {
+      const float* w = weights + (i + (size_t)s) * weight_stride;
+      VECTOR wv[FEW_PIXEL_VECTORS];
+#pragma GCC unroll 16
+      for (int v = 0; v < vectors; ++v) wv[v] = vector_load(w + v * LANES);
+#pragma GCC unroll 16
+      for (int m = 0; m < rows; ++m) {
+        const VECTOR x = vector_broadcast(input[(size_t)m * input_stride + i + (size_t)s]);
+#pragma GCC unroll 16
+        for (int v = 0; v < vectors; ++v) acc[s][m][v] = vector_fma(wv[v], x, acc[s][m][v]);
+      }
+    }
+  }
+  for (; i < input_channels; ++i) {
+    const float* w = weights + i * weight_stride;
+#pragma GCC unroll 16
+    for (int m = 0; m < rows; ++m) {
+      const VECTOR x = vector_broadcast(input[(size_t)m * input_stride + i]);
+#pragma GCC unroll 16
+      for (int v = 0; v < vectors; ++v) {
+        acc[0][m][v] = vector_fma(vector_load(w + v * LANES), x, acc[0][m][v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < rows; ++m) {
+    float* out = output + (size_t)m * output_stride;
+#pragma GCC unroll 16
+    for (int v = 0; v < vectors; ++v) {
+      VECTOR sum = acc[0][m][v];
+#pragma GCC unroll 16
+      for (int s = 1; s < splits; ++s) sum = vector_add(sum, acc[s][m][v]);
+      const VECTOR result = vector_min(high, vector_max(low, sum));
+      if (v + 1 < vectors || last_lanes == LANES) {
+        vector_store(out + v * LANES, result);
+      } else {
+        /* The row's last vector: its padding lanes stay unwritten. */
+        float lanes[LANES];
+        vector_store(lanes, result);
+        for (size_t l = 0; l < last_lanes; ++l) out[v * LANES + l] = lanes[l];
+      }
+    }
+  }
+}
+
+/* Every tile of output channels for `rows` pixels; the last tile takes only
+ * the vectors it needs. */
+static inline __attribute__((always_inline)) void few_pixel_rows(
+    size_t input_channels, size_t output_channels, const float* input,
+    size_t input_stride, const float* weights, const float* bias,
+    float* output, size_t output_stride, const int rows, VECTOR low,
+    VECTOR high) {
+  const size_t vector = CLICKTRAIN_SPCONV1X1_VECTOR_FLOATS;
+  const size_t padded = (output_channels + vector - 1) / vector * vector;
+  for (size_t o = 0; o < output_channels; o += kFewPixelTileChannels) {
+    const size_t panel_start = o / CLICKTRAIN_SPCONV1X1_PANEL * CLICKTRAIN_SPCONV1X1_PANEL;
+    const size_t panel = padded - panel_start < CLICKTRAIN_SPCONV1X1_PANEL
+                             ? padded - panel_start
+                             : CLICKTRAIN_SPCONV1X1_PANEL;
+    const float* tile_weights =
+        weights + panel_start * input_channels + (o - panel_start);
+    const size_t left = output_channels - o;
+    const size_t vectors =
+        left >= kFewPixelTileChannels ? FEW_PIXEL_VECTORS : (left + LANES - 1) / LANES;
+    const size_t last_lanes = left >= kFewPixelTileChannels ? LANES : left - (vectors - 1) * LANES;
+#define SPCONV1X1_FEW_PIXEL_TILE(count)                                        \
+  few_pixel_tile(input_channels, input, input_stride, tile_weights, panel,    \
+                 bias + o, output + o, output_stride, last_lanes, rows, count, \
+                 low, high)
+    switch (vectors) {
+#if FEW_PIXEL_VECTORS > 1
+      case 1: SPCONV1X1_FEW_PIXEL_TILE(1); break;
+#endif
+#if FEW_PIXEL_VECTORS > 2
+      case 2: SPCONV1X1_FEW_PIXEL_TILE(2); break;
+#endif
+#if FEW_PIXEL_VECTORS > 3
+      case 3: SPCONV1X1_FEW_PIXEL_TILE(3); break;
+#endif
+#if FEW_PIXEL_VECTORS > 4
+      case 4: SPCONV1X1_FEW_PIXEL_TILE(4); break;
+#endif
+#if FEW_PIXEL_VECTORS > 5
+      case 5: SPCONV1X1_FEW_PIXEL_TILE(5); break;
+#endif
+#if FEW_PIXEL_VECTORS > 6
+      case 6: SPCONV1X1_FEW_PIXEL_TILE(6); break;
+#endif
+#if FEW_PIXEL_VECTORS > 7
+      case 7: SPCONV1X1_FEW_PIXEL_TILE(7); break;
+#endif
+      default: SPCONV1X1_FEW_PIXEL_TILE(FEW_PIXEL_VECTORS); break;
+    }
+#undef SPCONV1X1_FEW_PIXEL_TILE
+  }
+}
+
+static void few_pixel_compute(size_t pixels, size_t input_channels,
+                              size_t output_channels, const float* input,
+                              size_t input_stride, const float* weights,
+                              const float* bias, float* output,
+                              size_t output_stride, float output_min,
+                              float output_max) {
+  const VECTOR low = vector_broadcast(output_min);
+  const VECTOR high = vector_broadcast(output_max);
+  for (size_t p = 0; p < pixels; p += FEW_PIXEL_ROWS) {
+    const size_t left = pixels - p;
+    const size_t rows = left < FEW_PIXEL_ROWS ? left : FEW_PIXEL_ROWS;
+#define SPCONV1X1_FEW_PIXEL_ROWS(count)                                        \
+  few_pixel_rows(input_channels, output_channels, input + p * input_stride,    \
+                 input_stride, weights, bias, output + p * output_stride,      \
+                 output_stride, count, low, high)
+    switch (rows) {
+#if FEW_PIXEL_ROWS > 1
+      case 1: SPCONV1X1_FEW_PIXEL_ROWS(1); break;
+#endif
+#if FEW_PIXEL_ROWS > 2
+      case 2: SPCONV1X1_FEW_PIXEL_ROWS(2); break;
+#endif
+#if FEW_PIXEL_ROWS > 3
+      case 3: SPCONV1X1_FEW_PIXEL_ROWS(3); break;
+#endif
+      default: SPCONV1X1_FEW_PIXEL_ROWS(FEW_PIXEL_ROWS); break;
+    }
+#undef SPCONV1X1_FEW_PIXEL_ROWS
+  }
+}
+_Static_assert(FEW_PIXEL_ROWS <= 4, "few_pixel_compute dispatches up to 4 rows");
+_Static_assert(FEW_PIXEL_VECTORS <= 8, "few_pixel_rows dispatches up to 8 vectors");
+
 const clicktrain_spconv1x1_ukernels SPCONV1X1_NAME(
     clicktrain_spconv1x1_ukernels__, VARIANT) = {
     SPCONV1X1_QUOTE(VARIANT),
@@ -218,4 +401,6 @@ const clicktrain_spconv1x1_ukernels SPCONV1X1_NAME(
     transpose,
     compute,
     block_compute,
+    FEW_PIXELS,
+    few_pixel_compute,
 };

@@ -10,6 +10,13 @@ typedef float32x4_t VECTOR;
 /* Block mode register tile, pixels (32 q registers: 6 x 4 accumulators + 4 weight vectors; a pair: 2 x 8 + 8). */
 #define BLOCK_PIXELS 6
 #define PAIR_PIXELS 2
+/* Few-pixel mode register tile (32 q registers: up to 4 x 4 accumulators, 4 weight vectors and a broadcast). */
+#define FEW_PIXEL_ROWS 4
+#define FEW_PIXEL_VECTORS 4
+/* Not measured on hardware: at 4 lanes the dense GEMV does about as many
+ * multiply-adds as the SpMM at one pixel (5/4 at 80% sparsity) and more
+ * beyond, so only one-pixel layers take it, for the transposes it skips. */
+#define FEW_PIXELS 1
 
 static inline VECTOR vector_load(const float* p) { return vld1q_f32(p); }
 static inline void vector_store(float* p, VECTOR v) { vst1q_f32(p, v); }

@@ -9,6 +9,13 @@ typedef float VECTOR;
 /* Block mode register tile, pixels (one pixel of 16 or 32 channels). */
 #define BLOCK_PIXELS 1
 #define PAIR_PIXELS 1
+/* Few-pixel mode register tile (one pixel, 8 output channels). */
+#define FEW_PIXEL_ROWS 1
+#define FEW_PIXEL_VECTORS 8
+/* Without lanes the dense GEMV does 5x the SpMM's multiply-adds at 80%
+ * sparsity: measured 2x slower at one pixel, so never taken (tests run
+ * it forced). */
+#define FEW_PIXELS 0
 
 static inline VECTOR vector_load(const float* p) { return *p; }
 static inline void vector_store(float* p, VECTOR v) { *p = v; }
