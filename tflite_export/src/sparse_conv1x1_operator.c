@@ -195,7 +195,7 @@ size_t clicktrain_spconv1x1_few_pixel_bytes(
     const clicktrain_spconv1x1_geometry* geometry, size_t few_pixel_limit) {
   const size_t pixels = pixels_per_run(geometry);
   if (pixels == SIZE_MAX) return SIZE_MAX;
-  if (pixels > few_pixel_limit) return 0;
+  if (few_pixel_limit == 0 || pixels > few_pixel_limit) return 0;
   if (geometry->input_channels < 1 || geometry->output_channels < 1 ||
       geometry->input_channels > CLICKTRAIN_SPCONV1X1_MAX_CHANNELS ||
       geometry->output_channels > CLICKTRAIN_SPCONV1X1_MAX_CHANNELS) {
@@ -267,9 +267,9 @@ int clicktrain_spconv1x1_operator_setup(
   if (op->pixels == SIZE_MAX) return -1;
   const size_t tile = ukernels->pixel_tile;
   op->pixel_tiles = (op->pixels + tile - 1) / tile;
-  if (op->pixels <= few_pixel_limit && ukernels->few_pixel_compute != NULL) {
-    return setup_few_pixel_mode(
-        op, weights, clicktrain_spconv1x1_few_pixel_bytes(g, few_pixel_limit));
+  const size_t few_pixel_bytes = clicktrain_spconv1x1_few_pixel_bytes(g, few_pixel_limit);
+  if (few_pixel_bytes != 0 && ukernels->few_pixel_compute != NULL) {
+    return setup_few_pixel_mode(op, weights, few_pixel_bytes);
   }
 
   const size_t input_channels = weights->input_channels;

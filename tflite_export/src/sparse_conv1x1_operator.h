@@ -94,9 +94,10 @@ int clicktrain_spconv1x1_compute_geometry(
 
 /* Bytes the few-pixel mode's dense weights take for `geometry` (what
  * setup then allocates, in all) when it has at most `few_pixel_limit`
- * pixels per run; 0 when it has more (the mode is not taken), SIZE_MAX
- * when the size overflows or the channel counts are out of range. Lets a
- * caller check its memory budget before setup allocates. */
+ * pixels per run; 0 when it has more or the limit is 0 (the mode is not
+ * taken), SIZE_MAX when the size overflows or the channel counts are out
+ * of range (setup then fails). Lets a caller check its memory budget
+ * before setup allocates. */
 size_t clicktrain_spconv1x1_few_pixel_bytes(
     const clicktrain_spconv1x1_geometry* geometry, size_t few_pixel_limit);
 

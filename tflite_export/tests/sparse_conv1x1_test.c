@@ -1,7 +1,7 @@
 /* Native unit test of the sparse 1x1 conv: every micro-kernel variant, run
- * through the operator serially and on 2 threads, against a dense NHWC
- * convolution in double precision; and the weight validator against
- * malformed tensors.
+ * through the operator serially and on 2 threads, in each of its modes
+ * (SpMM, block, few-pixel), against a dense NHWC convolution in double
+ * precision; and the weight validator against malformed tensors.
  *
  * Build and run with `make test`. Exits non-zero on any failure.
  */
@@ -176,7 +176,7 @@ static void check_layer(int batch, int height, int width, int in_channels,
     EXPECT(clicktrain_spconv1x1_operator_setup(&op, &g, &storage.weights,
                                                ukernels, 2, limit) == 0,
            "%s: operator setup failed", ukernels->name);
-    const int few_pixel_mode = pixels <= limit;
+    const int few_pixel_mode = limit > 0 && pixels <= limit;
     EXPECT(op.few_pixel_mode == few_pixel_mode,
            "%s: few-pixel mode %d, expected %d (%zu pixels, limit %zu)",
            ukernels->name, op.few_pixel_mode, few_pixel_mode, pixels, limit);
