@@ -93,9 +93,14 @@ def test_filter_group_survives_config_and_keras_round_trips(trained, tmp_path):
                                rtol=1e-6, atol=1e-6)
 
 
-def test_filter_group_1_is_the_default():
-    assert PruningConfig(ct.ConstantSparsity(0.5, 0)).filter_group == 1
-    assert ct.PatternPruningWrapper(keras.layers.Conv2D(4, 3)).get_config()["filter_group"] == 1
+def test_filter_group_4_is_the_default_and_older_configs_restore_as_1():
+    assert PruningConfig(ct.ConstantSparsity(0.5, 0)).filter_group == 4
+    wrapper = ct.PatternPruningWrapper(keras.layers.Conv2D(4, 3))
+    config = wrapper.get_config()
+    assert config["filter_group"] == 4
+    # A model saved before filter groups existed pruned every filter alone.
+    del config["filter_group"]
+    assert type(wrapper).from_config(config).filter_group == 1
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, True, "4"])

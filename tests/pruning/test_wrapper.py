@@ -94,8 +94,10 @@ def test_unwrapped_layers_optimizer_and_metrics_behave_as_without_pruning():
 
 def test_soft_phase_penalty_shrinks_what_will_be_removed():
     schedule = ct.ClickTrainSchedule(selection_step=2, hard_pruning_step=10_000, penalty=0.05)
+    # Kernel by kernel (filter_group=1): the kernels selected for removal
+    # are then each among the layer's smallest.
     pruned = _fit(small_cnn(), optimizer=keras.optimizers.SGD(0.05), epochs=6,
-                  schedule=schedule)
+                  schedule=schedule, filter_group=1)
     wrapper = pruned.get_layer("prune_pattern_conv2")
     kernel = wrapper.layer.kernel.numpy()
     target = wrapper.pruned[0].target_mask.numpy()
@@ -279,8 +281,10 @@ def test_sparsity_counts_are_not_rounded_down_by_floating_point(schedule, remove
 
 
 def test_kernel_counts_are_not_rounded_down_by_floating_point():
+    # Kernel by kernel: 0.29 of the 100 kernels.
     layer = ct.prune_pattern(keras.layers.Conv2D(10, 3, name="c"),
-                             schedule=ct.ConstantSparsity(0.29, begin_step=0))
+                             schedule=ct.ConstantSparsity(0.29, begin_step=0),
+                             filter_group=1)
     layer.build((None, 6, 6, 10))
     layer.update_pruning(1)
     assert int((layer.pattern_state(0)[1] == -1).sum()) == 29

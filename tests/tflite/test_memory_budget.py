@@ -159,9 +159,10 @@ def test_hostile_files_stay_within_twice_their_declared_tensors(
 
 
 def test_node_whose_single_thread_scratch_cannot_fit_is_refused_naming_it(tmp_path, tiny_file):
-    # Sparse 1x1 convs over 65,535 channels of one pixel: each needs a
-    # 16 MiB tile of scratch per thread, and has no kernel without one.
-    model = _branches((1, 1, 65535), 6, lambda: keras.layers.Conv2D(1, 1), 3)
+    # Sparse 1x1 convs over 65,535 channels of 9 pixels (more than any
+    # variant's few-pixel limit, so they tile): each needs a 16 MiB tile of
+    # scratch per thread, and has no kernel without one.
+    model = _branches((1, 9, 65535), 6, lambda: keras.layers.Conv2D(1, 1), 3)
     content = ct_tflite.convert(model, decide_by="size")
     assert custom_op_names(content).count("ClickTrainSparseConv1x1") >= 5
     path = tmp_path / "wide_pointwise.tflite"

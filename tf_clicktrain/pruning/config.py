@@ -63,7 +63,7 @@ class PruningConfig:
     sparsity_m_by_n: tuple = None
     block_size: tuple = blocks.NO_BLOCKS
     block_pooling_type: str = "AVG"
-    filter_group: int = 1
+    filter_group: int = 4
 
     def __post_init__(self):
         if not isinstance(self.schedule, schedules_lib.PruningSchedule):

@@ -152,8 +152,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
             magnitudes: "AVG" (default) or "MAX".
         filter_group: G: a 3x3 `Conv2D` kernel's runs of G consecutive
             filters (within a conv group) keep or remove each input channel
-            together, with one pattern (default 1: every filter on its own).
-            See `tf_clicktrain.prune_pattern`.
+            together, with one pattern (default 4; 1: every filter on its
+            own). See `tf_clicktrain.prune_pattern`.
         **kwargs: base layer arguments (e.g. ``name``).
     """
 
@@ -174,7 +174,7 @@ class PatternPruningWrapper(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         block_size=(1, 1),
         block_pooling_type="AVG",
-        filter_group=1,
+        filter_group=4,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -500,6 +500,8 @@ class PatternPruningWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = copy.deepcopy(config)
+        # Saved before filter groups existed: every filter on its own.
+        config.setdefault("filter_group", 1)
         name = config.get("name", "?")
         if "schedule" in config and config["schedule"] is None:
             raise ValueError(
