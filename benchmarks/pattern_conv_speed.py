@@ -3,9 +3,10 @@
 Per layer (ResNet-18 / VGG shapes, one 3x3 conv, batch 1): a Keras model with
 one Conv2D whose kernels keep 4 of 9 weights (8 patterns, centre kept, as
 PatDNN's library) and a fraction of kernels giving 4x, 8x and 12x weight
-compression (kept kernels = 9 / (4 * compression)); with --filter_group G,
-runs of G consecutive filters keep the same channels with the same patterns
-(`ct.prune_pattern(filter_group=G)`). The pruned file runs
+compression (kept kernels = 9 / (4 * compression)), runs of --filter_group
+consecutive filters (default 4, as `ct.prune_pattern`'s default
+filter_group) keeping the same channels with the same patterns. The pruned
+file runs
 through ct.tflite.Interpreter (our op); the builtin-only file of the same
 layer (zeros kept) runs through LiteRT's stock Interpreter, whose CONV_2D is
 XNNPACK's. Whole models: ResNet-18 at 224x224 (3x3 convs pattern-sparse, the
@@ -59,9 +60,10 @@ def _parse_args():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", choices=["layers", "models", "scaling"], default=None)
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
-    parser.add_argument("--filter_group", type=int, default=1,
+    parser.add_argument("--filter_group", type=int, default=4,
                         help="filters per group sharing channels and patterns "
-                             "(prune_pattern's filter_group)")
+                             "(prune_pattern's filter_group; 4 is its default, "
+                             "1 prunes every filter alone)")
     parser.add_argument("--statistic", choices=["median", "min"], default="median")
     parser.add_argument("--sample_ms", type=float, default=20.0)
     parser.add_argument("--peak_gflops", type=float, default=None,
