@@ -28,9 +28,10 @@ conv left dense) on the same data with the same epochs and optimizer
   in its own virtual environment (.venv-tfmot, made by
   benchmarks/setup_tfmot_venv.sh); skipped when that is missing.
 
-With --filter_group=G the ct and pat rows prune 3x3 convs in runs of G filters that
-share kernels and patterns (prune_pattern's filter_group); G is recorded in
-the rows' config, so rows of different G are never reported together.
+With --filter_group=G (default 4, the library's) the ct and pat rows prune
+3x3 convs in runs of G filters that share kernels and patterns
+(prune_pattern's filter_group); G is recorded in the rows' config, so rows
+of different G are never reported together.
 --threads limits TensorFlow's threads (recorded in the row, not the config);
 --check_tflite converts each ct row's model and checks the file against Keras.
 
@@ -39,7 +40,7 @@ interrupted benchmark resumes where it stopped; the table is printed from
 that file.
 
     python benchmarks/accuracy.py --rows=dense,ct8 --seeds=0,1,2
-    python benchmarks/accuracy.py --rows=ct8 --filter_group=4 --threads=1
+    python benchmarks/accuracy.py --rows=ct8 --filter_group=1 --threads=1
     python benchmarks/accuracy.py --report_only
 """
 
@@ -78,10 +79,11 @@ flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results", "accu
 flags.DEFINE_bool("report_only", False, "Only print the table of finished runs.")
 flags.DEFINE_string("default_importance", None,
                     "Importance of the ct rows (default: the library's).")
-flags.DEFINE_integer("filter_group", 1,
-                     "filter_group of the ct rows: runs of this many filters of a 3x3 "
-                     "conv share kernel decisions and patterns (recorded in the config "
-                     "when not 1).")
+flags.DEFINE_integer("filter_group", 4,
+                     "filter_group of the ct and pat rows (default: the library's): runs "
+                     "of this many filters of a 3x3 conv share kernel decisions and "
+                     "patterns. Recorded in the config when not 1, so the rows of runs "
+                     "made before filter groups existed count as filter_group 1.")
 flags.DEFINE_bool("check_tflite", False,
                   "Also convert each ct row's model (decide_by='size') and compare the "
                   ".tflite file with Keras on 256 test images (tflite_* fields).")
