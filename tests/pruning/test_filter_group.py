@@ -93,14 +93,33 @@ def test_filter_group_survives_config_and_keras_round_trips(trained, tmp_path):
                                rtol=1e-6, atol=1e-6)
 
 
-def test_filter_group_4_is_the_default_and_older_configs_restore_as_1():
-    assert PruningConfig(ct.ConstantSparsity(0.5, 0)).filter_group == 4
-    wrapper = ct.PatternPruningWrapper(keras.layers.Conv2D(4, 3))
+@pytest.mark.parametrize("filters, groups, expected", [(64, 1, 4), (63, 1, 1), (128, 2, 4),
+                                                       (96, 2, 1)])
+def test_by_default_convs_with_64_filters_per_group_are_grouped_by_4(filters, groups,
+                                                                      expected):
+    assert PruningConfig(ct.ConstantSparsity(0.5, 0)).filter_group is None
+    wrapper = ct.PatternPruningWrapper(keras.layers.Conv2D(filters, 3, groups=groups))
+    wrapper.build((None, 8, 8, 2 * groups))
+    assert wrapper.filter_group is None
+    assert wrapper.pruned[0].filter_group == expected
+
+
+def test_an_explicit_filter_group_applies_to_narrow_convs_too():
+    wrapper = ct.PatternPruningWrapper(keras.layers.Conv2D(8, 3), filter_group=4)
+    wrapper.build((None, 8, 8, 2))
+    assert wrapper.pruned[0].filter_group == 4
+
+
+def test_configs_saved_without_filter_group_restore_as_1():
+    wrapper = ct.PatternPruningWrapper(keras.layers.Conv2D(64, 3))
     config = wrapper.get_config()
-    assert config["filter_group"] == 4
+    assert config["filter_group"] is None
+    assert type(wrapper).from_config(config).filter_group is None
     # A model saved before filter groups existed pruned every filter alone.
     del config["filter_group"]
-    assert type(wrapper).from_config(config).filter_group == 1
+    restored = type(wrapper).from_config(config)
+    restored.build((None, 8, 8, 2))
+    assert restored.pruned[0].filter_group == 1
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, True, "4"])

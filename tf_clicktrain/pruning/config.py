@@ -63,7 +63,7 @@ class PruningConfig:
     sparsity_m_by_n: tuple = None
     block_size: tuple = blocks.NO_BLOCKS
     block_pooling_type: str = "AVG"
-    filter_group: int = 4
+    filter_group: int = None
 
     def __post_init__(self):
         if not isinstance(self.schedule, schedules_lib.PruningSchedule):
@@ -119,7 +119,9 @@ class PruningConfig:
             object.__setattr__(self, "sparsity_m_by_n", validate_m_by_n(self.sparsity_m_by_n))
         object.__setattr__(self, "block_size", blocks.validate_block_size(self.block_size))
         blocks.validate_pooling_type(self.block_pooling_type)
-        patterns.kernels.validate_filter_group(self.filter_group)
+        if self.filter_group is not None:
+            patterns.kernels.validate_filter_group(self.filter_group)
+            object.__setattr__(self, "filter_group", int(self.filter_group))
         if self.uses_blocks and self.sparsity_m_by_n is not None:
             raise ValueError(
                 "Pass block_size or sparsity_m_by_n, not both: each decides how "
@@ -129,7 +131,6 @@ class PruningConfig:
         object.__setattr__(self, "num_patterns", int(self.num_patterns))
         object.__setattr__(self, "entries_per_kernel", int(self.entries_per_kernel))
         object.__setattr__(self, "importance_decay", float(self.importance_decay))
-        object.__setattr__(self, "filter_group", int(self.filter_group))
 
     @functools.cached_property
     def candidates(self):

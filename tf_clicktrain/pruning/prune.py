@@ -88,7 +88,7 @@ def prune_pattern(
     sparsity_m_by_n=None,
     block_size=(1, 1),
     block_pooling_type="AVG",
-    filter_group=4,
+    filter_group=None,
     pruning_policy=None,
     **kwargs,
 ):
@@ -162,19 +162,21 @@ def prune_pattern(
         block_size: ``(height, width)``: unstructured 2-D weights and 1x1
             kernels lose whole blocks, as tfmot's ``block_size``.
         block_pooling_type: "AVG" or "MAX", how a block is scored.
-        filter_group: G, default 4. Each 3x3 `Conv2D` kernel's output
-            channels are cut into runs of G consecutive filters (within each
-            conv group of a grouped conv; a last, smaller run when G does
-            not divide the channel count), and for every input channel the
-            G kernels of a run are kept or removed together and share one
-            pattern. Selection ranks a run's kernels by their summed
-            importance, so the fraction removed is that of runs. The
-            exported ``.tflite`` op loads each input vector once for the
-            run's filters: 1.3-1.6x faster per layer than G=1 at 8x
-            compression. Accuracy measured the same as G=1 (Fashion-MNIST,
-            8x, `benchmarks/README.md`); G=8 lost 0.4 points. 1: every
-            filter on its own. Depthwise kernels (`DepthwiseConv2D`,
-            `SeparableConv2D`) are not affected.
+        filter_group: G: each 3x3 `Conv2D` kernel's output channels are
+            cut into runs of G consecutive filters (within each conv group
+            of a grouped conv; a last, smaller run when G does not divide
+            the channel count), and for every input channel the G kernels
+            of a run are kept or removed together and share one pattern.
+            Selection ranks a run's kernels by their summed importance, so
+            the fraction removed is that of runs. The exported ``.tflite``
+            op loads each input vector once for the run's filters:
+            1.3-1.6x faster per layer than G=1 at 8x compression. The
+            default, None, uses G=4 for convs with at least 64 filters per
+            conv group and G=1 (every filter on its own) for narrower ones,
+            which are cheap and lost accuracy when grouped; on Fashion-MNIST
+            at 8x, G=4 measured the same accuracy as G=1 and G=8 0.4 points
+            less (`benchmarks/README.md`). Depthwise kernels
+            (`DepthwiseConv2D`, `SeparableConv2D`) are not affected.
         pruning_policy: a `tf_clicktrain.PruningPolicy` (for a model), e.g.
             `tf_clicktrain.PruneForLatency`: it checks the model first and
             leaves dense, with a log line, every layer it does not allow.
