@@ -28,8 +28,8 @@ conv left dense) on the same data with the same epochs and optimizer
   in its own virtual environment (.venv-tfmot, made by
   benchmarks/setup_tfmot_venv.sh); skipped when that is missing.
 
-With --filter_group=G (default 4, the library's) the ct and pat rows prune
-3x3 convs in runs of G filters that share kernels and patterns
+With --filter_group=G (default 4) the ct and pat rows prune every
+3x3 conv in runs of G filters that share kernels and patterns
 (prune_pattern's filter_group); G is recorded in the rows' config, so rows
 of different G are never reported together.
 --threads limits TensorFlow's threads (recorded in the row, not the config);
@@ -80,9 +80,8 @@ flags.DEFINE_bool("report_only", False, "Only print the table of finished runs."
 flags.DEFINE_string("default_importance", None,
                     "Importance of the ct rows (default: the library's).")
 flags.DEFINE_integer("filter_group", 4,
-                     "filter_group of the ct and pat rows (default: the library's): runs "
-                     "of this many filters of a 3x3 conv share kernel decisions and "
-                     "patterns. Recorded in the config when not 1, so the rows of runs "
+                     "filter_group of the ct and pat rows, on every 3x3 conv: runs "
+                     "of this many filters share kernel decisions and patterns. Recorded in the config when not 1, so the rows of runs "
                      "made before filter groups existed count as filter_group 1.")
 flags.DEFINE_bool("check_tflite", False,
                   "Also convert each ct row's model (decide_by='size') and compare the "
