@@ -66,12 +66,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_clicktrain as ct  # noqa: E402
-from tf_clicktrain.tflite.model_rewrite import count_pattern_ops  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
 import clicktrain_tfds as recipe  # noqa: E402  (defines --epochs, --batch_size, ...)
 from _results import append_row, finished_rows  # noqa: E402
+from _tflite_check import check_tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0"], "Seeds; each variant runs once per seed.")
@@ -225,35 +225,6 @@ def train_variant(name, seed, train, test, steps):
            "depthwise_sparsity": depthwise_sparsity(final),
            **pointwise_structure(final), **extra}
     return final, row
-
-
-def check_tflite(final, test):
-    """Converts with decide_by="size"; file size, custom ops, max |tflite - keras|."""
-    start = time.time()
-    content = ct.tflite.convert(final, decide_by="size")
-    seconds = time.time() - start
-    builtin = ct.tflite.convert(final, custom_ops=False)
-    images = next(iter(test.unbatch().batch(256)))[0].numpy()
-    interpreter = ct.tflite.Interpreter(model_content=content, num_threads=1)
-    runner = interpreter.get_signature_runner()
-    name = next(iter(runner.get_input_details()))
-    expected = final.predict(images, verbose=0)
-    difference = 0.0
-    agree = 0
-    for image, logits in zip(images, expected):
-        out = next(iter(runner(**{name: image[None]}).values()))[0]
-        difference = max(difference, float(np.abs(out - logits).max()))
-        agree += int(out.argmax() == logits.argmax())
-    # The native library this process loaded (a rebuild on disk while a long
-    # run holds the old one mapped makes its results stale).
-    library = ct.tflite.native_library.library_path()
-    return {"tflite_library": library,
-            "tflite_library_mtime": time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(library).st_mtime)),
-            "tflite_bytes": len(content), "tflite_builtin_bytes": len(builtin),
-            "tflite_custom_ops": int(count_pattern_ops(content)),
-            "tflite_max_abs_diff": difference, "tflite_argmax_agree": agree / len(images),
-            "tflite_convert_seconds": seconds}
 
 
 def _config():
