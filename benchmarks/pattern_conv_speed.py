@@ -4,8 +4,8 @@ Per layer (ResNet-18 / VGG shapes, one 3x3 conv, batch 1): a Keras model with
 one Conv2D whose kernels keep 4 of 9 weights (8 patterns, centre kept, as
 PatDNN's library) and a fraction of kernels giving 4x, 8x and 12x weight
 compression (kept kernels = 9 / (4 * compression)), runs of --filter_group
-consecutive filters (default 4, as `ct.prune_pattern`'s default
-filter_group) keeping the same channels with the same patterns. The pruned
+consecutive filters (default 4, what `ct.prune_pattern` uses for 3x3 convs
+of 64+ filters) keeping the same channels with the same patterns. The pruned
 file runs
 through ct.tflite.Interpreter (our op); the builtin-only file of the same
 layer (zeros kept) runs through LiteRT's stock Interpreter, whose CONV_2D is
@@ -62,7 +62,8 @@ def _parse_args():
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0, 12.0])
     parser.add_argument("--filter_group", type=int, default=4,
                         help="filters per group sharing channels and patterns "
-                             "(prune_pattern's filter_group; 4 is its default, "
+                             "(prune_pattern's filter_group; it uses 4 for 3x3 "
+                             "convs of 64+ filters, as all these layers are; "
                              "1 prunes every filter alone)")
     parser.add_argument("--statistic", choices=["median", "min"], default="median")
     parser.add_argument("--sample_ms", type=float, default=20.0)

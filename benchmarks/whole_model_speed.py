@@ -6,9 +6,9 @@ MobileNetV2, EfficientNetB0 and ResNet50 from `keras.applications`
 (`ct.prune_pattern(model, schedule=ClickTrainSchedule(...))`: 3x3 convs get
 4-of-9 patterns with `--connectivity` of their kernels removed, depthwise 3x3
 convs get patterns, 1x1 convs unstructured sparsity `--pointwise_sparsity`
-(in blocks of 1 x `--pointwise_block` output channels when given), runs of
-`--filter_group` filters of each 3x3 conv (default 4, the library's) sharing
-their kernels' channels and patterns, the first conv dense), fitted for a few steps on random data past the hard
+(in blocks of 1 x `--pointwise_block` output channels when given), 3x3
+convs of 64+ filters in filter groups of 4 (`--filter_group G`: G for every
+3x3 conv), the first conv dense), fitted for a few steps on random data past the hard
 phase, then `ct.strip_pruning`.
 
 Files timed, per thread count, in one process, interleaved round by round
@@ -52,8 +52,9 @@ def _parse_args():
     parser.add_argument("--pointwise_block", type=int, default=1,
                         help="prune the 1x1 convs in blocks of one input channel x this "
                              "many output channels (block_size=(1, N)); 1: unstructured")
-    parser.add_argument("--filter_group", type=int, default=4,
-                        help="prune_pattern's filter_group for the 3x3 convs (4: its default)")
+    parser.add_argument("--filter_group", type=int, default=None,
+                        help="prune_pattern's filter_group for the 3x3 convs (default: "
+                             "the library's, 4 for convs of 64+ filters, else 1)")
     parser.add_argument("--pointwise_sparsity", type=float, default=0.8,
                         help="sparsity of the 1x1 convs")
     parser.add_argument("--results", default=None, help="append one JSON line per row here")
@@ -84,7 +85,7 @@ def build(name, size):
     return reference_models.resnet18(input_shape=shape)
 
 
-def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1, filter_group=4):
+def prune(model, connectivity, pointwise_sparsity, seed=0, pointwise_block=1, filter_group=None):
     """The library's defaults, fitted on random data past the hard phase.
 
     keras.applications models end in a softmax, ResNet-18 in logits.
