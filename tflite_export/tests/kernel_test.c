@@ -697,7 +697,8 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_NONE, 0);
   /* Filter groups of 4: group entries beside single filters (tails, the
    * broken group), an all-removed group (filters 4-7), several chunks,
-   * every group register-tile remainder, strides, dilations, twins. */
+   * every group register-tile remainder, strides, dilations, and the
+   * 8-float rows (no padding to 64, no twins) of grouped layers. */
   filter_group = 4;
   check_case(1, 9, 7, 13, 37, 1, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 0);

@@ -148,8 +148,8 @@ PATCONV_INLINE const clicktrain_patconv_word* group_tile(
 }
 
 _Static_assert(VECTORS == 8, "the tail below covers 1 to 7 vectors");
-_Static_assert(GROUP_VECTORS >= 2 && GROUP_VECTORS <= 8,
-               "the group tail below covers 1 to 7 vectors");
+_Static_assert(GROUP_VECTORS == 2 || GROUP_VECTORS == 4,
+               "the group tail below covers 1 to 3 vectors");
 
 /* A group entry over the whole pixel range: register tiles of
  * GROUP_VECTORS vectors, each one pass over the entry. */
@@ -171,21 +171,7 @@ PATCONV_INLINE const clicktrain_patconv_word* group_entry(
     case 1: next = group_tile(program, p, o, output_stride, 1, low, high); break;
 #if GROUP_VECTORS > 2
     case 2: next = group_tile(program, p, o, output_stride, 2, low, high); break;
-#endif
-#if GROUP_VECTORS > 3
     case 3: next = group_tile(program, p, o, output_stride, 3, low, high); break;
-#endif
-#if GROUP_VECTORS > 4
-    case 4: next = group_tile(program, p, o, output_stride, 4, low, high); break;
-#endif
-#if GROUP_VECTORS > 5
-    case 5: next = group_tile(program, p, o, output_stride, 5, low, high); break;
-#endif
-#if GROUP_VECTORS > 6
-    case 6: next = group_tile(program, p, o, output_stride, 6, low, high); break;
-#endif
-#if GROUP_VECTORS > 7
-    case 7: next = group_tile(program, p, o, output_stride, 7, low, high); break;
 #endif
     default: break;
   }
