@@ -490,10 +490,12 @@ static void valid_columns(const clicktrain_conv_geometry* g, int kx,
 }
 
 /* Sub-plane kx of phase p, rows `rows`, from the NHWC input: one transpose
- * per row. Rows outside the input are zeroed (columns outside it stay zero
- * from add_buffers). */
+ * per row. Rows outside the input are zeroed unless `zero_rows_kept` (the
+ * buffer last held this band: they are still zero); columns outside it stay
+ * zero from add_buffers. */
 static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
-                                int kx, size_t rows, float* buffer) {
+                                int kx, size_t rows, int zero_rows_kept,
+                                float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
@@ -506,7 +508,7 @@ static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
     const long y = (first_row + (long)r) * g->stride_h + op->phase_value[p] -
                    g->padding_top;
     if (y < 0 || y >= g->input_height) {
-      for (size_t c = 0; c < channels; ++c) {
+      for (size_t c = 0; !zero_rows_kept && c < channels; ++c) {
         memset(destination + c * op->channel_stride, 0,
                op->columns * sizeof(float));
       }
@@ -523,13 +525,24 @@ static void transpose_sub_plane(const run_context* run, size_t band, size_t p,
   }
 }
 
+/* row[first, end): mostly one column (a 3x3 kernel's padding), stored
+ * directly rather than through a memset call per row and channel. */
+static inline void zero_columns(float* row, size_t first, size_t end) {
+  if (end == first + 1) {
+    row[first] = 0.0f;
+  } else if (end > first) {
+    memset(row + first, 0, (end - first) * sizeof(float));
+  }
+}
+
 /* The input rows band `band` reads -> `buffer`. Within a row phase, the
  * sub-plane of kernel column kx holds, at output column x, the same input
  * pixel as that of column kx' at x + (kx - kx') * dilation / stride when that
  * is a whole number of columns: such a sub-plane is copied, channel by
  * channel, from an already transposed one (the widest first), and only its
  * padding columns are zeroed, instead of transposing the input again. */
-static void pack_band(const run_context* run, size_t band, float* buffer) {
+static void pack_band(const run_context* run, size_t band, int zero_rows_kept,
+                      float* buffer) {
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
@@ -568,7 +581,7 @@ static void pack_band(const run_context* run, size_t band, float* buffer) {
         }
       }
       if (source_kx < 0) {
-        transpose_sub_plane(run, band, p, kx, rows, buffer);
+        transpose_sub_plane(run, band, p, kx, rows, zero_rows_kept, buffer);
         transposed[count++] = kx;
         continue;
       }
@@ -585,8 +598,8 @@ static void pack_band(const run_context* run, size_t band, float* buffer) {
                (high - low) * sizeof(float));
         for (size_t r = 0; r < rows; ++r) {
           float* row = plane + r * op->columns;
-          for (long x = 0; x < first[kx]; ++x) row[x] = 0.0f;
-          for (size_t x = (size_t)end[kx]; x < width; ++x) row[x] = 0.0f;
+          zero_columns(row, 0, (size_t)first[kx]);
+          zero_columns(row, (size_t)end[kx], width);
         }
       }
     }
@@ -673,7 +686,11 @@ static void band_task(void* context, size_t index) {
   const size_t group = index % run->filter_groups;
   size_t slot;
   float* buffer = claim_buffer(op, &slot);
-  pack_band(run, band, buffer);
+  const int zero_rows_kept = op->packed_band[slot] == band + 1 &&
+                             op->packed_band_rows[slot] == run->band_rows;
+  op->packed_band[slot] = band + 1;
+  op->packed_band_rows[slot] = run->band_rows;
+  pack_band(run, band, zero_rows_kept, buffer);
   compute_band(run, buffer, band, group * op->filter_blocks / run->filter_groups,
                (group + 1) * op->filter_blocks / run->filter_groups);
   release_buffer(op, slot);

@@ -83,6 +83,11 @@ typedef struct clicktrain_patconv_operator {
   float* buffers[CLICKTRAIN_PATCONV_MAX_BUFFERS];  /* one per running task */
   size_t allocated_buffers;
   uint64_t buffers_in_use;            /* bit per buffer, atomic */
+  /* Per buffer, the band last packed into it (plus 1; 0: none) and that
+   * run's rows per band: packing the same band again leaves its rows
+   * outside the input zero, as they are. */
+  size_t packed_band[CLICKTRAIN_PATCONV_MAX_BUFFERS];
+  size_t packed_band_rows[CLICKTRAIN_PATCONV_MAX_BUFFERS];
   size_t scratch_bytes;               /* program + allocated buffers */
   size_t tile_stride;
   int max_threads;

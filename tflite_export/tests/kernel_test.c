@@ -280,6 +280,50 @@ static void prepare(const layer* l, int height, int width, int dilation,
                                           sizeof(error)) == 0, "%s", error);
 }
 
+/* One operator run again and again, as an interpreter does: serially, on 2
+ * threads (other band sizes), serially again, each time on a new input.
+ * Buffers keep the zero rows of the band they last held; a band packed into
+ * a buffer that held another band must not see that band's rows. */
+static void check_reused_operator(int height, int width, int in_channels,
+                                  int out_channels) {
+  layer l;
+  make_layer(&l, in_channels, out_channels, 0);
+  clicktrain_weight_storage storage;
+  clicktrain_conv_geometry g;
+  prepare(&l, height, width, 1, &storage, &g);
+  const size_t in_size = (size_t)height * width * in_channels;
+  const size_t out_size =
+      (size_t)g.output_height * g.output_width * out_channels;
+  float* input = malloc(sizeof(float) * in_size);
+  float* expected = malloc(sizeof(float) * out_size);
+  float* actual = malloc(sizeof(float) * out_size);
+  for (size_t s = 0; s < num_kernel_sets; ++s) {
+    clicktrain_patconv_operator op;
+    EXPECT(clicktrain_patconv_operator_setup(&op, &g, &storage.weights, 0,
+                                             kernel_sets[s], 2) == 0,
+           "operator setup failed");
+    for (int run = 0; run < 4; ++run) {
+      for (size_t i = 0; i < in_size; ++i) input[i] = random_float();
+      dense_reference(&g, &l, input, expected);
+      clicktrain_patconv_operator_run(&op, input, actual,
+                                      run % 2 ? two_threads : NULL);
+      size_t wrong = 0;
+      for (size_t i = 0; i < out_size; ++i) {
+        wrong += !(fabs(actual[i] - expected[i]) <= 1e-4 * (1 + fabs(expected[i])));
+      }
+      EXPECT(wrong == 0, "%s: reused %dx%dx%d->%d operator, run %d: %zu "
+             "outputs wrong", kernel_sets[s]->name, height, width,
+             in_channels, out_channels, run, wrong);
+    }
+    clicktrain_patconv_operator_release(&op);
+  }
+  free(input);
+  free(expected);
+  free(actual);
+  clicktrain_free_pattern_weights(&storage);
+  free_layer(&l);
+}
+
 /* TFLite's reference conv skips taps in the padding, so a NaN or infinite
  * weight next to the border must not reach the border outputs through
  * 0 * Inf. Every variant must give the scalar reference's outputs exactly
@@ -721,6 +765,8 @@ int main(void) {
   check_case(1, 14, 14, 600, 12, 1, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_RELU, 0);
   filter_group = 1;
+  check_reused_operator(56, 56, 64, 64);
+  check_reused_operator(7, 7, 512, 40);
   check_non_finite_weights(0);
   check_non_finite_weights(1);
   check_scratch_bound();
