@@ -56,10 +56,54 @@ static size_t phase_index(const clicktrain_patconv_operator* op, int ky) {
 
 /* Offset, within a channel's planes, of sub-plane kx of row phase `phase`
  * (twin 1: its copy shifted by op->twin_shift floats). */
+static int shared_column(const clicktrain_patconv_operator* op, int kx,
+                         size_t* shift);
+
+/* Kernel columns [0, kx) with a sub-plane of their own. */
+static size_t packed_columns(const clicktrain_patconv_operator* op, int kx) {
+  size_t count = 0, shift;
+  for (int k = 0; k < kx; ++k) count += shared_column(op, k, &shift) == k;
+  return count;
+}
+
 static size_t sub_plane_offset(const clicktrain_patconv_operator* op,
                                size_t phase, size_t kx, size_t twin) {
-  return ((phase * kKernelColumns + kx) * op->copies + twin) *
+  return ((phase * packed_columns(op, kKernelColumns) +
+           packed_columns(op, (int)kx)) * op->copies + twin) *
          op->sub_plane_stride;
+}
+
+static void valid_columns(const clicktrain_conv_geometry* g, int kx,
+                          long* first, long* end);
+
+/* Kernel column kx of a strided layer whose input pixels at output column x
+ * are those of an earlier kernel column at x + shift (shift > 0 whole
+ * columns) reads that column's sub-plane `shift` floats further on, when
+ * the reads past the row's last output column stay within its zero padding
+ * columns: no sub-plane of its own is packed. Returns the source column, or
+ * kx itself when kx has a sub-plane of its own. */
+static int shared_column(const clicktrain_patconv_operator* op, int kx,
+                         size_t* shift) {
+  const clicktrain_conv_geometry* g = &op->geometry;
+  *shift = 0;
+  if (g->stride_w < 2 || op->copies > 1) return kx;
+  for (int source = 0; source < kx; ++source) {
+    if (shared_column(op, source, shift) != source) continue;
+    const long distance = (long)(kx - source) * g->dilation_w;
+    if (distance % g->stride_w != 0) continue;
+    const long columns = distance / g->stride_w;
+    long first, end, source_first, source_end;
+    valid_columns(g, kx, &first, &end);
+    valid_columns(g, source, &source_first, &source_end);
+    if (first + columns < source_first || end + columns > source_end ||
+        (size_t)g->output_width + (size_t)columns > op->columns) {
+      continue;
+    }
+    *shift = (size_t)columns;
+    return source;
+  }
+  *shift = 0;
+  return kx;
 }
 
 /* Offset, within a channel's planes, of 3x3 position `position`: a multiple
@@ -67,11 +111,12 @@ static size_t sub_plane_offset(const clicktrain_patconv_operator* op,
 static size_t tap_offset(const clicktrain_patconv_operator* op, int position) {
   const clicktrain_conv_geometry* g = &op->geometry;
   const int ky = position / CLICKTRAIN_KERNEL_SIZE;
-  const size_t kx = (size_t)(position % CLICKTRAIN_KERNEL_SIZE);
+  size_t shift;
+  const size_t kx = (size_t)shared_column(op, position % CLICKTRAIN_KERNEL_SIZE, &shift);
   const size_t row = (size_t)(ky * g->dilation_h / g->stride_h);
   const size_t twin = op->copies > 1 && (row * op->columns) % op->vector_floats != 0;
   return sub_plane_offset(op, phase_index(op, ky), kx, twin) +
-         row * op->columns - twin * op->twin_shift;
+         row * op->columns - twin * op->twin_shift + shift;
 }
 
 /* Pixels per tile for a band of `rows` output rows: equal tiles of whole
@@ -338,7 +383,8 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
   /* Floats of one buffer row (all channels, phases, kernel columns and
    * twins). */
   const size_t row_floats =
-      channels * op->row_phases * kKernelColumns * op->copies * op->columns;
+      channels * op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
+      op->columns;
   if (reach + 1 > scratch_limit / row_floats) return 0;
   /* Bands fill about kBandBufferBytes, at least one output row and at least
    * a pixel tile: a thinner band of a small, deep map (7x7x512) would cut
@@ -364,9 +410,13 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
     op->sub_plane_stride += kAlignment / sizeof(float);
   }
   op->channel_stride =
-      op->row_phases * kKernelColumns * op->copies * op->sub_plane_stride;
+      op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
+      op->sub_plane_stride;
+  /* Past the last sub-plane: the register tiles' slack, and the shift of a
+   * kernel column sharing it (less than kColumnAlignment). */
   op->buffer_floats = align_up(op->channel_stride * channels +
-                                   CLICKTRAIN_PATCONV_PIXEL_SLACK,
+                                   CLICKTRAIN_PATCONV_PIXEL_SLACK +
+                                   kColumnAlignment,
                                kAlignment / sizeof(float));
   if (op->buffer_floats > scratch_limit ||
       op->buffer_floats > (size_t)INT32_MAX) {
@@ -385,7 +435,7 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
    * is read from L2 once per filter block rather than once per filter.
    * Depthwise filters share no channel: one chunk. */
   const size_t tile_bytes_per_channel =
-      op->row_phases * kKernelColumns * op->copies *
+      op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
       (tile_pixels(op, op->band_rows) + reach * op->columns) * sizeof(float);
   /* chunk = kChunkBytes * clamp((1/8) / density, 1, 2), density = kept
    * weights / dense weights; in 64-bit, num_values < 2^32. */
@@ -546,11 +596,12 @@ static void pack_band(const run_context* run, size_t band, int zero_rows_kept,
   const clicktrain_patconv_operator* op = run->op;
   const clicktrain_conv_geometry* g = &op->geometry;
   const size_t channels = (size_t)g->input_channels;
-  const size_t width = (size_t)g->output_width;
   /* The run's bands may be narrower than the buffers. */
   const size_t rows =
       run->band_rows + (op->band_buffer_rows - op->band_rows);
   const size_t block = rows * op->columns;
+  const size_t zero_end =
+      g->stride_w > 1 ? op->columns : (size_t)g->output_width;
   long first[kKernelColumns], end[kKernelColumns];
   int order[kKernelColumns];
   for (int kx = 0; kx < kKernelColumns; ++kx) {
@@ -568,6 +619,8 @@ static void pack_band(const run_context* run, size_t band, int zero_rows_kept,
     size_t count = 0;
     for (int k = 0; k < kKernelColumns; ++k) {
       const int kx = order[k];
+      size_t unused_shift;
+      if (shared_column(op, kx, &unused_shift) != kx) continue;
       int source_kx = -1;
       long shift = 0;
       for (size_t j = 0; j < count && first[kx] < end[kx]; ++j) {
@@ -599,7 +652,9 @@ static void pack_band(const run_context* run, size_t band, int zero_rows_kept,
         for (size_t r = 0; r < rows; ++r) {
           float* row = plane + r * op->columns;
           zero_columns(row, 0, (size_t)first[kx]);
-          zero_columns(row, (size_t)end[kx], width);
+          /* Of a strided layer, the padding columns too: a kernel column
+           * sharing this sub-plane would read them as zeros. */
+          zero_columns(row, (size_t)end[kx], zero_end);
         }
       }
     }

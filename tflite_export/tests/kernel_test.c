@@ -739,6 +739,25 @@ int main(void) {
              CLICKTRAIN_ACTIVATION_NONE, 0);
   check_case(2, 9, 47, 5, 6, 2, 1, CLICKTRAIN_PADDING_VALID,
              CLICKTRAIN_ACTIVATION_NONE, 0);
+  /* Strided layers whose kernel columns read an earlier column's sub-plane
+   * shifted by whole columns (kx 2 from kx 0 at stride 2; kx 1 and 2 from
+   * kx 0 at stride 2, dilation 2; kx 2 from kx 0 shifted by 3 at dilation
+   * 3), with padding on the left (odd widths), and the shapes that pack
+   * their own sub-planes instead: no padding column to shift into (16
+   * output columns), a shift past the padding columns, VALID padding whose
+   * last column the shifted read would miss. */
+  check_case(1, 12, 12, 9, 10, 2, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 9, 9, 7, 9, 2, 3, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(2, 7, 29, 6, 5, 2, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(1, 6, 32, 5, 6, 2, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 13, 13, 4, 7, 2, 3, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 9, 13, 5, 6, 2, 1, CLICKTRAIN_PADDING_VALID,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
   /* Filter groups of 4: group entries beside single filters (tails, the
    * broken group), an all-removed group (filters 4-7), several chunks,
    * every group register-tile remainder, strides, dilations, and the
@@ -759,6 +778,12 @@ int main(void) {
   check_case(1, 6, 40, 7, 12, 1, 2, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_RELU, 0);
   check_case(2, 28, 28, 96, 64, 1, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 28, 28, 16, 16, 2, 1, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_NONE, 0);
+  check_case(1, 11, 21, 12, 8, 2, 2, CLICKTRAIN_PADDING_SAME,
+             CLICKTRAIN_ACTIVATION_RELU, 0);
+  check_case(1, 9, 32, 8, 8, 2, 1, CLICKTRAIN_PADDING_SAME,
              CLICKTRAIN_ACTIVATION_NONE, 0);
   /* Several chunks: filter 9's group runs as single filters in the chunk
    * holding channel 0 and as a group entry in the others. */
