@@ -13,7 +13,9 @@
  * kernels' vectors are wider than 8 floats and columns is not a multiple of
  * them, its twin shifted by columns % vector floats, read by taps whose row
  * offset is not a whole number of vectors; layers of grouped filters have
- * 8-float rows and no twins); for the band
+ * 8-float rows and no twins; a strided layer's kernel column whose pixels
+ * are another's shifted by whole columns, within the padding columns, reads
+ * that one's sub-plane shifted and has none of its own); for the band
  * starting at output row y0,
  *   sub[phase][kx][r][x] = input((y0 + r) * stride_h + phase - padding_top,
  *                                x * stride_w + kx * dilation_w - padding_left)
