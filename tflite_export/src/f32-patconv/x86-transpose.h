@@ -76,10 +76,61 @@ static inline __attribute__((always_inline)) void store_first(float* d,
   if (n & 1) _mm_store_ss(d, part);
 }
 
+/* 4 rows x 8 columns -> 8 rows of 4 floats. */
+static inline __attribute__((always_inline)) void transpose_4x8(
+    const float* source, size_t source_stride, float* destination,
+    size_t destination_stride) {
+  const __m256 r0 = _mm256_loadu_ps(source);
+  const __m256 r1 = _mm256_loadu_ps(source + source_stride);
+  const __m256 r2 = _mm256_loadu_ps(source + 2 * source_stride);
+  const __m256 r3 = _mm256_loadu_ps(source + 3 * source_stride);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1);
+  const __m256 t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3);
+  const __m256 t3 = _mm256_unpackhi_ps(r2, r3);
+  /* Columns j | j + 4 of the 4 rows. */
+  const __m256 c04 = _mm256_shuffle_ps(t0, t2, 0x44);
+  const __m256 c15 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 c26 = _mm256_shuffle_ps(t1, t3, 0x44);
+  const __m256 c37 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  float* d = destination;
+  const size_t s = destination_stride;
+  _mm_storeu_ps(d, _mm256_castps256_ps128(c04));
+  _mm_storeu_ps(d + s, _mm256_castps256_ps128(c15));
+  _mm_storeu_ps(d + 2 * s, _mm256_castps256_ps128(c26));
+  _mm_storeu_ps(d + 3 * s, _mm256_castps256_ps128(c37));
+  _mm_storeu_ps(d + 4 * s, _mm256_extractf128_ps(c04, 1));
+  _mm_storeu_ps(d + 5 * s, _mm256_extractf128_ps(c15, 1));
+  _mm_storeu_ps(d + 6 * s, _mm256_extractf128_ps(c26, 1));
+  _mm_storeu_ps(d + 7 * s, _mm256_extractf128_ps(c37, 1));
+}
+
+/* 8 rows x 4 columns -> 4 rows of 8 floats. */
+static inline __attribute__((always_inline)) void transpose_8x4(
+    const float* source, size_t source_stride, float* destination,
+    size_t destination_stride) {
+  const size_t s = source_stride;
+  const __m256 v0 = _mm256_insertf128_ps(
+      _mm256_castps128_ps256(_mm_loadu_ps(source)), _mm_loadu_ps(source + 4 * s), 1);
+  const __m256 v1 = _mm256_insertf128_ps(
+      _mm256_castps128_ps256(_mm_loadu_ps(source + s)), _mm_loadu_ps(source + 5 * s), 1);
+  const __m256 v2 = _mm256_insertf128_ps(
+      _mm256_castps128_ps256(_mm_loadu_ps(source + 2 * s)), _mm_loadu_ps(source + 6 * s), 1);
+  const __m256 v3 = _mm256_insertf128_ps(
+      _mm256_castps128_ps256(_mm_loadu_ps(source + 3 * s)), _mm_loadu_ps(source + 7 * s), 1);
+  const __m256 t0 = _mm256_unpacklo_ps(v0, v1);
+  const __m256 t1 = _mm256_unpackhi_ps(v0, v1);
+  const __m256 t2 = _mm256_unpacklo_ps(v2, v3);
+  const __m256 t3 = _mm256_unpackhi_ps(v2, v3);
+  _mm256_storeu_ps(destination, _mm256_shuffle_ps(t0, t2, 0x44));
+  _mm256_storeu_ps(destination + destination_stride, _mm256_shuffle_ps(t0, t2, 0xEE));
+  _mm256_storeu_ps(destination + 2 * destination_stride, _mm256_shuffle_ps(t1, t3, 0x44));
+  _mm256_storeu_ps(destination + 3 * destination_stride, _mm256_shuffle_ps(t1, t3, 0xEE));
+}
+
 /* The first `rows` x `columns` (each 1..8) of a block, with masked loads and
  * loads: the edges of a transpose cost about what a whole block does. */
-#define TRANSPOSE_HAS_PARTIAL_BLOCK 1
-static inline void transpose_partial_block(const float* source,
+static inline void transpose_masked_block(const float* source,
                                            size_t source_stride,
                                            float* destination,
                                            size_t destination_stride,
@@ -96,6 +147,27 @@ static inline void transpose_partial_block(const float* source,
   for (size_t i = 0; i < columns; ++i) {
     store_first(destination + i * destination_stride, r[i], rows);
   }
+}
+
+/* The first `rows` x `columns` (each 1..8, not both 8) of a block: a
+ * 4-row or 4-column part by the shuffles of half a block (a 28-pixel row is
+ * 3 blocks and a half), the rest masked. */
+#define TRANSPOSE_HAS_PARTIAL_BLOCK 1
+static inline __attribute__((always_inline)) void transpose_partial_block(const float* source,
+                                           size_t source_stride,
+                                           float* destination,
+                                           size_t destination_stride,
+                                           size_t rows, size_t columns) {
+  if (columns == 8 && rows == 4) {
+    transpose_4x8(source, source_stride, destination, destination_stride);
+    return;
+  }
+  if (rows == 8 && columns == 4) {
+    transpose_8x4(source, source_stride, destination, destination_stride);
+    return;
+  }
+  transpose_masked_block(source, source_stride, destination,
+                         destination_stride, rows, columns);
 }
 
 #endif  /* CLICKTRAIN_F32_PATCONV_X86_TRANSPOSE_H_ */
