@@ -73,7 +73,10 @@ constexpr int kMaxThreads = 64;
 // again whenever the node about to use it packs a different band layout
 // than the last node that did (its padding columns and rows would hold
 // that node's data); nodes of the same layout (the convs of one ResNet
-// stage) pack the same positions and share it as it is.
+// stage) pack the same positions and share it as it is. What the operator
+// remembers of a buffer's content (the band it last packed there, whose
+// rows outside the input it then leaves as they are) holds only while no
+// other node used the buffer: Invoke forgets it otherwise.
 struct BandLayout {
   // The geometry without what only the output side uses.
   clicktrain_conv_geometry input_side;
@@ -142,17 +145,21 @@ class SharedBandBuffers {
     return true;
   }
 
-  // The first `count` buffers, for a run packing band layout `layout`:
-  // each zeroed first (its first `floats` floats) unless the last run that
-  // used it packed the same layout.
-  float* const* ForRun(const BandLayout& layout, size_t count, size_t floats) {
+  // The first `count` buffers, for a run of `user` packing band layout
+  // `layout`: each zeroed first (its first `floats` floats) unless the last
+  // run that used it packed the same layout. kept[i]: the last run that
+  // used buffer i was `user`'s own.
+  float* const* ForRun(const void* user, const BandLayout& layout,
+                       size_t count, size_t floats, bool* kept) {
     for (size_t i = 0; i < count; ++i) {
+      kept[i] = owner_known_[i] && users_[i] == user;
       if (!owner_known_[i] ||
           std::memcmp(&owners_[i], &layout, sizeof(layout)) != 0) {
         std::memset(buffers_[i], 0, floats * sizeof(float));
         owners_[i] = layout;
         owner_known_[i] = true;
       }
+      users_[i] = user;
     }
     return buffers_;
   }
@@ -177,6 +184,7 @@ class SharedBandBuffers {
   std::atomic<int> references_{1};
   float* buffers_[CLICKTRAIN_PATCONV_MAX_BUFFERS] = {};
   BandLayout owners_[CLICKTRAIN_PATCONV_MAX_BUFFERS];
+  const void* users_[CLICKTRAIN_PATCONV_MAX_BUFFERS] = {};
   bool owner_known_[CLICKTRAIN_PATCONV_MAX_BUFFERS] = {};
   size_t count_ = 0;
   size_t floats_ = 0;
@@ -652,9 +660,16 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
                                     : op->delegate_state->Pool(threads);
   clicktrain_patconv_operator& conv = op->conv_operator;
   if (op->shared_slots > 0) {
+    bool kept[CLICKTRAIN_PATCONV_MAX_BUFFERS];
     float* const* buffers = op->band_buffers->ForRun(
-        op->band_layout, op->shared_slots, conv.buffer_floats);
-    for (size_t i = 0; i < op->shared_slots; ++i) conv.buffers[i] = buffers[i];
+        op, op->band_layout, op->shared_slots, conv.buffer_floats, kept);
+    for (size_t i = 0; i < op->shared_slots; ++i) {
+      conv.buffers[i] = buffers[i];
+      if (!kept[i]) {
+        conv.packed_band[i] = 0;  // another node packed its bands there
+        conv.packed_band_rows[i] = 0;
+      }
+    }
   }
   clicktrain_patconv_operator_run(&conv, static_cast<const float*>(input->data),
                                   static_cast<float*>(output->data), pool);
