@@ -139,13 +139,16 @@ static inline void transpose_masked_block(const float* source,
   const __m256i column_mask =
       _mm256_cmpgt_epi32(_mm256_set1_epi32((int)columns), lane);
   __m256 r[8];
+  /* Unrolled, so r stays in registers. */
+#pragma GCC unroll 8
   for (size_t i = 0; i < 8; ++i) {
     r[i] = i < rows ? _mm256_maskload_ps(source + i * source_stride, column_mask)
                     : _mm256_setzero_ps();
   }
   transpose_registers(r);
-  for (size_t i = 0; i < columns; ++i) {
-    store_first(destination + i * destination_stride, r[i], rows);
+#pragma GCC unroll 8
+  for (size_t i = 0; i < 8; ++i) {
+    if (i < columns) store_first(destination + i * destination_stride, r[i], rows);
   }
 }
 
