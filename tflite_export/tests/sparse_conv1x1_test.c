@@ -1,7 +1,8 @@
 /* Native unit test of the sparse 1x1 conv: every micro-kernel variant, run
  * through the operator serially and on 2 threads, in each of its modes
  * (SpMM, block, few-pixel), against a dense NHWC convolution in double
- * precision; and the weight validator against malformed tensors.
+ * precision; each variant's transpose against an element copy; and the
+ * weight validator against malformed tensors.
  *
  * Build and run with `make test`. Exits non-zero on any failure.
  */
@@ -350,6 +351,41 @@ static void check_case(int batch, int height, int width, int in_channels,
               stride_w, percent_kept, output_min, output_max, 0);
 }
 
+/* Every variant's transpose (NHWC <-> planar) over sizes around its whole
+ * blocks (16 and 8 floats for AVX-512, 8 for AVX2, 4 for NEON) and their
+ * edges, with strides wider than a row: the result must be an exact copy,
+ * and floats between the rows of the destination must stay untouched. */
+static void check_transposes(void) {
+  const size_t sizes[] = {1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 49, 64};
+  const size_t count = sizeof(sizes) / sizeof(sizes[0]);
+  const size_t most = 64, pad = 3;
+  float* source = malloc(sizeof(float) * most * (most + pad));
+  float* destination = malloc(sizeof(float) * most * (most + pad));
+  for (size_t v = 0; v < num_variants; ++v) {
+    for (size_t a = 0; a < count; ++a) {
+      for (size_t b = 0; b < count; ++b) {
+        const size_t rows = sizes[a], columns = sizes[b];
+        const size_t source_stride = columns + pad, destination_stride = rows + pad;
+        for (size_t i = 0; i < rows * source_stride; ++i) source[i] = (float)i;
+        for (size_t i = 0; i < columns * destination_stride; ++i) destination[i] = -1.0f;
+        variants[v]->transpose(rows, columns, source, source_stride, destination,
+                               destination_stride);
+        size_t wrong = 0;
+        for (size_t c = 0; c < columns; ++c) {
+          for (size_t r = 0; r < destination_stride; ++r) {
+            const float want = r < rows ? source[r * source_stride + c] : -1.0f;
+            wrong += destination[c * destination_stride + r] != want;
+          }
+        }
+        EXPECT(wrong == 0, "%s: transpose of %zu x %zu: %zu floats wrong",
+               variants[v]->name, rows, columns, wrong);
+      }
+    }
+  }
+  free(source);
+  free(destination);
+}
+
 int main(void) {
   num_variants = clicktrain_available_spconv1x1_ukernels(variants, 8);
   two_threads = clicktrain_thread_pool_create(2);
@@ -410,6 +446,7 @@ int main(void) {
   check_case(1, 2, 4, 13, 37, 1, 1, 20, -inf, inf);
   check_case(2, 5, 5, 130, 200, 4, 3, 20, 0.0f, 6.0f);  /* 2 x 2x2 pixels */
   check_layer(1, 1, 1, 40, 64, 1, 1, 30, 0.0f, inf, 16);  /* block-pruned */
+  check_transposes();
   check_non_finite_few_pixels(1, 37);
   check_non_finite_few_pixels(3, 16);
   check_validation();

@@ -7,7 +7,11 @@
  *   vector_fma(w, x, acc) = acc + w * x, vector_add(a, b),
  *   vector_max(a, b), vector_min(a, b)   (NaN in b propagates, as TFLite's clamp)
  *   transpose_block(source, source_stride, destination, destination_stride)
- *                              a LANES x LANES transpose
+ *                              a TRANSPOSE_BLOCK x TRANSPOSE_BLOCK transpose
+ *   TRANSPOSE_BLOCK            its side (optional, LANES by default)
+ *   transpose_small_block, TRANSPOSE_SMALL_BLOCK
+ *                              a smaller square transpose for the edges
+ *                              (optional)
  *   BLOCK_PIXELS, PAIR_PIXELS  block mode register tile rows (optional)
  *   FEW_PIXEL_ROWS, FEW_PIXEL_VECTORS
  *                              few-pixel mode register tile: pixels x output
@@ -29,27 +33,62 @@
 
 enum { kPixelTile = LANES * VECTORS };
 
+#ifndef TRANSPOSE_BLOCK
+#define TRANSPOSE_BLOCK LANES
+#endif
+
+/* Rows [r0, r1) x columns [c0, c1): TRANSPOSE_SMALL_BLOCK-square blocks
+ * (transpose_small_block) where the variant has them, then element
+ * copies. */
+static void transpose_edges(size_t r0, size_t r1, size_t c0, size_t c1,
+                            const float* source, size_t source_stride,
+                            float* destination, size_t destination_stride) {
+#ifdef TRANSPOSE_SMALL_BLOCK
+  const size_t small = TRANSPOSE_SMALL_BLOCK;
+  const size_t r_end = r0 + (r1 - r0) / small * small;
+  const size_t c_end = c0 + (c1 - c0) / small * small;
+  for (size_t r = r0; r < r_end; r += small) {
+    for (size_t c = c0; c < c_end; c += small) {
+      transpose_small_block(source + r * source_stride + c, source_stride,
+                            destination + c * destination_stride + r,
+                            destination_stride);
+    }
+  }
+  for (size_t r = r0; r < r_end; ++r) {
+    for (size_t c = c_end; c < c1; ++c) {
+      destination[c * destination_stride + r] = source[r * source_stride + c];
+    }
+  }
+  r0 = r_end;
+#endif
+  for (size_t r = r0; r < r1; ++r) {
+    for (size_t c = c0; c < c1; ++c) {
+      destination[c * destination_stride + r] = source[r * source_stride + c];
+    }
+  }
+}
+
+/* Whole TRANSPOSE_BLOCK-square blocks, then the edges. */
 static void transpose(size_t rows, size_t columns, const float* source,
                       size_t source_stride, float* destination,
                       size_t destination_stride) {
-  const size_t full_rows = rows - rows % LANES;
-  const size_t full_columns = columns - columns % LANES;
-  for (size_t r = 0; r < full_rows; r += LANES) {
-    for (size_t c = 0; c < full_columns; c += LANES) {
+  const size_t block = TRANSPOSE_BLOCK;
+  const size_t full_rows = rows - rows % block;
+  const size_t full_columns = columns - columns % block;
+  for (size_t r = 0; r < full_rows; r += block) {
+    for (size_t c = 0; c < full_columns; c += block) {
       transpose_block(source + r * source_stride + c, source_stride,
                       destination + c * destination_stride + r,
                       destination_stride);
     }
-    for (size_t c = full_columns; c < columns; ++c) {
-      for (size_t i = r; i < r + LANES; ++i) {
-        destination[c * destination_stride + i] = source[i * source_stride + c];
-      }
-    }
   }
-  for (size_t r = full_rows; r < rows; ++r) {
-    for (size_t c = 0; c < columns; ++c) {
-      destination[c * destination_stride + r] = source[r * source_stride + c];
-    }
+  if (full_columns < columns) {
+    transpose_edges(0, full_rows, full_columns, columns, source, source_stride,
+                    destination, destination_stride);
+  }
+  if (full_rows < rows) {
+    transpose_edges(full_rows, rows, 0, columns, source, source_stride,
+                    destination, destination_stride);
   }
 }
 
