@@ -413,6 +413,9 @@ int main(void) {
    * with a clamp that only the last block may apply. */
   check_case(1, 3, 5, 1700, 37, 1, 2, 20, -0.5f, 0.5f);
   check_case(2, 4, 4, 800, 20, 1, 1, 50, 0.0f, inf);
+  /* 512 output channels over several channel blocks: the results go back
+   * to NHWC in stripes of 16 pixels (21 pixels: a stripe and a remainder). */
+  check_case(1, 3, 7, 200, 512, 1, 1, 20, 0.0f, 6.0f);
   /* Block mode: groups of 16 output channels sharing their input channels
    * (the first group empty), pairs of groups that share them too, a layer
    * mixing pairs and single groups (48 = a pair + one), every register-tile
