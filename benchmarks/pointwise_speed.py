@@ -1,6 +1,6 @@
 """Sparse 1x1 conv op vs XNNPACK's dense 1x1 CONV_2D in LiteRT: layers, models.
 
-One Keras Conv2D 1x1 (batch 1) of MobileNetV2 / ResNet-50 pointwise shapes,
+One Keras Conv2D 1x1 (batch 1) of MobileNetV2 / EfficientNetB0 / ResNet-50 pointwise shapes,
 its weights zeroed at random (unstructured, as `prune_pattern` prunes 1x1
 convs) to 70%, 80% and 90% sparsity. The builtin-only file (zeros kept) runs
 in LiteRT's stock Interpreter, whose CONV_2D is XNNPACK's; the same file
@@ -77,10 +77,14 @@ LAYERS = (  # (network, size, input channels, output channels)
     ("ResNet-50", 28, 512, 128),
     ("ResNet-50", 14, 256, 1024),
     ("ResNet-50", 7, 512, 2048),
+    ("MobileNetV2", 112, 16, 96),
     ("MobileNetV2", 56, 24, 144),
+    ("MobileNetV2", 56, 144, 24),
     ("MobileNetV2", 14, 96, 576),
     ("MobileNetV2", 14, 576, 96),
     ("MobileNetV2", 7, 960, 160),
+    ("EfficientNetB0", 28, 40, 240),
+    ("EfficientNetB0", 28, 240, 40),
 )
 
 
