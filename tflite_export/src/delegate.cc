@@ -665,10 +665,8 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
         op, op->band_layout, op->shared_slots, conv.buffer_floats, kept);
     for (size_t i = 0; i < op->shared_slots; ++i) {
       conv.buffers[i] = buffers[i];
-      if (!kept[i]) {
-        conv.packed_band[i] = 0;  // another node packed its bands there
-        conv.packed_band_rows[i] = 0;
-      }
+      // Another node packed its bands there.
+      if (!kept[i]) clicktrain_patconv_operator_forget_buffer(&conv, i);
     }
   }
   clicktrain_patconv_operator_run(&conv, static_cast<const float*>(input->data),

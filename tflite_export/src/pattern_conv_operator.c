@@ -54,56 +54,52 @@ static size_t phase_index(const clicktrain_patconv_operator* op, int ky) {
   return index;
 }
 
-/* Offset, within a channel's planes, of sub-plane kx of row phase `phase`
- * (twin 1: its copy shifted by op->twin_shift floats). */
-static int shared_column(const clicktrain_patconv_operator* op, int kx,
-                         size_t* shift);
-
-/* Kernel columns [0, kx) with a sub-plane of their own. */
-static size_t packed_columns(const clicktrain_patconv_operator* op, int kx) {
-  size_t count = 0, shift;
-  for (int k = 0; k < kx; ++k) count += shared_column(op, k, &shift) == k;
-  return count;
-}
-
-static size_t sub_plane_offset(const clicktrain_patconv_operator* op,
-                               size_t phase, size_t kx, size_t twin) {
-  return ((phase * packed_columns(op, kKernelColumns) +
-           packed_columns(op, (int)kx)) * op->copies + twin) *
-         op->sub_plane_stride;
-}
-
 static void valid_columns(const clicktrain_conv_geometry* g, int kx,
                           long* first, long* end);
 
-/* Kernel column kx of a strided layer whose input pixels at output column x
- * are those of an earlier kernel column at x + shift (shift > 0 whole
- * columns) reads that column's sub-plane `shift` floats further on, when
- * the reads past the row's last output column stay within its zero padding
- * columns: no sub-plane of its own is packed. Returns the source column, or
- * kx itself when kx has a sub-plane of its own. */
-static int shared_column(const clicktrain_patconv_operator* op, int kx,
-                         size_t* shift) {
+/* Fills op->column_source, column_shift, column_sub_plane and sub_planes
+ * (after op->columns and op->copies): kernel column kx of a strided layer
+ * whose input pixels at output column x are those of an earlier kernel
+ * column at x + shift (shift > 0 whole columns) reads that column's
+ * sub-plane `shift` floats further on, when the reads past the row's last
+ * output column stay within its zero padding columns: no sub-plane of its
+ * own is packed. */
+static void share_columns(clicktrain_patconv_operator* op) {
   const clicktrain_conv_geometry* g = &op->geometry;
-  *shift = 0;
-  if (g->stride_w < 2 || op->copies > 1) return kx;
-  for (int source = 0; source < kx; ++source) {
-    if (shared_column(op, source, shift) != source) continue;
-    const long distance = (long)(kx - source) * g->dilation_w;
-    if (distance % g->stride_w != 0) continue;
-    const long columns = distance / g->stride_w;
-    long first, end, source_first, source_end;
-    valid_columns(g, kx, &first, &end);
-    valid_columns(g, source, &source_first, &source_end);
-    if (first + columns < source_first || end + columns > source_end ||
-        (size_t)g->output_width + (size_t)columns > op->columns) {
-      continue;
+  op->sub_planes = 0;
+  for (int kx = 0; kx < kKernelColumns; ++kx) {
+    op->column_source[kx] = kx;
+    op->column_shift[kx] = 0;
+    for (int source = 0; g->stride_w > 1 && op->copies == 1 && source < kx;
+         ++source) {
+      if (op->column_source[source] != source) continue;
+      const long distance = (long)(kx - source) * g->dilation_w;
+      if (distance % g->stride_w != 0) continue;
+      const long columns = distance / g->stride_w;
+      long first, end, source_first, source_end;
+      valid_columns(g, kx, &first, &end);
+      valid_columns(g, source, &source_first, &source_end);
+      if (first + columns < source_first || end + columns > source_end ||
+          (size_t)g->output_width + (size_t)columns > op->columns) {
+        continue;
+      }
+      op->column_source[kx] = source;
+      op->column_shift[kx] = (size_t)columns;
+      break;
     }
-    *shift = (size_t)columns;
-    return source;
+    op->column_sub_plane[kx] = op->column_source[kx] == kx
+                                   ? op->sub_planes++
+                                   : op->column_sub_plane[op->column_source[kx]];
   }
-  *shift = 0;
-  return kx;
+}
+
+/* Offset, within a channel's planes, of sub-plane kx of row phase `phase`
+ * (twin 1: its copy shifted by op->twin_shift floats). */
+static size_t sub_plane_offset(const clicktrain_patconv_operator* op,
+                               size_t phase, size_t kx, size_t twin) {
+  return ((phase * op->sub_planes + op->column_sub_plane[kx]) * op->copies +
+          twin) *
+         op->sub_plane_stride;
 }
 
 /* Offset, within a channel's planes, of 3x3 position `position`: a multiple
@@ -111,12 +107,12 @@ static int shared_column(const clicktrain_patconv_operator* op, int kx,
 static size_t tap_offset(const clicktrain_patconv_operator* op, int position) {
   const clicktrain_conv_geometry* g = &op->geometry;
   const int ky = position / CLICKTRAIN_KERNEL_SIZE;
-  size_t shift;
-  const size_t kx = (size_t)shared_column(op, position % CLICKTRAIN_KERNEL_SIZE, &shift);
+  const int column = position % CLICKTRAIN_KERNEL_SIZE;
+  const size_t kx = (size_t)op->column_source[column];
   const size_t row = (size_t)(ky * g->dilation_h / g->stride_h);
   const size_t twin = op->copies > 1 && (row * op->columns) % op->vector_floats != 0;
   return sub_plane_offset(op, phase_index(op, ky), kx, twin) +
-         row * op->columns - twin * op->twin_shift + shift;
+         row * op->columns - twin * op->twin_shift + op->column_shift[column];
 }
 
 /* Pixels per tile for a band of `rows` output rows: equal tiles of whole
@@ -380,10 +376,11 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
       op->twin_shift = op->columns % op->vector_floats;
     }
   }
+  share_columns(op);
   /* Floats of one buffer row (all channels, phases, kernel columns and
    * twins). */
   const size_t row_floats =
-      channels * op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
+      channels * op->row_phases * op->sub_planes * op->copies *
       op->columns;
   if (reach + 1 > scratch_limit / row_floats) return 0;
   /* Bands fill about kBandBufferBytes, at least one output row and at least
@@ -410,7 +407,7 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
     op->sub_plane_stride += kAlignment / sizeof(float);
   }
   op->channel_stride =
-      op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
+      op->row_phases * op->sub_planes * op->copies *
       op->sub_plane_stride;
   /* Past the last sub-plane: the register tiles' slack, and the shift of a
    * kernel column sharing it (less than kColumnAlignment). */
@@ -435,7 +432,7 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
    * is read from L2 once per filter block rather than once per filter.
    * Depthwise filters share no channel: one chunk. */
   const size_t tile_bytes_per_channel =
-      op->row_phases * packed_columns(op, kKernelColumns) * op->copies *
+      op->row_phases * op->sub_planes * op->copies *
       (tile_pixels(op, op->band_rows) + reach * op->columns) * sizeof(float);
   /* chunk = kChunkBytes * clamp((1/8) / density, 1, 2), density = kept
    * weights / dense weights; in 64-bit, num_values < 2^32. */
@@ -485,6 +482,12 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
   free(scratch);
   op->fast = 1;
   return 0;
+}
+
+void clicktrain_patconv_operator_forget_buffer(clicktrain_patconv_operator* op,
+                                               size_t slot) {
+  op->packed_band[slot] = 0;
+  op->packed_band_rows[slot] = 0;
 }
 
 void clicktrain_patconv_operator_release(clicktrain_patconv_operator* op) {
@@ -619,8 +622,7 @@ static void pack_band(const run_context* run, size_t band, int zero_rows_kept,
     size_t count = 0;
     for (int k = 0; k < kKernelColumns; ++k) {
       const int kx = order[k];
-      size_t unused_shift;
-      if (shared_column(op, kx, &unused_shift) != kx) continue;
+      if (op->column_source[kx] != kx) continue;
       int source_kx = -1;
       long shift = 0;
       for (size_t j = 0; j < count && first[kx] < end[kx]; ++j) {

@@ -66,6 +66,13 @@ typedef struct clicktrain_patconv_operator {
   int fast;
   size_t row_phases;                  /* distinct row phases in use, 1..3 */
   int phase_value[3];                 /* (ky * dilation_h) % stride_h */
+  /* Per kernel column: the column whose sub-plane it reads (itself, or an
+   * earlier one of a strided layer, shifted by column_shift floats) and
+   * that sub-plane's index among the sub_planes packed per row phase. */
+  int column_source[3];
+  size_t column_shift[3];
+  size_t column_sub_plane[3];
+  size_t sub_planes;
   size_t band_rows;                   /* output rows per band */
   size_t bands;
   size_t band_buffer_rows;            /* band_rows + kernel reach */
@@ -112,6 +119,12 @@ int clicktrain_patconv_operator_setup(clicktrain_patconv_operator* op,
 void clicktrain_patconv_operator_run(clicktrain_patconv_operator* op,
                                      const float* input, float* output,
                                      clicktrain_thread_pool* pool);
+
+/* Band buffer `slot` was written by someone else since the operator's last
+ * run (a buffer shared between operators): its next packing zeroes it as
+ * for a new band. */
+void clicktrain_patconv_operator_forget_buffer(clicktrain_patconv_operator* op,
+                                               size_t slot);
 
 void clicktrain_patconv_operator_release(clicktrain_patconv_operator* op);
 

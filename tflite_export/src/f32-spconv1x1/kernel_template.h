@@ -37,6 +37,17 @@ enum { kPixelTile = LANES * VECTORS };
 #define TRANSPOSE_BLOCK LANES
 #endif
 
+/* Rows [r0, r1) x columns [c0, c1), element by element. */
+static void transpose_elements(size_t r0, size_t r1, size_t c0, size_t c1,
+                               const float* source, size_t source_stride,
+                               float* destination, size_t destination_stride) {
+  for (size_t r = r0; r < r1; ++r) {
+    for (size_t c = c0; c < c1; ++c) {
+      destination[c * destination_stride + r] = source[r * source_stride + c];
+    }
+  }
+}
+
 /* Rows [r0, r1) x columns [c0, c1): TRANSPOSE_SMALL_BLOCK-square blocks
  * (transpose_small_block) where the variant has them, then element
  * copies. */
@@ -54,18 +65,12 @@ static void transpose_edges(size_t r0, size_t r1, size_t c0, size_t c1,
                             destination_stride);
     }
   }
-  for (size_t r = r0; r < r_end; ++r) {
-    for (size_t c = c_end; c < c1; ++c) {
-      destination[c * destination_stride + r] = source[r * source_stride + c];
-    }
-  }
+  transpose_elements(r0, r_end, c_end, c1, source, source_stride, destination,
+                     destination_stride);
   r0 = r_end;
 #endif
-  for (size_t r = r0; r < r1; ++r) {
-    for (size_t c = c0; c < c1; ++c) {
-      destination[c * destination_stride + r] = source[r * source_stride + c];
-    }
-  }
+  transpose_elements(r0, r1, c0, c1, source, source_stride, destination,
+                     destination_stride);
 }
 
 /* Whole TRANSPOSE_BLOCK-square blocks, then the edges. */
